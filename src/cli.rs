@@ -1,0 +1,224 @@
+//! Command-line interface: every subcommand and flag, with help that teaches.
+//!
+//! Node flags can also be given as `PEERLAB_*` environment variables, which is how the
+//! compose file and the Docker runtime configure containers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peerlab",
+    version,
+    about = "A testbed for peer-to-peer networks",
+    long_about = "peerlab runs a p2p node with a status socket, and an orchestrator that brings up \
+                  whole networks from a YAML topology (as local processes or Docker containers), \
+                  checks that they formed, injects faults and reports.",
+    after_help = "Start here:\n  peerlab run topologies/quickstart.yaml     run a genesis + 4 peers end to end\n  \
+                  peerlab node --help                          run one node by hand\n  \
+                  peerlab status 127.0.0.1:7071                what a node sees"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one p2p node (the daemon every process and container of a testbed runs).
+    Node(NodeArgs),
+    /// Exit 0 only when the node at the status address is ready (joined); for healthchecks.
+    Health(HealthArgs),
+    /// Show what a node sees: neighbours, members, counters.
+    Status(StatusArgs),
+    /// Run a topology end to end: start it, check it, report, tear it down.
+    Run(RunArgs),
+    /// Start a topology and leave it running; prints how to reach every node.
+    Up(UpArgs),
+    /// List runs that are still up (started by `peerlab up`, or left over).
+    Ps(PsArgs),
+    /// Stop and remove a run (or every run with --all), including leftovers.
+    Down(DownArgs),
+    /// Check topology files without starting anything.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of topology files (for editors).
+    Schema,
+    /// Export a topology as a docker-compose.yml (Compose Specification).
+    Compose(ComposeArgs),
+    /// Build the node's container image from this very executable.
+    Image(ImageArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Flags of `peerlab node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Peer-protocol address to listen on.
+    #[arg(long, env = "PEERLAB_LISTEN", default_value = "0.0.0.0:7070", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Status socket (HTTP, JSON) address.
+    #[arg(long, env = "PEERLAB_STATUS", default_value = "0.0.0.0:7071", value_name = "HOST:PORT")]
+    pub status: String,
+    /// Genesis node to join through; repeat for fallbacks. None: this node starts the network.
+    #[arg(long, env = "PEERLAB_GENESIS", value_delimiter = ',', value_name = "HOST:PORT")]
+    pub genesis: Vec<String>,
+    /// Address other nodes dial to reach this one. Default: the listen address, or this
+    /// machine's hostname with the listen port when listening on 0.0.0.0 (right inside a container).
+    #[arg(long, env = "PEERLAB_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Human name shown in status and logs (the topology's node name). Default: the id.
+    #[arg(long, env = "PEERLAB_NAME")]
+    pub name: Option<String>,
+    /// Target number of neighbours; the node dials members until it has this many.
+    #[arg(long, env = "PEERLAB_DEGREE", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub degree: u32,
+    /// Most links this node keeps; further link requests are refused.
+    #[arg(long, env = "PEERLAB_MAX_PEERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_peers: u32,
+    /// Most inbound connections at once (links, joins and not-yet-identified sockets).
+    #[arg(long, env = "PEERLAB_MAX_CONNECTIONS", default_value_t = 128)]
+    pub max_connections: usize,
+    /// Seed of the node's randomness (peer choice, ids). Default: from the OS.
+    #[arg(long, env = "PEERLAB_SEED")]
+    pub seed: Option<u64>,
+    /// How often each link is pinged.
+    #[arg(long, env = "PEERLAB_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A link silent for this long is dropped and its node suspected (a frozen node still accepts TCP).
+    #[arg(long, env = "PEERLAB_HEARTBEAT_TIMEOUT", default_value = "1500ms", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// A suspect that cannot be reached again for this long is declared dead network-wide.
+    #[arg(long, env = "PEERLAB_SUSPECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub suspect_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "PEERLAB_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Broadcast every line typed on standard input (as the seed did); `exit` or EOF leaves.
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Status socket to ask.
+    #[arg(long, env = "PEERLAB_STATUS", default_value = "127.0.0.1:7071", value_name = "HOST:PORT")]
+    pub status: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Status socket of the node (HOST:PORT or http://HOST:PORT).
+    #[arg(default_value = "127.0.0.1:7071")]
+    pub addr: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list the last delivered broadcasts.
+    #[arg(long)]
+    pub messages: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeChoice {
+    /// Docker when an engine answers, local processes otherwise.
+    Auto,
+    /// Child processes of this executable on 127.0.x.y addresses.
+    Local,
+    /// Docker containers on user-defined networks.
+    Docker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Topology file (YAML); see docs/topology.md and `peerlab schema`.
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeChoice,
+    /// Override the topology's seed (node randomness, scenario choices).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the JSON report here (top-level `passed`, checks, per-node views).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML here so CI systems list each check as a test case.
+    #[arg(long, value_name = "FILE.xml")]
+    pub junit: Option<PathBuf>,
+    /// Draw the overlay the nodes formed (.dot or .svg).
+    #[arg(long, value_name = "FILE.svg|FILE.dot")]
+    pub graph: Option<PathBuf>,
+    /// Leave the nodes running after the checks (then `peerlab down RUN`).
+    #[arg(long)]
+    pub keep: bool,
+    /// Where runs keep logs and state.
+    #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeChoice,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// Run id to take down (see `peerlab ps`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub run: Option<String>,
+    /// Take down every run, and every container/network labelled peerlab.run.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ComposeArgs {
+    /// Topology file to export.
+    pub file: PathBuf,
+    /// Where to write the compose file (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImageCommand {
+    /// Build the image from this executable through the Docker API (no cargo, no registry).
+    Build {
+        #[arg(long, default_value_t = crate::DEFAULT_IMAGE.to_string())]
+        tag: String,
+    },
+}

@@ -1,0 +1,31 @@
+//! peerlab: a testbed for peer-to-peer networks.
+//!
+//! - [`node`]: the p2p node. Protocol logic is a sans-IO state machine ([`node::machine`]);
+//!   a thin tokio driver runs it over TCP and serves the status socket.
+//! - [`status_api`]: the JSON contract of the status socket, shared by node and checker.
+//! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
+//! - [`orchestrator`]: turns a topology into a run, checks it, reports.
+//! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
+
+pub mod cli;
+pub mod client;
+pub mod node;
+pub mod orchestrator;
+pub mod runtime;
+pub mod status_api;
+pub mod topology;
+
+/// Tag of the node image built from this executable.
+pub const DEFAULT_IMAGE: &str = concat!("peerlab:", env!("CARGO_PKG_VERSION"));
+
+/// Process exit codes shared by every subcommand.
+pub mod exit {
+    /// Every check passed.
+    pub const PASSED: u8 = 0;
+    /// A check failed (the run itself worked).
+    pub const CHECK_FAILED: u8 = 1;
+    /// Bad input or usage: nothing was started.
+    pub const BAD_INPUT: u8 = 2;
+    /// The runtime failed (could not start nodes, Docker missing, ...).
+    pub const RUNTIME_FAILED: u8 = 3;
+}

@@ -1,0 +1,111 @@
+//! The status socket's JSON contract (`docs/status-api.md`).
+//!
+//! These types are shared by the node that serves them, the `peerlab status` client and
+//! the orchestrator that checks whole networks. Keeping one definition means the node and
+//! its checker cannot drift apart; any other node image that serves the same JSON can be
+//! tested by peerlab too. Fields are only ever added, never renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// A reference to another node: its stable id and the address others dial.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerRef {
+    pub id: String,
+    pub addr: String,
+}
+
+/// `GET /status`: what one node sees of the network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Stable identifier of this node (unique in the network).
+    pub id: String,
+    /// Human name given with `--name` (the topology's node name), if any.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Advertised peer-protocol address (what other nodes dial).
+    pub addr: String,
+    /// True when this node started the network (it had no genesis to contact).
+    pub genesis: bool,
+    /// True once the node has completed its join (a genesis is joined from the start).
+    pub joined: bool,
+    /// Nodes with an established link to this one.
+    pub neighbours: Vec<PeerRef>,
+    /// Every node this one believes is in the network, itself included.
+    pub members: Vec<PeerRef>,
+    /// Members suspected of failure but not yet confirmed dead.
+    #[serde(default)]
+    pub suspects: Vec<PeerRef>,
+    /// The degree this node tries to keep.
+    #[serde(default)]
+    pub target_degree: usize,
+    #[serde(default)]
+    pub counters: Counters,
+    pub uptime_secs: f64,
+    /// peerlab version of the node (informational).
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Monotonic counters since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Broadcasts delivered to this node (each at most once).
+    pub delivered: u64,
+    /// Flooded messages dropped because their id was already seen.
+    pub duplicates_dropped: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Connections closed because of a malformed, oversized or out-of-order frame.
+    #[serde(default)]
+    pub bad_frames: u64,
+    /// Inbound connections refused because a cap was reached.
+    #[serde(default)]
+    pub connections_refused: u64,
+    /// Members this node declared dead.
+    #[serde(default)]
+    pub members_declared_dead: u64,
+}
+
+/// `POST /broadcast` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BroadcastRequest {
+    /// Defaults to `#BROADCAST`, the seed's title for a user broadcast.
+    #[serde(default = "default_title")]
+    pub title: String,
+    pub message: String,
+}
+
+pub fn default_title() -> String {
+    "#BROADCAST".to_string()
+}
+
+/// `POST /broadcast` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BroadcastAccepted {
+    pub id: String,
+}
+
+/// One entry of `GET /messages`: a broadcast delivered to this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredMessage {
+    /// SHA-256 hex digest identifying the broadcast network-wide.
+    pub id: String,
+    pub title: String,
+    pub message: String,
+    /// Id of the node that originated it.
+    pub origin: String,
+    /// Unix seconds (fractional) when the origin sent it.
+    pub time: f64,
+    /// Links it crossed to get here (0 at the origin).
+    pub hops: u32,
+    /// Unix seconds (fractional) when this node delivered it.
+    pub received_at: f64,
+}
+
+/// Error body of any non-2xx answer of the status socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
