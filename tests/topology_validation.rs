@@ -157,9 +157,8 @@ fn bad_files_are_reported_at_their_line_with_path_and_expectation() {
         ),
         (
             "duplicate network",
-            format!(
-                "name: demo\ngenesis:\n  count: 1\n  networks: [a]\nnetworks:\n  - name: a\n  - name: a\n"
-            ),
+            "name: demo\ngenesis:\n  count: 1\n  networks: [a]\nnetworks:\n  - name: a\n  - name: a\n"
+                .into(),
             7,
             11,
             "networks[1].name",
