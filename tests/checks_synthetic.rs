@@ -220,6 +220,10 @@ fn under_degree_node_fails_min_degree_naming_it() {
     );
     assert!(check(&checks, "max degree <= 8").passed);
     assert!(check(&checks, "overlay connected").passed);
+    let report = Report::new(meta(), &obs, &Overlay::build(&obs), checks, None);
+    let text = summary_text(&report);
+    let row = text.lines().find(|l| l.starts_with("peers-7 ")).unwrap();
+    assert!(row.ends_with("DEGREE OUT OF BOUNDS"), "{row}");
 }
 
 #[test]
@@ -252,8 +256,10 @@ fn inconsistent_membership_names_node_and_missing_member() {
     assert!(!c.passed);
     assert_eq!(c.measured, "19/20 nodes match");
     let msg = c.message.as_deref().unwrap();
-    assert!(msg.contains("peers-4 is missing peers-9"), "{msg}");
-    assert!(msg.contains("has extra deadbeef@127.0.1.99:7070"), "{msg}");
+    assert!(
+        msg.contains("peers-4: missing peers-9, extra deadbeef@127.0.1.99:7070 (not a live node)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -284,6 +290,17 @@ fn unready_node_fails_all_ready_with_reason() {
     assert_eq!(overlay.summary().answering, 19);
     // Its neighbours still list it: those links point to no observed node.
     assert!(!overlay.dangling.is_empty());
+    // Everyone still lists the silent node: said once, not 19 times.
+    let c = check(&checks, "full membership");
+    let msg = c.message.as_deref().unwrap();
+    assert!(
+        msg.starts_with("19 of 19 nodes disagree with the live set: 19 nodes (genesis-0, peers-1,"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("extra id-05@127.0.1.5:7070 (not a live node)"),
+        "{msg}"
+    );
 }
 
 #[test]

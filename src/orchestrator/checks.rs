@@ -235,27 +235,42 @@ fn full_membership(observations: &[NodeObservation]) -> CheckResult {
         if total == 0 {
             return "no node answered its status socket, so no membership could be seen".into();
         }
-        let details: Vec<String> = mismatches
+        // Nodes that disagree the same way (say, all still list one dead node) are told once.
+        let mut groups: Vec<(Vec<&str>, &Vec<&str>, &Vec<String>)> = Vec::new();
+        for (name, missing, extra) in &mismatches {
+            match groups
+                .iter_mut()
+                .find(|(_, m, e)| *m == missing && *e == extra)
+            {
+                Some((names, _, _)) => names.push(name),
+                None => groups.push((vec![name], missing, extra)),
+            }
+        }
+        let details: Vec<String> = groups
             .iter()
             .take(MEMBERSHIP_DETAILS)
-            .map(|(name, missing, extra)| {
+            .map(|(names, missing, extra)| {
                 let mut parts = Vec::new();
                 if !missing.is_empty() {
-                    parts.push(format!("is missing {}", name_list(missing)));
+                    parts.push(format!("missing {}", name_list(missing)));
                 }
                 if !extra.is_empty() {
-                    parts.push(format!("has extra {} (not a live node)", name_list(extra)));
+                    parts.push(format!("extra {} (not a live node)", name_list(extra)));
                 }
-                format!("{name} {}", parts.join(" and "))
+                let who = match names.as_slice() {
+                    [one] => one.to_string(),
+                    many => format!("{} nodes ({})", many.len(), name_list(many)),
+                };
+                format!("{who}: {}", parts.join(", "))
             })
             .collect();
-        let more = mismatches.len().saturating_sub(MEMBERSHIP_DETAILS);
+        let more = groups.len().saturating_sub(MEMBERSHIP_DETAILS);
         format!(
             "{} of {total} nodes disagree with the live set: {}{}",
             mismatches.len(),
             details.join("; "),
             if more > 0 {
-                format!("; and {more} more nodes")
+                format!("; and {more} more disagreements")
             } else {
                 String::new()
             }

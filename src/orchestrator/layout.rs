@@ -12,8 +12,10 @@ use super::graph::Overlay;
 /// Above this many nodes the circle layout is used.
 pub const FORCE_MAX_NODES: usize = 150;
 const ITERATIONS: usize = 300;
-/// Pull towards the centre so that separate components stay in view.
-const GRAVITY: f64 = 0.05;
+/// Pull towards the centre, proportional to distance. Repulsion summed over all nodes is
+/// about 1/d (k² = 1/n), so a node with no links settles near 1/sqrt(GRAVITY) from the
+/// centre: separate components and lone nodes stay in view next to the rest.
+const GRAVITY: f64 = 3.0;
 
 /// Positions in the unit square, one per node of `overlay`, in node order.
 pub fn layout(overlay: &Overlay) -> Vec<(f64, f64)> {

@@ -2,6 +2,7 @@
 //! at a glance. Long runs show their worst nodes only, because 300 healthy rows hide the
 //! one that matters.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::report::{NodeView, Report};
@@ -49,7 +50,7 @@ pub fn summary_text(report: &Report) -> String {
         );
     }
     out.push('\n');
-    node_table(&mut out, &report.nodes);
+    node_table(&mut out, &report.nodes, &degree_offenders(report));
     if let Some(b) = &report.broadcast {
         out.push('\n');
         broadcast_table(&mut out, b);
@@ -59,18 +60,35 @@ pub fn summary_text(report: &Report) -> String {
     out
 }
 
-/// Bigger is worse: silent, then unready, then fewest neighbours, then slowest to ready.
-fn badness(n: &NodeView) -> (bool, bool, std::cmp::Reverse<usize>, u64) {
+/// Nodes a degree check named, so the table can say which rows broke it.
+fn degree_offenders(report: &Report) -> HashSet<String> {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("min degree") || c.name.starts_with("max degree"))
+        .filter_map(|c| c.value.get("offenders").and_then(|o| o.as_array()))
+        .flatten()
+        .filter_map(|o| o.get("node").and_then(|n| n.as_str()).map(str::to_string))
+        .collect()
+}
+
+/// Bigger is worse: silent, then unready, then degree out of bounds, then fewest
+/// neighbours, then slowest to ready.
+fn badness(
+    n: &NodeView,
+    offenders: &HashSet<String>,
+) -> (bool, bool, bool, std::cmp::Reverse<usize>, u64) {
     let slow = n.ready_after_secs.map_or(u64::MAX, |s| (s * 1000.0) as u64);
     (
         n.error.is_some() || n.id.is_none(),
         !n.ready,
+        offenders.contains(&n.name),
         std::cmp::Reverse(n.degree),
         slow,
     )
 }
 
-fn state(n: &NodeView) -> String {
+fn state(n: &NodeView, offenders: &HashSet<String>) -> String {
     let s = if n.id.is_none() {
         format!(
             "NO STATUS: {}",
@@ -80,6 +98,8 @@ fn state(n: &NodeView) -> String {
         "NOT READY".to_string()
     } else if n.degree == 0 {
         "ISOLATED".to_string()
+    } else if offenders.contains(&n.name) {
+        "DEGREE OUT OF BOUNDS".to_string()
     } else {
         "ok".to_string()
     };
@@ -90,12 +110,12 @@ fn state(n: &NodeView) -> String {
     }
 }
 
-fn node_table(out: &mut String, nodes: &[NodeView]) {
+fn node_table(out: &mut String, nodes: &[NodeView], offenders: &HashSet<String>) {
     let shown: Vec<&NodeView> = if nodes.len() <= FULL_TABLE_MAX {
         nodes.iter().collect()
     } else {
         let mut order: Vec<usize> = (0..nodes.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(badness(&nodes[i])));
+        order.sort_by_key(|&i| std::cmp::Reverse(badness(&nodes[i], offenders)));
         let mut worst: Vec<usize> = order.into_iter().take(WORST_SHOWN).collect();
         worst.sort_unstable();
         worst.into_iter().map(|i| &nodes[i]).collect()
@@ -115,7 +135,7 @@ fn node_table(out: &mut String, nodes: &[NodeView]) {
             n.degree.to_string(),
             n.member_count.to_string(),
             secs(n.ready_after_secs),
-            state(n),
+            state(n, offenders),
         ]);
     }
     out.push_str(&table(&rows, &[false, false, true, true, true, false]));
