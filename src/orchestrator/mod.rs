@@ -10,8 +10,10 @@ pub mod graph;
 pub mod junit;
 pub mod layout;
 pub mod model;
+pub mod progress;
 pub mod render;
 pub mod report;
+pub mod run;
 pub mod summary;
 mod text;
 

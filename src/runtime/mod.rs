@@ -11,6 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
+pub mod local;
+
 pub const RUN_LABEL: &str = "peerlab.run";
 /// Label carrying the node name inside a run.
 pub const NODE_LABEL: &str = "peerlab.node";
