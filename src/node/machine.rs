@@ -369,6 +369,19 @@ impl Machine {
         self.delivered.iter()
     }
 
+    /// Each neighbour with the connection of its link, so that tests can check that both
+    /// ends of a link are one connection.
+    #[cfg(test)]
+    pub(crate) fn link_conns(&self) -> Vec<(String, ConnId)> {
+        let mut list: Vec<(String, ConnId)> = self
+            .neighbours
+            .iter()
+            .map(|(id, c)| (id.clone(), *c))
+            .collect();
+        list.sort();
+        list
+    }
+
     /// Connections the machine tracks (bounded by the driver's caps).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
