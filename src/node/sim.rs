@@ -15,6 +15,8 @@
 
 mod checks;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests_broadcast;
 #[cfg(test)]
 mod tests_failure;
@@ -23,7 +25,7 @@ mod tests_join;
 #[cfg(test)]
 mod tests_partition;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::machine::{Config, ConnId, Machine, MachineCounters, Output};
@@ -35,6 +37,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// Events one delivery round may process before we call it a storm (a protocol loop).
 const STORM_LIMIT: usize = 2_000_000;
+
+/// Address of the far end of raw connections: a client that is not a simulated node.
+const RAW: &str = "raw-client";
 
 /// The listen address the simulator gives the node called `name`.
 pub fn addr_of(name: &str) -> String {
@@ -123,6 +128,8 @@ pub struct Sim {
     events: Vec<SeenEvent>,
     /// Dials per node address.
     dials: HashMap<String, u64>,
+    /// Frames sent to each raw connection.
+    raw_inbox: HashMap<u64, Vec<Message>>,
 }
 
 impl Sim {
@@ -143,6 +150,7 @@ impl Sim {
             flood_frames: HashMap::new(),
             events: Vec::new(),
             dials: HashMap::new(),
+            raw_inbox: HashMap::new(),
         }
     }
 
@@ -373,6 +381,55 @@ impl Sim {
         id
     }
 
+    // ----- raw clients -------------------------------------------------------------------
+
+    /// Opens a connection to `name` from a client that is not a node, so a test can speak
+    /// the protocol badly. Returns the connection's handle.
+    pub fn connect_raw(&mut self, name: &str) -> u64 {
+        let target = self.addr(name);
+        let pipe = self.next_pipe;
+        self.next_pipe += 1;
+        let end = |addr: &str| End {
+            addr: addr.to_string(),
+            conn: None,
+            open: true,
+            last: Duration::ZERO,
+        };
+        self.pipes.insert(
+            pipe,
+            Pipe {
+                ends: [end(RAW), end(&target)],
+            },
+        );
+        self.raw_inbox.insert(pipe, Vec::new());
+        self.enqueue_on(pipe, TARGET, Event::Accept { pipe });
+        self.deliver_due();
+        pipe
+    }
+
+    pub fn send_raw(&mut self, pipe: u64, msg: Message) {
+        self.enqueue_on(
+            pipe,
+            TARGET,
+            Event::Frame {
+                pipe,
+                to: TARGET,
+                msg,
+            },
+        );
+        self.deliver_due();
+    }
+
+    /// Did the node close the raw connection?
+    pub fn raw_closed(&self, pipe: u64) -> bool {
+        self.pipes.get(&pipe).is_none_or(|p| !p.ends[TARGET].open)
+    }
+
+    /// What the node sent on the raw connection.
+    pub fn raw_received(&self, pipe: u64) -> &[Message] {
+        self.raw_inbox.get(&pipe).map_or(&[], Vec::as_slice)
+    }
+
     // ----- views -------------------------------------------------------------------------
 
     /// Names of the nodes that run (not frozen, killed or gone).
@@ -573,6 +630,12 @@ impl Sim {
         };
         let to = 1 - side;
         let dest = p.ends[to].addr.clone();
+        if dest == RAW {
+            if p.ends[to].open {
+                self.raw_inbox.entry(pipe).or_default().push(msg);
+            }
+            return;
+        }
         if !p.ends[to].open || !self.reachable(from, &dest) {
             return;
         }
@@ -699,9 +762,4 @@ impl Sim {
         }
         self.pump(addr);
     }
-}
-
-/// Checks an id set for use in assertions: sorted names.
-pub fn names(list: &[&str]) -> BTreeSet<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }

@@ -4,24 +4,7 @@
 use std::time::Duration;
 
 use super::Sim;
-
-/// Generous virtual bound for a network to form; the tests report the time it took.
-const FORM_LIMIT: Duration = Duration::from_secs(60);
-
-fn name(i: usize) -> String {
-    format!("n{i:02}")
-}
-
-/// Runs until the network is formed or panics with the invariant that does not hold.
-fn until_formed(sim: &mut Sim, min_degree: usize) -> Duration {
-    match sim.run_until(FORM_LIMIT, |s| s.check_formed(min_degree).is_ok()) {
-        Some(took) => took,
-        None => panic!(
-            "not formed within {FORM_LIMIT:?}: {}",
-            sim.check_formed(min_degree).unwrap_err()
-        ),
-    }
-}
+use super::fixtures::{name, until_formed};
 
 #[test]
 fn a_genesis_alone_is_joined_and_alone() {
