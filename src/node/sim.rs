@@ -10,7 +10,7 @@
 //!
 //! Faults mimic what the real driver can see: a killed node's peers get their connections
 //! closed; a frozen node behaves like a paused process (the kernel still accepts dials and
-//! buffers frames, nothing is answered until it is thawed); partitions and cut pairs drop
+//! buffers frames, nothing is answered until it is thawed); partitions drop
 //! frames, FINs and dials across them, like a black-holing network.
 
 mod checks;
@@ -121,13 +121,12 @@ pub struct Sim {
     queue: BTreeMap<(Duration, u64), (String, Event)>,
     seq: u64,
     next_pipe: u64,
-    cut: HashSet<(String, String)>,
     flood_ids: HashSet<String>,
     /// Broadcast frames received per flood id (first receipts and duplicates).
     flood_frames: HashMap<String, u64>,
     events: Vec<SeenEvent>,
-    /// Dials per node address.
-    dials: HashMap<String, u64>,
+    /// Addresses each node (by address) dialed, in order.
+    dials: HashMap<String, Vec<String>>,
     /// Frames sent to each raw connection.
     raw_inbox: HashMap<u64, Vec<Message>>,
 }
@@ -145,7 +144,6 @@ impl Sim {
             queue: BTreeMap::new(),
             seq: 0,
             next_pipe: 1,
-            cut: HashSet::new(),
             flood_ids: HashSet::new(),
             flood_frames: HashMap::new(),
             events: Vec::new(),
@@ -161,10 +159,6 @@ impl Sim {
 
     pub fn now(&self) -> Instant {
         self.base + self.elapsed
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.elapsed
     }
 
     /// Starts a node with the default configuration; returns its name.
@@ -321,19 +315,11 @@ impl Sim {
         }
     }
 
-    /// Cuts the path between two nodes only.
-    pub fn cut(&mut self, a: &str, b: &str) {
-        let (a, b) = (self.addr(a), self.addr(b));
-        self.cut.insert((a.clone(), b.clone()));
-        self.cut.insert((b, a));
-    }
-
-    /// Removes every partition and cut.
+    /// Removes every partition.
     pub fn heal(&mut self) {
         for node in self.nodes.values_mut() {
             node.group = 0;
         }
-        self.cut.clear();
     }
 
     /// Closes the connection `from` holds as its link to `to`, as a network fault would:
@@ -485,9 +471,12 @@ impl Sim {
         self.machine(name).counters().clone()
     }
 
-    /// Connections the node has dialed so far.
-    pub fn dials_from(&self, name: &str) -> u64 {
-        self.dials.get(&self.addr(name)).copied().unwrap_or(0)
+    /// Addresses the node has dialed so far, in order.
+    pub fn dials_from(&self, name: &str) -> Vec<String> {
+        self.dials
+            .get(&self.addr(name))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Broadcast frames nodes received carrying this flood id.
@@ -542,7 +531,7 @@ impl Sim {
     fn reachable(&self, a: &str, b: &str) -> bool {
         let group = |addr: &str| self.nodes.get(addr).map(|n| n.group);
         match (group(a), group(b)) {
-            (Some(x), Some(y)) => x == y && !self.cut.contains(&(a.to_string(), b.to_string())),
+            (Some(x), Some(y)) => x == y,
             _ => false,
         }
     }
@@ -592,7 +581,10 @@ impl Sim {
     }
 
     fn on_dial(&mut self, from: &str, conn: ConnId, target: String) {
-        *self.dials.entry(from.to_string()).or_default() += 1;
+        self.dials
+            .entry(from.to_string())
+            .or_default()
+            .push(target.clone());
         let up = self
             .nodes
             .get(&target)
@@ -719,11 +711,11 @@ impl Sim {
                 let Some(p) = self.pipes.get(&pipe) else {
                     return;
                 };
-                let (End {
+                let End {
                     conn: Some(conn),
                     open: true,
                     ..
-                }) = p.ends[to]
+                } = p.ends[to]
                 else {
                     return;
                 };
