@@ -127,17 +127,20 @@ async fn a_node_stopped_with_sigterm_exits_zero_and_leaves_every_member_list() {
 
     // A graceful leave is flooded: it must not wait for failure detection.
     assert_network_heals_without(&cluster, &gone, Duration::from_secs(10)).await;
-    let statuses = cluster.statuses().await.expect("statuses");
-    let declared_dead: u64 = statuses
-        .iter()
-        .map(|s| s.counters.members_declared_dead)
-        .sum();
-    assert_eq!(
-        declared_dead,
-        0,
-        "a graceful leave must not be detected as a failure ({:?} since SIGTERM)",
-        started.elapsed()
-    );
+    // Unrelated false suspicions on a busy machine are possible; declaring *this* node dead is not.
+    let needle = format!("member={gone}");
+    for node in &cluster.nodes {
+        let log = node.log_text();
+        let wrongly = log
+            .lines()
+            .any(|l| l.contains("declaring it dead") && l.contains(&needle));
+        assert!(
+            !wrongly,
+            "{} declared {gone} dead {:?} after a graceful SIGTERM",
+            node.name,
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +164,17 @@ async fn a_node_killed_with_sigkill_is_declared_dead_and_forgotten() {
             .any(|s| s.counters.members_declared_dead > 0),
         "someone must have declared {gone} dead"
     );
+    let needle = format!("member={gone}");
+    let declared_by = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.log_text()
+                .lines()
+                .any(|l| l.contains("declaring it dead") && l.contains(&needle))
+        })
+        .count();
+    assert!(declared_by > 0, "no log declares {gone} dead");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +280,7 @@ async fn stdin_lines_are_broadcast_and_exit_leaves() {
     cluster.nodes[typist].write_stdin("hello from stdin\n\n");
     let typist_id = cluster.nodes[typist].id().to_string();
     for node in cluster.nodes.iter().filter(|n| n.id() != typist_id) {
-        poll_until(
+        let typed = poll_until(
             Duration::from_secs(10),
             &format!("{} to deliver the typed line", node.name),
             || async {
@@ -277,12 +291,13 @@ async fn stdin_lines_are_broadcast_and_exit_leaves() {
                     .collect();
                 match typed.as_slice() {
                     [] => None,
-                    [m] => Some(assert_eq!(m.message, "hello from stdin")),
+                    [m] => Some(m.message.clone()),
                     more => panic!("blank lines must not be broadcast: {more:?}"),
                 }
             },
         )
         .await;
+        assert_eq!(typed, "hello from stdin", "at {}", node.name);
     }
 
     let mut node = cluster.take(typist);
@@ -292,4 +307,27 @@ async fn stdin_lines_are_broadcast_and_exit_leaves() {
         .expect("`exit` on stdin ends the node");
     assert!(status.success(), "exited with {status}");
     assert_network_heals_without(&cluster, &typist_id, Duration::from_secs(10)).await;
+}
+
+#[test]
+fn a_panicking_test_leaves_no_node_process_behind() {
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let mut cluster = Cluster::new();
+            let g = cluster.start(Spec::new("doomed")).await;
+            pid_tx.send(cluster.nodes[g].pid()).expect("send pid");
+            panic!("a test failing with a node running");
+        })
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread was meant to panic");
+    let pid = pid_rx.recv().expect("the node had started");
+    // The guard reaps the child, so its /proc entry is gone (or reused by another program).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("peerlab"),
+        "node {pid} survived the panic"
+    );
 }
