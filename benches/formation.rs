@@ -4,6 +4,7 @@
 //! Run: `cargo bench --bench formation` (N = 10 and 100), or choose sizes with
 //! `cargo bench --bench formation -- 10 50 200` or `PEERLAB_BENCH_NODES=10,200`.
 //! Prints a markdown table and writes it to `target/bench/formation.md`.
+//! `PEERLAB_BENCH_KEEP_LOGS=1` keeps every node's log and prints where.
 //!
 //! Formation time runs from spawning the genesis to every node being joined, knowing all
 //! N members, and the overlay being connected with symmetric links. It includes process
@@ -85,6 +86,9 @@ async fn measure(n: usize) -> Row {
         .map(|node| node.rss_kib().unwrap_or(0))
         .collect();
     let degrees: Vec<usize> = statuses.iter().map(|s| s.neighbours.len()).collect();
+    if std::env::var_os("PEERLAB_BENCH_KEEP_LOGS").is_some() {
+        eprintln!("node logs kept in {}", cluster.keep_logs().display());
+    }
     Row {
         nodes: n,
         formation,
