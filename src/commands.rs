@@ -60,7 +60,10 @@ async fn health(args: HealthArgs) -> u8 {
             1
         }
         Err(e) => {
-            eprintln!("unhealthy: cannot reach the status socket at {}: {e}", client.base());
+            eprintln!(
+                "unhealthy: cannot reach the status socket at {}: {e}",
+                client.base()
+            );
             1
         }
     }
@@ -141,7 +144,10 @@ fn schema() -> u8 {
 fn load_topology(file: &Path) -> Result<Topology, u8> {
     topology::load(file).map_err(|e| {
         eprint!("{e}");
-        eprintln!("error: {} is not a valid topology; nothing was started (see docs/topology.md)", file.display());
+        eprintln!(
+            "error: {} is not a valid topology; nothing was started (see docs/topology.md)",
+            file.display()
+        );
         exit::BAD_INPUT
     })
 }
@@ -276,7 +282,10 @@ fn graph_format(path: &Path) -> Option<&'static str> {
 async fn run(args: RunArgs) -> u8 {
     if let Some(graph) = &args.graph {
         if graph_format(graph).is_none() {
-            eprintln!("error: --graph {} must end in .svg or .dot", graph.display());
+            eprintln!(
+                "error: --graph {} must end in .svg or .dot",
+                graph.display()
+            );
             return exit::BAD_INPUT;
         }
     }
@@ -312,7 +321,11 @@ async fn run(args: RunArgs) -> u8 {
     };
     let passed = outcome.report.passed;
     println!("{}", summary_text(&outcome.report));
-    let mut code = if passed { exit::PASSED } else { exit::CHECK_FAILED };
+    let mut code = if passed {
+        exit::PASSED
+    } else {
+        exit::CHECK_FAILED
+    };
     if let Err(e) = write_outputs(&outcome, &plan, &args, &topology) {
         eprintln!("error: {e:#}");
         code = exit::RUNTIME_FAILED;
@@ -381,11 +394,26 @@ fn write_outputs(
 }
 
 fn print_endpoints(outcome: &RunOutcome, plan: &RunPlan) {
-    println!("\nrun {} is up ({} nodes):", plan.run_id, outcome.endpoints.len());
-    let width = outcome.endpoints.iter().map(|e| e.name.len()).max().unwrap_or(4);
-    println!("  {:<width$}  {:<24}  status socket", "node", "peer address");
+    println!(
+        "\nrun {} is up ({} nodes):",
+        plan.run_id,
+        outcome.endpoints.len()
+    );
+    let width = outcome
+        .endpoints
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4);
+    println!(
+        "  {:<width$}  {:<24}  status socket",
+        "node", "peer address"
+    );
     for ep in &outcome.endpoints {
-        println!("  {:<width$}  {:<24}  {}", ep.name, ep.peer_addr, ep.status_url);
+        println!(
+            "  {:<width$}  {:<24}  {}",
+            ep.name, ep.peer_addr, ep.status_url
+        );
     }
     if let Some(first) = outcome.endpoints.first() {
         println!("\nlook inside:  peerlab status {}", first.status_url);
@@ -419,7 +447,15 @@ async fn up(args: UpArgs) -> u8 {
         runtime.name(),
         plan.run_dir.join("logs").display()
     );
-    let outcome = match drive(runtime.as_mut(), &plan, &topology, seed, Stage::FormationOnly).await {
+    let outcome = match drive(
+        runtime.as_mut(),
+        &plan,
+        &topology,
+        seed,
+        Stage::FormationOnly,
+    )
+    .await
+    {
         Ended::Finished(outcome) => outcome,
         other => return abort(runtime.as_mut(), &plan, other).await,
     };
@@ -428,7 +464,9 @@ async fn up(args: UpArgs) -> u8 {
     if outcome.report.passed {
         exit::PASSED
     } else {
-        eprintln!("warning: the network did not pass its formation checks; it is left running for inspection");
+        eprintln!(
+            "warning: the network did not pass its formation checks; it is left running for inspection"
+        );
         exit::CHECK_FAILED
     }
 }

@@ -762,7 +762,10 @@ impl Machine {
         let was_dead = known && !self.members.is_alive(&hello.id);
         if self.members.apply(&rec, Evidence::FirstHand, now) == Change::Added && was_dead {
             info!(member = %hello.id, "dead member is back; telling the network");
-            self.flood_event(now, MemberEvent::Joined { member: rec });
+            let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
+            if self.seen.insert(&flood.id, now) {
+                self.forward(&flood, None);
+            }
         }
         self.suspects.remove(&hello.id);
     }

@@ -167,6 +167,25 @@ impl Flood {
     }
 }
 
+impl Flood {
+    /// A `#JOINED` flood for a member that a node (the witness) just heard from first-hand
+    /// after it had been declared dead. Its id names the witness, so it is not mistaken for
+    /// the member's own, long-seen join flood of the same incarnation.
+    pub fn revival(member: MemberRecord, witness: &str, time: f64) -> Flood {
+        let mut flood = Flood::membership(MemberEvent::Joined { member }, witness, time);
+        if let Some(MemberEvent::Joined { member }) = &flood.event {
+            flood.id = digest(&[
+                TITLE_JOINED,
+                &member.id,
+                &member.incarnation.to_string(),
+                "witnessed-by",
+                witness,
+            ]);
+        }
+        flood
+    }
+}
+
 /// SHA-256 over the parts, separated so that ("ab","c") and ("a","bc") differ.
 pub fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
@@ -227,6 +246,29 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
         assert_eq!(a.id.len(), 64);
+    }
+
+    #[test]
+    fn a_revival_is_not_mistaken_for_the_original_join() {
+        let member = MemberRecord {
+            id: "n7".into(),
+            addr: "127.0.0.1:1".into(),
+            incarnation: 3,
+            state: MemberState::Alive,
+        };
+        let join = Flood::membership(
+            MemberEvent::Joined {
+                member: member.clone(),
+            },
+            "n7",
+            1.0,
+        );
+        let by_a = Flood::revival(member.clone(), "a", 2.0);
+        let by_b = Flood::revival(member, "b", 2.0);
+        assert_ne!(join.id, by_a.id);
+        assert_ne!(by_a.id, by_b.id);
+        assert_eq!(by_a.title, TITLE_JOINED);
+        assert_eq!(by_a.origin, "a");
     }
 
     #[test]

@@ -25,7 +25,11 @@ use crate::topology::Topology;
 const START_CONCURRENCY: usize = 16;
 /// Status sockets asked at once.
 const POLL_CONCURRENCY: usize = 64;
-const POLL_INTERVAL: Duration = Duration::from_millis(150);
+/// Polling cadence: quick for small runs, gentler for large ones, where hundreds of status
+/// requests a round would otherwise compete with the nodes for the CPU.
+fn poll_interval(nodes: usize) -> Duration {
+    Duration::from_millis((nodes as u64 * 3).clamp(150, 1000))
+}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a finished run hands back.
@@ -158,7 +162,7 @@ pub async fn execute(
     let watch = async {
         loop {
             observer.poll_ready().await;
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(poll_interval(total)).await;
         }
     };
     tokio::select! {
@@ -180,7 +184,7 @@ pub async fn execute(
         if ready == total || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(poll_interval(total)).await;
     }
 
     let formation = &topology.checks.formation;
@@ -206,7 +210,7 @@ pub async fn execute(
         if Instant::now() >= deadline {
             break (observations, checks, None);
         }
-        tokio::time::sleep(POLL_INTERVAL * 2).await;
+        tokio::time::sleep(poll_interval(total) * 2).await;
     };
     match formed_at {
         Some(t) => progress.line(&format!("network formed in {:.2}s", t.as_secs_f64())),
@@ -348,26 +352,28 @@ async fn check_broadcast(
     let deadline = Instant::now() + bc.deliver_within;
     progress.phase("delivery", live.len() as u64);
     let delivered = loop {
-        let delivered: BTreeMap<String, Vec<DeliveredMessage>> = futures::stream::iter(
-            live.iter().filter_map(|n| endpoints.get(n).cloned()),
-        )
-        .map(|ep| async move {
-            let msgs = observer.client(&ep).messages().await.ok();
-            (ep.name, msgs)
-        })
-        .buffer_unordered(POLL_CONCURRENCY)
-        .filter_map(|(name, msgs)| async move { msgs.map(|m| (name, m)) })
-        .collect()
-        .await;
+        let delivered: BTreeMap<String, Vec<DeliveredMessage>> =
+            futures::stream::iter(live.iter().filter_map(|n| endpoints.get(n).cloned()))
+                .map(|ep| async move {
+                    let msgs = observer.client(&ep).messages().await.ok();
+                    (ep.name, msgs)
+                })
+                .buffer_unordered(POLL_CONCURRENCY)
+                .filter_map(|(name, msgs)| async move { msgs.map(|m| (name, m)) })
+                .collect()
+                .await;
         let complete = delivered
             .values()
             .filter(|msgs| ids.iter().all(|id| msgs.iter().any(|m| &m.id == id)))
             .count();
-        progress.update(complete as u64, &format!("{complete}/{} nodes have every broadcast", live.len()));
+        progress.update(
+            complete as u64,
+            &format!("{complete}/{} nodes have every broadcast", live.len()),
+        );
         if complete == live.len() || Instant::now() >= deadline {
             break delivered;
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(poll_interval(live.len())).await;
     };
     evaluate_broadcast(&injected, &delivered, &expect, live)
 }
@@ -414,7 +420,8 @@ mod tests {
     fn a_missed_deadline_is_a_failed_check() {
         let failed = formation_deadline_check(None, Duration::from_secs(5));
         assert!(!failed.passed);
-        let ok = formation_deadline_check(Some(Duration::from_millis(1500)), Duration::from_secs(5));
+        let ok =
+            formation_deadline_check(Some(Duration::from_millis(1500)), Duration::from_secs(5));
         assert!(ok.passed);
         assert_eq!(ok.measured, "1.50s");
     }

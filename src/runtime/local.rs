@@ -17,9 +17,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::{
-    NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
-};
+use super::{NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport};
 
 /// How long a node may take to bind and write its ports file.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,7 +65,9 @@ pub struct LocalRuntime {
 impl LocalRuntime {
     pub fn new() -> Result<Self, RuntimeError> {
         let executable = std::env::current_exe().map_err(|e| {
-            RuntimeError::Failed(format!("cannot find this executable to start nodes with: {e}"))
+            RuntimeError::Failed(format!(
+                "cannot find this executable to start nodes with: {e}"
+            ))
         })?;
         Ok(Self::with_executable(executable))
     }
@@ -181,7 +181,10 @@ impl Runtime for LocalRuntime {
             .addresses
             .get(&node.name)
             .ok_or_else(|| RuntimeError::Failed(format!("{} is not in the plan", node.name)))?;
-        let ports_path = plan.run_dir.join("ports").join(format!("{}.json", node.name));
+        let ports_path = plan
+            .run_dir
+            .join("ports")
+            .join(format!("{}.json", node.name));
         let _ = std::fs::remove_file(&ports_path);
         let log_path = plan.run_dir.join("logs").join(format!("{}.log", node.name));
         let log = std::fs::File::create(&log_path)?;
@@ -226,13 +229,18 @@ impl Runtime for LocalRuntime {
                 if detach {
                     nix::unistd::setsid().map_err(std::io::Error::from)?;
                 } else {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                        .map_err(std::io::Error::from)?;
                 }
                 Ok(())
             });
         }
         let mut child = cmd.spawn().map_err(|e| {
-            RuntimeError::Failed(format!("cannot start {} ({}): {e}", node.name, self.executable.display()))
+            RuntimeError::Failed(format!(
+                "cannot start {} ({}): {e}",
+                node.name,
+                self.executable.display()
+            ))
         })?;
 
         let deadline = Instant::now() + START_TIMEOUT;
@@ -385,7 +393,11 @@ pub fn scan_processes() -> Vec<RunProcess> {
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
