@@ -199,7 +199,7 @@ async fn interrupted() {
 }
 
 enum Ended {
-    Finished(RunOutcome),
+    Finished(Box<RunOutcome>),
     Failed(RuntimeError),
     Panicked(String),
     Interrupted,
@@ -221,7 +221,7 @@ async fn drive(
     };
     tokio::select! {
         result = std::panic::AssertUnwindSafe(work).catch_unwind() => match result {
-            Ok(Ok(outcome)) => Ended::Finished(outcome),
+            Ok(Ok(outcome)) => Ended::Finished(Box::new(outcome)),
             Ok(Err(e)) => Ended::Failed(e),
             Err(panic) => Ended::Panicked(panic_text(&panic)),
         },

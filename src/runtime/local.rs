@@ -320,7 +320,7 @@ impl Runtime for LocalRuntime {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
             waiting.push(async move {
-                let outcome = match tokio::time::timeout(STOP_GRACE, s.child.wait()).await {
+                match tokio::time::timeout(STOP_GRACE, s.child.wait()).await {
                     Ok(_) => Ok(()),
                     Err(_) => {
                         let _ = s.child.start_kill();
@@ -329,8 +329,7 @@ impl Runtime for LocalRuntime {
                             Err(_) => Err(format!("{name}: process did not exit")),
                         }
                     }
-                };
-                outcome
+                }
             });
         }
         for outcome in futures::future::join_all(waiting).await {
