@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod compose;
+pub mod docker;
+
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
 /// Label carrying the node name inside a run.
@@ -96,7 +99,10 @@ pub struct TeardownReport {
 pub enum RuntimeError {
     /// The topology asks for something this runtime cannot do; nothing was started.
     #[error("the {runtime} runtime cannot run this topology: {reason}")]
-    Unsupported { runtime: &'static str, reason: String },
+    Unsupported {
+        runtime: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
