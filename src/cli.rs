@@ -61,13 +61,28 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
     /// Peer-protocol address to listen on.
-    #[arg(long, env = "PEERLAB_LISTEN", default_value = "0.0.0.0:7070", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "PEERLAB_LISTEN",
+        default_value = "0.0.0.0:7070",
+        value_name = "HOST:PORT"
+    )]
     pub listen: String,
     /// Status socket (HTTP, JSON) address.
-    #[arg(long, env = "PEERLAB_STATUS", default_value = "0.0.0.0:7071", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "PEERLAB_STATUS",
+        default_value = "0.0.0.0:7071",
+        value_name = "HOST:PORT"
+    )]
     pub status: String,
     /// Genesis node to join through; repeat for fallbacks. None: this node starts the network.
-    #[arg(long, env = "PEERLAB_GENESIS", value_delimiter = ',', value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "PEERLAB_GENESIS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
     pub genesis: Vec<String>,
     /// Address other nodes dial to reach this one. Default: the listen address, or this
     /// machine's hostname with the listen port when listening on 0.0.0.0 (right inside a container).
@@ -100,6 +115,9 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "PEERLAB_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// After binding, write `{"listen": ..., "status": ..., "advertise": ...}` here (useful with port 0).
+    #[arg(long, env = "PEERLAB_PORTS_FILE", value_name = "FILE")]
+    pub ports_file: Option<PathBuf>,
     /// Broadcast every line typed on standard input (as the seed did); `exit` or EOF leaves.
     #[arg(long)]
     pub stdin: bool,
@@ -108,7 +126,12 @@ pub struct NodeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// Status socket to ask.
-    #[arg(long, env = "PEERLAB_STATUS", default_value = "127.0.0.1:7071", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "PEERLAB_STATUS",
+        default_value = "127.0.0.1:7071",
+        value_name = "HOST:PORT"
+    )]
     pub status: String,
     /// Give up after this long.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]

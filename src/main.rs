@@ -1,1 +1,68 @@
-fn main() {}
+//! The `peerlab` executable: one static binary for the node, the orchestrator and the image.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use peerlab::cli::{Cli, Command, LogFormat};
+use peerlab::exit;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            init_tracing(args.log_format);
+            // One thread per node keeps hundreds of local nodes cheap (memory and context switches).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    return fail(
+                        exit::RUNTIME_FAILED,
+                        &format!("cannot start the async runtime: {e}"),
+                    );
+                }
+            };
+            match runtime.block_on(peerlab::node::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(exit::RUNTIME_FAILED, &format!("{e:#}")),
+            }
+        }
+        command => {
+            init_tracing(LogFormat::Pretty);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    return fail(
+                        exit::RUNTIME_FAILED,
+                        &format!("cannot start the async runtime: {e}"),
+                    );
+                }
+            };
+            ExitCode::from(runtime.block_on(peerlab::commands::dispatch(command)))
+        }
+    }
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PEERLAB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}

@@ -99,7 +99,10 @@ pub struct TeardownReport {
 pub enum RuntimeError {
     /// The topology asks for something this runtime cannot do; nothing was started.
     #[error("the {runtime} runtime cannot run this topology: {reason}")]
-    Unsupported { runtime: &'static str, reason: String },
+    Unsupported {
+        runtime: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]

@@ -1,0 +1,98 @@
+//! Frames on the wire: a 4-byte big-endian length, then one JSON [`Message`].
+//!
+//! tokio-util's `LengthDelimitedCodec` does the framing and refuses lengths above
+//! [`MAX_FRAME_BYTES`] before buffering them, so a hostile length prefix (2 GiB) costs nothing.
+//! The seed sent replies unframed and read them with one 1,024-byte receive; every message
+//! here, requests and replies alike, is framed.
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::wire::{MAX_FRAME_BYTES, Message};
+
+/// Bytes of the length prefix, counted in the byte counters.
+const HEADER_BYTES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes `(message, bytes on the wire)`; encodes messages.
+#[derive(Debug)]
+pub struct MessageCodec {
+    frames: LengthDelimitedCodec,
+}
+
+impl Default for MessageCodec {
+    fn default() -> Self {
+        MessageCodec {
+            frames: LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME_BYTES)
+                .new_codec(),
+        }
+    }
+}
+
+impl Decoder for MessageCodec {
+    type Item = (Message, usize);
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        match self.frames.decode(src)? {
+            None => Ok(None),
+            Some(frame) => {
+                let msg = serde_json::from_slice(&frame)?;
+                Ok(Some((msg, frame.len() + HEADER_BYTES)))
+            }
+        }
+    }
+}
+
+impl Encoder<Message> for MessageCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let json = serde_json::to_vec(&msg)?;
+        self.frames.encode(Bytes::from(json), dst)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::new();
+        codec
+            .encode(Message::Ping { nonce: 7 }, &mut buf)
+            .expect("encode");
+        let len = buf.len();
+        let (msg, bytes) = codec.decode(&mut buf).expect("decode").expect("a frame");
+        assert_eq!(msg, Message::Ping { nonce: 7 });
+        assert_eq!(bytes, len);
+    }
+
+    #[test]
+    fn refuses_a_huge_length_prefix_without_buffering() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::from(&[0x80u8, 0, 0, 0][..]);
+        assert!(codec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn refuses_invalid_json() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::new();
+        LengthDelimitedCodec::new()
+            .encode(Bytes::from_static(b"{not json"), &mut buf)
+            .expect("encode");
+        assert!(matches!(codec.decode(&mut buf), Err(CodecError::Json(_))));
+    }
+}

@@ -1,0 +1,255 @@
+//! The tokio driver: sockets, timers and signals around the sans-IO [`Machine`].
+//!
+//! One task owns the machine. Everything else (accepting, dialing, connection readers, the
+//! status socket, stdin) talks to it through channels, and every output the machine emits
+//! is carried out here. Keeping this loop thin is what keeps the protocol testable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::connection::{self, ConnectionHandle};
+use super::machine::{ConnId, Machine, Output};
+use super::metrics::WireCounters;
+use super::status::Command;
+use super::wire::Message;
+use crate::status_api::{Counters, NodeStatus};
+
+/// What the tasks around the machine report.
+pub enum Event {
+    Dialed {
+        conn: ConnId,
+        result: std::io::Result<TcpStream>,
+    },
+    Frame {
+        conn: ConnId,
+        msg: Message,
+    },
+    BadFrame {
+        conn: ConnId,
+    },
+    Closed {
+        conn: ConnId,
+    },
+}
+
+pub struct DriverOptions {
+    pub name: Option<String>,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub tick: Duration,
+    /// Print delivered broadcasts on stdout (interactive `--stdin` mode).
+    pub echo_deliveries: bool,
+}
+
+/// Runs the node until it leaves (a signal, `Command::Leave`, or stdin's end).
+pub async fn drive(
+    mut machine: Machine,
+    listener: TcpListener,
+    mut commands: mpsc::Receiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+    opts: DriverOptions,
+) {
+    let started = Instant::now();
+    let counters = Arc::new(WireCounters::default());
+    let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+    let mut conns: HashMap<ConnId, ConnectionHandle> = HashMap::new();
+    let mut writers = JoinSet::new();
+    let mut ticker = tokio::time::interval(opts.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut printed = 0u64;
+
+    loop {
+        let now = Instant::now();
+        tokio::select! {
+            _ = ticker.tick() => machine.tick(now),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    if conns.len() >= opts.max_connections {
+                        counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        debug!(%remote, "connection refused: at the connection cap");
+                        drop(stream);
+                    } else {
+                        let conn = machine.on_accepted(now);
+                        let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
+                        conns.insert(conn, handle);
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(event) = events.recv() => match event {
+                Event::Dialed { conn, result: Ok(stream) } => {
+                    let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
+                    conns.insert(conn, handle);
+                    machine.on_connected(now, conn);
+                }
+                Event::Dialed { conn, result: Err(e) } => machine.on_dial_failed(now, conn, &e.to_string()),
+                Event::Frame { conn, msg } => {
+                    if conns.contains_key(&conn) {
+                        machine.on_frame(now, conn, msg);
+                    }
+                }
+                Event::BadFrame { conn } => {
+                    if let Some(handle) = conns.remove(&conn) {
+                        handle.close();
+                    }
+                    machine.on_bad_frame(now, conn);
+                }
+                Event::Closed { conn } => {
+                    if let Some(handle) = conns.remove(&conn) {
+                        handle.close();
+                    }
+                    machine.on_closed(now, conn);
+                }
+            },
+            Some(command) = commands.recv() => match command {
+                Command::Status(reply) => {
+                    let _ = reply.send(snapshot(&machine, &counters, opts.name.clone(), started));
+                }
+                Command::Messages(reply) => {
+                    let _ = reply.send(machine.delivered().cloned().collect());
+                }
+                Command::Broadcast { request, reply } => {
+                    let id = machine.broadcast(now, &request.title, &request.message);
+                    let _ = reply.send(id);
+                }
+                Command::Leave => machine.leave(now),
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    machine.leave(now);
+                }
+            }
+        }
+
+        if opts.echo_deliveries || tracing::enabled!(tracing::Level::INFO) {
+            printed = report_deliveries(&machine, printed, opts.echo_deliveries);
+        }
+        if apply_outputs(&mut machine, &mut conns, &events_tx, &opts) {
+            break;
+        }
+    }
+
+    // Leaving: closing every outbox lets each writer flush the leave flood, then exit.
+    for (_, handle) in conns.drain() {
+        handle.close();
+    }
+    let flush = async { while writers.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(1), flush)
+        .await
+        .is_err()
+    {
+        warn!("some connections did not flush within 1 s");
+    }
+    info!("left the network");
+}
+
+/// Carries out what the machine asked for. Returns true when the node must exit.
+fn apply_outputs(
+    machine: &mut Machine,
+    conns: &mut HashMap<ConnId, ConnectionHandle>,
+    events: &mpsc::Sender<Event>,
+    opts: &DriverOptions,
+) -> bool {
+    let mut exit = false;
+    while let Some(output) = machine.poll_output() {
+        match output {
+            Output::Dial { conn, addr } => {
+                let events = events.clone();
+                let timeout = opts.connect_timeout;
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(
+                        timeout,
+                        TcpStream::connect(addr.as_str()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        )),
+                    };
+                    let _ = events.send(Event::Dialed { conn, result }).await;
+                });
+            }
+            Output::Send { conn, msg } => {
+                let Some(handle) = conns.get(&conn) else {
+                    continue;
+                };
+                if handle.outbox.try_send(msg).is_err() {
+                    warn!(conn, "peer is not reading its frames; disconnecting it");
+                    if let Some(handle) = conns.remove(&conn) {
+                        handle.close();
+                    }
+                    machine.on_closed(Instant::now(), conn);
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(handle) = conns.remove(&conn) {
+                    handle.close();
+                }
+            }
+            Output::Exit => exit = true,
+        }
+    }
+    exit
+}
+
+fn report_deliveries(machine: &Machine, printed: u64, echo: bool) -> u64 {
+    let total = machine.counters().delivered;
+    if total == printed {
+        return printed;
+    }
+    let new = (total - printed) as usize;
+    let list: Vec<_> = machine.delivered().collect();
+    for msg in list.iter().skip(list.len().saturating_sub(new)) {
+        info!(id = %msg.id, origin = %msg.origin, hops = msg.hops, title = %msg.title, message = %msg.message, "broadcast delivered");
+        if echo && msg.origin != machine.id() {
+            println!("[{} via {} hops] {}", msg.origin, msg.hops, msg.message);
+        }
+    }
+    total
+}
+
+fn snapshot(
+    machine: &Machine,
+    wire: &WireCounters,
+    name: Option<String>,
+    started: Instant,
+) -> NodeStatus {
+    let c = machine.counters();
+    NodeStatus {
+        id: machine.id().to_string(),
+        name,
+        addr: machine.addr().to_string(),
+        genesis: machine.is_genesis(),
+        joined: machine.is_joined(),
+        neighbours: machine.neighbours(),
+        members: machine.members(),
+        suspects: machine.suspects(),
+        target_degree: machine.target_degree(),
+        counters: Counters {
+            delivered: c.delivered,
+            duplicates_dropped: c.duplicates_dropped,
+            frames_in: WireCounters::get(&wire.frames_in),
+            frames_out: WireCounters::get(&wire.frames_out),
+            bytes_in: WireCounters::get(&wire.bytes_in),
+            bytes_out: WireCounters::get(&wire.bytes_out),
+            bad_frames: c.bad_frames,
+            connections_refused: WireCounters::get(&wire.connections_refused),
+            members_declared_dead: c.members_declared_dead,
+        },
+        uptime_secs: started.elapsed().as_secs_f64(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}

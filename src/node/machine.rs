@@ -1,0 +1,1427 @@
+//! The node's protocol logic as a sans-IO state machine.
+//!
+//! Nothing here touches a socket, a clock or a thread: the driver feeds in events (a
+//! connection opened, a frame arrived, time passed) with the current [`Instant`], and drains
+//! [`Output`]s (dial, send, close, exit). That makes join, membership, failure detection,
+//! repair and flooding testable deterministically (see the tests at the bottom), in the
+//! style of foca and quinn-proto.
+//!
+//! The shape of the network follows the seed: a candidate asks a genesis for a random peer,
+//! asks that peer for nodes to connect to, links to them, floods "joined" and fetches the
+//! member list. On top of that: heartbeats on every link, suspicion with direct probes
+//! before a death is declared and flooded, refutation by incarnation, degree repair, and
+//! retries of dead members and genesis addresses so that split networks merge again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{RngExt, SeedableRng};
+use tracing::{debug, info, warn};
+
+use super::members::{Change, Evidence, Members};
+use super::seen::SeenSet;
+use super::wire::{
+    Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION, digest,
+};
+use crate::status_api::{DeliveredMessage, PeerRef};
+
+/// Identifies one connection between the driver and the machine.
+pub type ConnId = u64;
+
+/// Tunables of the protocol. [`Config::new`] gives the defaults the CLI uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: String,
+    pub addr: String,
+    /// Genesis addresses to join through (our own address removed). Empty: we start the network.
+    pub genesis: Vec<String>,
+    pub degree: usize,
+    pub max_peers: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub suspect_timeout: Duration,
+    /// A connection that has not completed its hello (or a query not answered) in this time is closed.
+    pub hello_timeout: Duration,
+    pub join_backoff_base: Duration,
+    pub join_backoff_max: Duration,
+    /// Ceiling of the back-off between retries of dead members and genesis addresses.
+    pub retry_backoff_max: Duration,
+    /// Dead members are retried for this long, then forgotten.
+    pub retry_for: Duration,
+    pub max_retries: usize,
+    pub sync_interval: Duration,
+    pub seen_capacity: usize,
+    pub seen_max_age: Duration,
+    pub delivered_capacity: usize,
+    pub max_members: usize,
+    pub tombstone_ttl: Duration,
+    pub max_probes: usize,
+    /// Raised on every start (wall-clock millis) so a restarted node outranks its old death.
+    pub incarnation: u64,
+    pub seed: u64,
+    /// Unix time (seconds) at the `now` given to [`Machine::new`].
+    pub unix_start: f64,
+}
+
+impl Config {
+    pub fn new(id: impl Into<String>, addr: impl Into<String>) -> Self {
+        Config {
+            id: id.into(),
+            addr: addr.into(),
+            genesis: Vec::new(),
+            degree: 4,
+            max_peers: 16,
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_timeout: Duration::from_millis(1500),
+            suspect_timeout: Duration::from_secs(3),
+            hello_timeout: Duration::from_secs(2),
+            join_backoff_base: Duration::from_millis(200),
+            join_backoff_max: Duration::from_secs(5),
+            retry_backoff_max: Duration::from_secs(10),
+            retry_for: Duration::from_secs(600),
+            max_retries: 64,
+            sync_interval: Duration::from_secs(5),
+            seen_capacity: 50_000,
+            seen_max_age: Duration::from_secs(600),
+            delivered_capacity: 1000,
+            max_members: 10_000,
+            tombstone_ttl: Duration::from_secs(60),
+            max_probes: 8,
+            incarnation: 1,
+            seed: 0,
+            unix_start: 0.0,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a TCP connection; answer with [`Machine::on_connected`] or [`Machine::on_dial_failed`].
+    Dial {
+        conn: ConnId,
+        addr: String,
+    },
+    Send {
+        conn: ConnId,
+        msg: Message,
+    },
+    /// Close after flushing what was sent before. No `on_closed` is expected for it.
+    Close {
+        conn: ConnId,
+    },
+    /// The leave was flooded: flush every connection and exit.
+    Exit,
+}
+
+/// Why we opened an outbound connection.
+#[derive(Debug, Clone, PartialEq)]
+enum Purpose {
+    AskRandom,
+    AskNodes,
+    /// A link we want as part of joining or to repair our degree.
+    Link,
+    /// A link to a dead member or genesis address, to merge networks that split.
+    Retry,
+    /// Is this member alive? A hello answer says yes.
+    Probe {
+        id: String,
+        addr: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Dialing,
+    /// Connected; waiting for the other side's hello.
+    Handshaking,
+    Open,
+}
+
+#[derive(Debug)]
+struct Conn {
+    /// `None` for inbound connections.
+    purpose: Option<Purpose>,
+    /// Address we dialed (outbound only).
+    dialed: Option<String>,
+    phase: Phase,
+    intent: Option<Intent>,
+    peer: Option<Hello>,
+    opened_at: Instant,
+    last_heard: Instant,
+    last_ping: Instant,
+}
+
+impl Conn {
+    fn is_link(&self) -> bool {
+        self.phase == Phase::Open && self.intent == Some(Intent::Link)
+    }
+}
+
+#[derive(Debug)]
+enum Join {
+    /// We started the network.
+    Genesis,
+    Waiting {
+        next: Instant,
+    },
+    AskingRandom,
+    AskingNodes,
+    Linking {
+        pending: HashSet<ConnId>,
+        deadline: Instant,
+    },
+    Syncing {
+        deadline: Instant,
+    },
+    Joined,
+}
+
+#[derive(Debug)]
+struct Suspicion {
+    since: Instant,
+    addr: String,
+    next_probe: Instant,
+}
+
+#[derive(Debug)]
+struct Retry {
+    next: Instant,
+    backoff: Duration,
+    /// `None`: a genesis address, retried for as long as the node runs.
+    until: Option<Instant>,
+    in_flight: bool,
+}
+
+/// Machine-side counters (the driver adds frames and bytes).
+#[derive(Debug, Default, Clone)]
+pub struct MachineCounters {
+    pub delivered: u64,
+    pub duplicates_dropped: u64,
+    pub bad_frames: u64,
+    pub members_declared_dead: u64,
+}
+
+pub struct Machine {
+    cfg: Config,
+    start: Instant,
+    rng: StdRng,
+    incarnation: u64,
+    next_conn: ConnId,
+    conns: HashMap<ConnId, Conn>,
+    /// Neighbour id -> its link connection.
+    neighbours: HashMap<String, ConnId>,
+    members: Members,
+    join: Join,
+    join_attempt: u32,
+    genesis_cursor: usize,
+    seen: SeenSet,
+    delivered: VecDeque<DeliveredMessage>,
+    suspects: HashMap<String, Suspicion>,
+    /// Members to probe: (id, addr).
+    probe_queue: VecDeque<(String, String)>,
+    retries: HashMap<String, Retry>,
+    /// Addresses we dialed that turned out to be another name of a member (genesis aliases).
+    aliases: HashMap<String, String>,
+    /// Members recently refused or failed as link targets: not tried again before the instant.
+    link_cooldown: HashMap<String, Instant>,
+    next_sync: Instant,
+    next_nonce: u64,
+    broadcast_seq: u64,
+    leaving: bool,
+    counters: MachineCounters,
+    out: VecDeque<Output>,
+}
+
+impl Machine {
+    pub fn new(mut cfg: Config, now: Instant) -> Self {
+        let own = cfg.addr.clone();
+        cfg.genesis.retain(|g| *g != own);
+        cfg.degree = cfg.degree.max(1);
+        cfg.max_peers = cfg.max_peers.max(cfg.degree);
+        let incarnation = cfg.incarnation;
+        let me = MemberRecord {
+            id: cfg.id.clone(),
+            addr: cfg.addr.clone(),
+            incarnation,
+            state: MemberState::Alive,
+        };
+        let join = if cfg.genesis.is_empty() {
+            Join::Genesis
+        } else {
+            Join::Waiting { next: now }
+        };
+        let mut retries = HashMap::new();
+        for g in &cfg.genesis {
+            retries.insert(
+                g.clone(),
+                Retry {
+                    next: now + cfg.retry_backoff_max,
+                    backoff: cfg.join_backoff_base,
+                    until: None,
+                    in_flight: false,
+                },
+            );
+        }
+        Machine {
+            members: Members::new(me, now, cfg.max_members, cfg.tombstone_ttl),
+            seen: SeenSet::new(cfg.seen_capacity, cfg.seen_max_age),
+            rng: StdRng::seed_from_u64(cfg.seed),
+            next_sync: now + cfg.sync_interval,
+            start: now,
+            incarnation,
+            next_conn: 1,
+            conns: HashMap::new(),
+            neighbours: HashMap::new(),
+            join,
+            join_attempt: 0,
+            genesis_cursor: 0,
+            delivered: VecDeque::new(),
+            suspects: HashMap::new(),
+            probe_queue: VecDeque::new(),
+            retries,
+            aliases: HashMap::new(),
+            link_cooldown: HashMap::new(),
+            next_nonce: 1,
+            broadcast_seq: 0,
+            leaving: false,
+            counters: MachineCounters::default(),
+            out: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    // ----- what the driver reads -------------------------------------------------------
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.cfg.addr
+    }
+
+    pub fn is_genesis(&self) -> bool {
+        self.cfg.genesis.is_empty()
+    }
+
+    pub fn is_joined(&self) -> bool {
+        matches!(self.join, Join::Genesis | Join::Joined)
+    }
+
+    pub fn target_degree(&self) -> usize {
+        self.cfg.degree
+    }
+
+    pub fn counters(&self) -> &MachineCounters {
+        &self.counters
+    }
+
+    pub fn neighbours(&self) -> Vec<PeerRef> {
+        let mut list: Vec<PeerRef> = self
+            .neighbours
+            .iter()
+            .filter_map(|(id, conn)| {
+                let peer = self.conns.get(conn)?.peer.as_ref()?;
+                Some(PeerRef {
+                    id: id.clone(),
+                    addr: peer.addr.clone(),
+                })
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    pub fn members(&self) -> Vec<PeerRef> {
+        let mut list: Vec<PeerRef> = self
+            .members
+            .alive()
+            .map(|(id, m)| PeerRef {
+                id: id.clone(),
+                addr: m.addr.clone(),
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    pub fn suspects(&self) -> Vec<PeerRef> {
+        let mut list: Vec<PeerRef> = self
+            .suspects
+            .iter()
+            .map(|(id, s)| PeerRef {
+                id: id.clone(),
+                addr: s.addr.clone(),
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    pub fn delivered(&self) -> impl Iterator<Item = &DeliveredMessage> {
+        self.delivered.iter()
+    }
+
+    /// Connections the machine tracks (bounded by the driver's caps).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    // ----- events ------------------------------------------------------------------------
+
+    /// An inbound connection was accepted; returns its id.
+    pub fn on_accepted(&mut self, now: Instant) -> ConnId {
+        let conn = self.alloc_conn();
+        self.conns.insert(
+            conn,
+            Conn {
+                purpose: None,
+                dialed: None,
+                phase: Phase::Handshaking,
+                intent: None,
+                peer: None,
+                opened_at: now,
+                last_heard: now,
+                last_ping: now,
+            },
+        );
+        conn
+    }
+
+    /// A dial we asked for is connected: open with our hello (and the question, if any).
+    pub fn on_connected(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.out.push_back(Output::Close { conn });
+            return;
+        };
+        c.phase = Phase::Handshaking;
+        c.last_heard = now;
+        let intent = match c.purpose {
+            Some(Purpose::Link | Purpose::Retry) => Intent::Link,
+            _ => Intent::Query,
+        };
+        c.intent = Some(intent);
+        let question = match c.purpose {
+            Some(Purpose::AskRandom) => Some(Message::AskRandomNode),
+            Some(Purpose::AskNodes) => Some(Message::AskNodesToConnect),
+            _ => None,
+        };
+        let hello = self.hello(intent);
+        self.send(conn, hello);
+        if let Some(q) = question {
+            self.send(conn, q);
+        }
+    }
+
+    pub fn on_dial_failed(&mut self, now: Instant, conn: ConnId, error: &str) {
+        if let Some(c) = self.conns.get(&conn) {
+            debug!(
+                conn,
+                addr = c.dialed.as_deref().unwrap_or(""),
+                error,
+                "dial failed"
+            );
+        }
+        self.forget(now, conn, false);
+    }
+
+    /// The other side closed, or the connection failed.
+    pub fn on_closed(&mut self, now: Instant, conn: ConnId) {
+        self.forget(now, conn, false);
+    }
+
+    /// A frame the driver could not decode (malformed, oversized): it closed the connection.
+    pub fn on_bad_frame(&mut self, now: Instant, conn: ConnId) {
+        self.counters.bad_frames += 1;
+        self.forget(now, conn, false);
+    }
+
+    pub fn on_frame(&mut self, now: Instant, conn: ConnId, msg: Message) {
+        if self.leaving {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_heard = now;
+        if c.phase != Phase::Open {
+            match msg {
+                Message::Hello(hello) => self.on_hello(now, conn, hello),
+                Message::Disconnect { reason } => {
+                    debug!(conn, reason, "refused");
+                    self.close(now, conn);
+                }
+                other => {
+                    warn!(
+                        conn,
+                        kind = other.kind(),
+                        "frame before hello; closing connection"
+                    );
+                    self.counters.bad_frames += 1;
+                    self.close(now, conn);
+                }
+            }
+            return;
+        }
+        let is_link = c.is_link();
+        match msg {
+            Message::Hello(_) => {
+                warn!(conn, "second hello; closing connection");
+                self.counters.bad_frames += 1;
+                self.close(now, conn);
+            }
+            Message::Disconnect { reason } => {
+                debug!(conn, reason, "peer disconnects");
+                self.close(now, conn);
+            }
+            Message::Ping { nonce } => self.send(conn, Message::Pong { nonce }),
+            Message::Pong { .. } => {}
+            Message::AskRandomNode => {
+                let node = self.random_neighbour_except(self.peer_id(conn).as_deref());
+                self.send(conn, Message::RandomNode { node });
+            }
+            Message::AskNodesToConnect => {
+                let nodes = self.nodes_to_connect(self.peer_id(conn).as_deref());
+                self.send(conn, Message::NodesToConnect { nodes });
+            }
+            Message::GiveNodesInNetwork => {
+                let members = self.members.alive_records();
+                self.send(conn, Message::NodesInNetwork { members });
+            }
+            Message::RandomNode { node } => self.on_random_node(now, conn, node),
+            Message::NodesToConnect { nodes } => self.on_nodes_to_connect(now, conn, nodes),
+            Message::NodesInNetwork { members } => self.on_member_list(now, conn, members),
+            Message::MembersDigest { digest, .. } => {
+                if digest != self.members.digest() {
+                    let members = self.members.alive_records();
+                    self.send(conn, Message::NodesInNetwork { members });
+                    self.send(conn, Message::GiveNodesInNetwork);
+                }
+            }
+            Message::Broadcast(flood) => {
+                if is_link {
+                    self.on_flood(now, conn, flood);
+                } else {
+                    warn!(conn, "broadcast on a query connection; closing connection");
+                    self.counters.bad_frames += 1;
+                    self.close(now, conn);
+                }
+            }
+        }
+    }
+
+    /// Time passed: heartbeats, timeouts, suspicion, joining, repair, retries, anti-entropy.
+    pub fn tick(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.check_connections(now);
+        self.advance_join(now);
+        self.advance_suspicions(now);
+        self.run_probes(now);
+        if self.is_joined() {
+            self.repair_degree(now);
+            self.run_retries(now);
+            if now >= self.next_sync {
+                self.next_sync = now + self.cfg.sync_interval;
+                self.send_digest();
+            }
+        }
+        self.seen.expire(now);
+        self.members.expire_tombstones(now);
+        self.link_cooldown.retain(|_, until| *until > now);
+    }
+
+    /// Floods a user broadcast; returns its id. Delivered locally too (0 hops).
+    pub fn broadcast(&mut self, now: Instant, title: &str, message: &str) -> String {
+        self.broadcast_seq += 1;
+        let time = self.unix(now);
+        let id = digest(&[
+            &self.cfg.id,
+            &self.incarnation.to_string(),
+            &self.broadcast_seq.to_string(),
+            &time.to_string(),
+            title,
+            message,
+        ]);
+        let flood = Flood {
+            id: id.clone(),
+            title: title.to_string(),
+            message: message.to_string(),
+            time,
+            origin: self.cfg.id.clone(),
+            hops: 0,
+            event: None,
+        };
+        self.seen.insert(&id, now);
+        self.deliver(now, &flood);
+        self.forward(&flood, None);
+        id
+    }
+
+    /// Graceful leave: flood it, then ask the driver to flush and exit.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        let me = self.self_record();
+        let flood = Flood::membership(
+            MemberEvent::Left {
+                member: MemberRecord {
+                    state: MemberState::Left,
+                    ..me
+                },
+            },
+            &self.cfg.id,
+            self.unix(now),
+        );
+        self.seen.insert(&flood.id, now);
+        self.forward(&flood, None);
+        info!(neighbours = self.neighbours.len(), "leaving the network");
+        self.leaving = true;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.out.push_back(Output::Close { conn });
+        }
+        self.conns.clear();
+        self.neighbours.clear();
+        self.out.push_back(Output::Exit);
+    }
+
+    // ----- handshake ---------------------------------------------------------------------
+
+    fn on_hello(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        if hello.version != PROTOCOL_VERSION {
+            warn!(
+                conn,
+                version = hello.version,
+                "protocol version mismatch; closing connection"
+            );
+            self.refuse(now, conn, "protocol version mismatch");
+            return;
+        }
+        if hello.id == self.cfg.id {
+            self.refuse(now, conn, "connected to itself");
+            return;
+        }
+        let outbound = self.conns.get(&conn).is_some_and(|c| c.purpose.is_some());
+        // The node itself says it is alive: the strongest evidence there is.
+        self.learn_first_hand(now, &hello);
+        if outbound {
+            self.on_hello_answer(now, conn, hello);
+        } else {
+            self.on_hello_inbound(now, conn, hello);
+        }
+    }
+
+    fn on_hello_inbound(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        if hello.intent == Intent::Link {
+            if self.neighbours.contains_key(&hello.id) {
+                self.refuse(now, conn, "already linked");
+                return;
+            }
+            // Both dialed at once: keep the connection opened by the smaller id.
+            let crossing = self.conns.iter().find_map(|(id, c)| {
+                (c.phase != Phase::Open
+                    && matches!(c.purpose, Some(Purpose::Link | Purpose::Retry))
+                    && c.dialed.as_deref() == Some(hello.addr.as_str()))
+                .then_some(*id)
+            });
+            if let Some(mine) = crossing {
+                if self.cfg.id < hello.id {
+                    self.refuse(now, conn, "simultaneous link; keeping mine");
+                    return;
+                }
+                self.out.push_back(Output::Close { conn: mine });
+                self.forget(now, mine, true);
+            }
+            if self.neighbours.len() >= self.cfg.max_peers {
+                self.refuse(now, conn, "no room for another link");
+                return;
+            }
+        }
+        let answer = self.hello(hello.intent);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Open;
+            c.intent = Some(hello.intent);
+        }
+        self.send(conn, answer);
+        if hello.intent == Intent::Link {
+            self.add_link(now, conn, hello);
+        } else if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(hello);
+        }
+    }
+
+    fn on_hello_answer(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Open;
+        let purpose = c.purpose.clone();
+        match purpose {
+            Some(Purpose::Link | Purpose::Retry) => {
+                if let Some(dialed) = c.dialed.clone() {
+                    if dialed != hello.addr {
+                        self.aliases.insert(dialed, hello.id.clone());
+                    }
+                }
+                if self.neighbours.contains_key(&hello.id) {
+                    self.send(
+                        conn,
+                        Message::Disconnect {
+                            reason: "already linked".into(),
+                        },
+                    );
+                    self.close_quietly(conn);
+                    self.after_link_attempt(now, conn);
+                    return;
+                }
+                let retry = purpose == Some(Purpose::Retry);
+                self.add_link(now, conn, hello);
+                if retry {
+                    // Two networks may be meeting: push-pull the member lists.
+                    let members = self.members.alive_records();
+                    self.send(conn, Message::NodesInNetwork { members });
+                    self.send(conn, Message::GiveNodesInNetwork);
+                }
+                self.after_link_attempt(now, conn);
+            }
+            Some(Purpose::Probe { id, .. }) => {
+                if self.suspects.remove(&id).is_some() {
+                    info!(member = %id, "suspect answered; alive");
+                }
+                self.send(
+                    conn,
+                    Message::Disconnect {
+                        reason: "probe done".into(),
+                    },
+                );
+                self.close_quietly(conn);
+            }
+            Some(Purpose::AskRandom | Purpose::AskNodes) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.peer = Some(hello);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn add_link(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        let id = hello.id.clone();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.intent = Some(Intent::Link);
+            c.peer = Some(hello.clone());
+            c.last_ping = now;
+        }
+        self.neighbours.insert(id.clone(), conn);
+        self.suspects.remove(&id);
+        self.retries.remove(&hello.addr);
+        info!(peer = %id, addr = %hello.addr, degree = self.neighbours.len(), "linked");
+    }
+
+    /// Life proven by the member itself: add or revive it, and tell the network if that
+    /// changed our view (a revival after a split, a restart on the same address).
+    fn learn_first_hand(&mut self, now: Instant, hello: &Hello) {
+        // A query from a stranger is a candidate, not a member yet.
+        let known = self.members.get(&hello.id).is_some();
+        if hello.intent == Intent::Query && !known {
+            return;
+        }
+        let rec = MemberRecord {
+            id: hello.id.clone(),
+            addr: hello.addr.clone(),
+            incarnation: hello.incarnation,
+            state: MemberState::Alive,
+        };
+        let was_dead = known && !self.members.is_alive(&hello.id);
+        if self.members.apply(&rec, Evidence::FirstHand, now) == Change::Added && was_dead {
+            info!(member = %hello.id, "dead member is back; telling the network");
+            self.flood_event(now, MemberEvent::Joined { member: rec });
+        }
+        self.suspects.remove(&hello.id);
+    }
+
+    // ----- joining -----------------------------------------------------------------------
+
+    fn advance_join(&mut self, now: Instant) {
+        match &self.join {
+            Join::Waiting { next } if now >= *next => {
+                let addr = self.cfg.genesis[self.genesis_cursor % self.cfg.genesis.len()].clone();
+                self.genesis_cursor += 1;
+                self.join_attempt += 1;
+                info!(attempt = self.join_attempt, genesis = %addr, "asking genesis for a random peer");
+                self.dial(now, addr, Purpose::AskRandom);
+                self.join = Join::AskingRandom;
+            }
+            Join::Linking { pending, deadline } if pending.is_empty() || now >= *deadline => {
+                self.finish_linking(now);
+            }
+            Join::Syncing { deadline } if now >= *deadline => {
+                self.join_complete();
+            }
+            _ => {}
+        }
+        if matches!(self.join, Join::Joined) && !self.is_genesis() && self.neighbours.is_empty() {
+            let others = self.members.alive_count().saturating_sub(1);
+            let dialing = self.pending_links() > 0;
+            if others == 0 && !dialing {
+                warn!(
+                    "lost every neighbour and knows no member; joining again through the genesis"
+                );
+                self.join = Join::Waiting { next: now };
+                self.join_attempt = 0;
+            }
+        }
+    }
+
+    fn join_failed(&mut self, now: Instant, why: &str) {
+        let exp = self.join_attempt.min(16);
+        let base = self
+            .cfg
+            .join_backoff_base
+            .saturating_mul(1u32 << exp.min(10));
+        let capped = base.min(self.cfg.join_backoff_max);
+        let jitter = capped.mul_f64(self.rng.random_range(0.0..0.5));
+        let wait = capped + jitter;
+        warn!(attempt = self.join_attempt, retry_in = ?wait, "join failed: {why}");
+        self.join = Join::Waiting { next: now + wait };
+    }
+
+    fn on_random_node(&mut self, now: Instant, conn: ConnId, node: Option<MemberRecord>) {
+        if !matches!(self.join, Join::AskingRandom)
+            || self.purpose(conn) != Some(Purpose::AskRandom)
+        {
+            return;
+        }
+        let genesis = self.conns.get(&conn).and_then(|c| c.dialed.clone());
+        self.send(
+            conn,
+            Message::Disconnect {
+                reason: "thanks".into(),
+            },
+        );
+        self.close_quietly(conn);
+        match (node, genesis) {
+            (Some(node), _) if node.id != self.cfg.id => {
+                debug!(peer = %node.id, "genesis suggested a peer");
+                self.dial(now, node.addr, Purpose::AskNodes);
+                self.join = Join::AskingNodes;
+            }
+            (_, Some(genesis)) => {
+                // The network is only the genesis: become its neighbour.
+                let link = self.dial(now, genesis, Purpose::Link);
+                self.join = Join::Linking {
+                    pending: HashSet::from([link]),
+                    deadline: now + self.cfg.hello_timeout * 2,
+                };
+            }
+            (_, None) => self.join_failed(now, "no genesis address"),
+        }
+    }
+
+    fn on_nodes_to_connect(&mut self, now: Instant, conn: ConnId, nodes: Vec<MemberRecord>) {
+        if !matches!(self.join, Join::AskingNodes) || self.purpose(conn) != Some(Purpose::AskNodes)
+        {
+            return;
+        }
+        self.send(
+            conn,
+            Message::Disconnect {
+                reason: "thanks".into(),
+            },
+        );
+        self.close_quietly(conn);
+        let mut pending = HashSet::new();
+        let own_id = self.cfg.id.clone();
+        let most = self.cfg.max_peers;
+        for node in nodes.into_iter().filter(|n| n.id != own_id).take(most) {
+            self.members.apply(&node, Evidence::Hearsay, now);
+            pending.insert(self.dial(now, node.addr, Purpose::Link));
+        }
+        if pending.is_empty() {
+            self.join_failed(now, "the peer offered no nodes to connect to");
+            return;
+        }
+        self.join = Join::Linking {
+            pending,
+            deadline: now + self.cfg.hello_timeout * 2,
+        };
+    }
+
+    /// A link attempt of the join finished (either way).
+    fn after_link_attempt(&mut self, now: Instant, conn: ConnId) {
+        if let Join::Linking { pending, .. } = &mut self.join {
+            pending.remove(&conn);
+            if pending.is_empty() {
+                self.finish_linking(now);
+            }
+        }
+    }
+
+    fn finish_linking(&mut self, now: Instant) {
+        if self.neighbours.is_empty() {
+            self.join_failed(now, "could not link to any node");
+            return;
+        }
+        let me = self.self_record();
+        self.flood_event(now, MemberEvent::Joined { member: me });
+        let first = self.neighbours.values().copied().min();
+        if let Some(conn) = first {
+            self.send(conn, Message::GiveNodesInNetwork);
+        }
+        self.join = Join::Syncing {
+            deadline: now + self.cfg.hello_timeout,
+        };
+    }
+
+    fn join_complete(&mut self) {
+        if !matches!(self.join, Join::Joined) {
+            info!(
+                neighbours = self.neighbours.len(),
+                members = self.members.alive_count(),
+                "joined the network"
+            );
+        }
+        self.join = Join::Joined;
+        self.join_attempt = 0;
+    }
+
+    // ----- membership --------------------------------------------------------------------
+
+    fn on_member_list(&mut self, now: Instant, conn: ConnId, list: Vec<MemberRecord>) {
+        let theirs: HashSet<&str> = list.iter().map(|r| r.id.as_str()).collect();
+        // Members we believe alive that they do not know: verify them ourselves.
+        let peer = self.peer_id(conn);
+        let absent: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, _)| **id != self.cfg.id && !theirs.contains(id.as_str()))
+            .filter(|(id, _)| peer.as_deref() != Some(id.as_str()))
+            .filter(|(id, _)| !self.neighbours.contains_key(*id))
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        for (id, addr) in absent {
+            self.queue_probe(id, addr);
+        }
+        for rec in list {
+            if rec.state != MemberState::Alive {
+                continue;
+            }
+            if rec.id == self.cfg.id {
+                continue;
+            }
+            let known_dead = self
+                .members
+                .get(&rec.id)
+                .is_some_and(|m| m.state == MemberState::Dead && m.incarnation == rec.incarnation);
+            if known_dead {
+                // They think it alive, we think it dead: ask it ourselves.
+                self.queue_probe(rec.id.clone(), rec.addr.clone());
+                continue;
+            }
+            if self.members.apply(&rec, Evidence::Hearsay, now) == Change::Added {
+                debug!(member = %rec.id, "learned member from a list");
+            }
+        }
+        if matches!(self.join, Join::Syncing { .. }) {
+            self.join_complete();
+        }
+    }
+
+    fn on_flood(&mut self, now: Instant, from: ConnId, mut flood: Flood) {
+        if !self.seen.insert(&flood.id, now) {
+            self.counters.duplicates_dropped += 1;
+            return;
+        }
+        flood.hops = flood.hops.saturating_add(1);
+        match flood.event.clone() {
+            None => self.deliver(now, &flood),
+            Some(event) => self.apply_event(now, event),
+        }
+        self.forward(&flood, Some(from));
+    }
+
+    fn apply_event(&mut self, now: Instant, event: MemberEvent) {
+        match event {
+            MemberEvent::Joined { member } => {
+                if member.id == self.cfg.id {
+                    return;
+                }
+                // A join flood is sent by the member itself, or by a node that just heard
+                // from it: first-hand evidence.
+                if self.members.apply(&member, Evidence::FirstHand, now) == Change::Added {
+                    debug!(member = %member.id, "member joined");
+                    self.suspects.remove(&member.id);
+                    self.retries.remove(&member.addr);
+                }
+            }
+            MemberEvent::Left { member } | MemberEvent::Dead { member }
+                if member.id == self.cfg.id =>
+            {
+                if member.incarnation >= self.incarnation && member.state == MemberState::Dead {
+                    self.incarnation = member.incarnation + 1;
+                    self.members.set_self_incarnation(self.incarnation, now);
+                    warn!(
+                        incarnation = self.incarnation,
+                        "declared dead by the network; refuting"
+                    );
+                    let me = self.self_record();
+                    self.flood_event(now, MemberEvent::Joined { member: me });
+                }
+            }
+            MemberEvent::Left { member } => {
+                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                    info!(member = %member.id, "member left");
+                }
+                self.suspects.remove(&member.id);
+                self.retries.remove(&member.addr);
+            }
+            MemberEvent::Dead { member } => {
+                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                    info!(member = %member.id, "member declared dead");
+                }
+                self.suspects.remove(&member.id);
+            }
+        }
+    }
+
+    fn flood_event(&mut self, now: Instant, event: MemberEvent) {
+        let flood = Flood::membership(event, &self.cfg.id, self.unix(now));
+        if self.seen.insert(&flood.id, now) {
+            self.forward(&flood, None);
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, flood: &Flood) {
+        self.counters.delivered += 1;
+        if self.delivered.len() >= self.cfg.delivered_capacity {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back(DeliveredMessage {
+            id: flood.id.clone(),
+            title: flood.title.clone(),
+            message: flood.message.clone(),
+            origin: flood.origin.clone(),
+            time: flood.time,
+            hops: flood.hops,
+            received_at: self.unix(now),
+        });
+    }
+
+    fn forward(&mut self, flood: &Flood, except: Option<ConnId>) {
+        let targets: Vec<ConnId> = self
+            .neighbours
+            .values()
+            .copied()
+            .filter(|c| Some(*c) != except)
+            .collect();
+        for conn in targets {
+            self.send(conn, Message::Broadcast(flood.clone()));
+        }
+    }
+
+    fn send_digest(&mut self) {
+        let links: Vec<ConnId> = self.neighbours.values().copied().collect();
+        if let Some(conn) = links.choose(&mut self.rng).copied() {
+            let msg = Message::MembersDigest {
+                digest: self.members.digest(),
+                count: self.members.alive_count(),
+            };
+            self.send(conn, msg);
+        }
+    }
+
+    // ----- failure detection -------------------------------------------------------------
+
+    fn check_connections(&mut self, now: Instant) {
+        let mut silent = Vec::new();
+        let mut stale = Vec::new();
+        let mut pings = Vec::new();
+        for (id, c) in &self.conns {
+            if c.is_link() {
+                if now.saturating_duration_since(c.last_heard) >= self.cfg.heartbeat_timeout {
+                    silent.push(*id);
+                } else if now.saturating_duration_since(c.last_ping) >= self.cfg.heartbeat_interval
+                {
+                    pings.push(*id);
+                }
+            } else {
+                // Handshakes and queries are short; a socket that lingers is closed.
+                let limit = match c.phase {
+                    Phase::Open => self.cfg.hello_timeout * 3,
+                    _ => self.cfg.hello_timeout,
+                };
+                if now.saturating_duration_since(c.opened_at) >= limit {
+                    stale.push(*id);
+                }
+            }
+        }
+        for conn in pings {
+            let nonce = self.next_nonce;
+            self.next_nonce += 1;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.last_ping = now;
+            }
+            self.send(conn, Message::Ping { nonce });
+        }
+        for conn in silent {
+            let peer = self.peer_id(conn).unwrap_or_default();
+            warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
+            self.close(now, conn);
+        }
+        for conn in stale {
+            debug!(conn, "connection timed out before completing");
+            self.close(now, conn);
+        }
+    }
+
+    fn suspect(&mut self, now: Instant, id: &str) {
+        if id == self.cfg.id || self.leaving || !self.members.is_alive(id) {
+            return;
+        }
+        let Some(addr) = self.members.get(id).map(|m| m.addr.clone()) else {
+            return;
+        };
+        if !self.suspects.contains_key(id) {
+            info!(member = %id, "suspecting member");
+            self.suspects.insert(
+                id.to_string(),
+                Suspicion {
+                    since: now,
+                    addr,
+                    next_probe: now,
+                },
+            );
+        }
+    }
+
+    fn advance_suspicions(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let mut probe = Vec::new();
+        for (id, s) in &mut self.suspects {
+            if now.saturating_duration_since(s.since) >= self.cfg.suspect_timeout {
+                dead.push(id.clone());
+            } else if now >= s.next_probe {
+                s.next_probe = now + self.cfg.heartbeat_interval;
+                probe.push((id.clone(), s.addr.clone()));
+            }
+        }
+        for (id, addr) in probe {
+            self.queue_probe(id, addr);
+        }
+        for id in dead {
+            self.declare_dead(now, &id);
+        }
+    }
+
+    fn declare_dead(&mut self, now: Instant, id: &str) {
+        let Some(s) = self.suspects.remove(id) else {
+            return;
+        };
+        let Some(mut rec) = self.members.record(id) else {
+            return;
+        };
+        if rec.state != MemberState::Alive {
+            return;
+        }
+        rec.state = MemberState::Dead;
+        warn!(member = %id, after = ?self.cfg.suspect_timeout, "member unreachable; declaring it dead");
+        self.counters.members_declared_dead += 1;
+        self.members.apply(&rec, Evidence::Hearsay, now);
+        if let Some(conn) = self.neighbours.get(id).copied() {
+            self.close(now, conn);
+        }
+        self.add_retry(now, s.addr);
+        self.flood_event(now, MemberEvent::Dead { member: rec });
+    }
+
+    fn queue_probe(&mut self, id: String, addr: String) {
+        let queued = self.probe_queue.iter().any(|(q, _)| *q == id);
+        let in_flight = self
+            .conns
+            .values()
+            .any(|c| matches!(&c.purpose, Some(Purpose::Probe { id: p, .. }) if *p == id));
+        if !queued && !in_flight && self.probe_queue.len() < self.cfg.max_members {
+            self.probe_queue.push_back((id, addr));
+        }
+    }
+
+    fn run_probes(&mut self, now: Instant) {
+        let mut in_flight = self
+            .conns
+            .values()
+            .filter(|c| matches!(c.purpose, Some(Purpose::Probe { .. })))
+            .count();
+        while in_flight < self.cfg.max_probes {
+            let Some((id, addr)) = self.probe_queue.pop_front() else {
+                break;
+            };
+            self.dial(now, addr.clone(), Purpose::Probe { id, addr });
+            in_flight += 1;
+        }
+    }
+
+    fn probe_failed(&mut self, now: Instant, id: &str) {
+        // An alive member we cannot reach becomes a suspect; a dead one stays dead.
+        if self.members.is_alive(id) && !self.neighbours.contains_key(id) {
+            self.suspect(now, id);
+        }
+    }
+
+    // ----- repair and re-merge -----------------------------------------------------------
+
+    fn pending_links(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.phase != Phase::Open && matches!(c.purpose, Some(Purpose::Link)))
+            .count()
+    }
+
+    fn repair_degree(&mut self, now: Instant) {
+        let have = self.neighbours.len() + self.pending_links();
+        if have >= self.cfg.degree {
+            return;
+        }
+        let dialing: HashSet<String> = self
+            .conns
+            .values()
+            .filter_map(|c| c.dialed.clone())
+            .collect();
+        let mut candidates: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, m)| {
+                **id != self.cfg.id
+                    && !self.neighbours.contains_key(*id)
+                    && !self.suspects.contains_key(*id)
+                    && !self.link_cooldown.contains_key(*id)
+                    && !dialing.contains(&m.addr)
+            })
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        candidates.sort();
+        candidates.shuffle(&mut self.rng);
+        for (id, addr) in candidates.into_iter().take(self.cfg.degree - have) {
+            debug!(peer = %id, "under target degree; linking");
+            self.link_cooldown
+                .insert(id, now + self.cfg.hello_timeout * 2);
+            self.dial(now, addr, Purpose::Link);
+        }
+    }
+
+    fn add_retry(&mut self, now: Instant, addr: String) {
+        if self.retries.len() >= self.cfg.max_retries && !self.retries.contains_key(&addr) {
+            return;
+        }
+        self.retries.entry(addr).or_insert(Retry {
+            next: now + self.cfg.join_backoff_base,
+            backoff: self.cfg.join_backoff_base,
+            until: Some(now + self.cfg.retry_for),
+            in_flight: false,
+        });
+    }
+
+    fn run_retries(&mut self, now: Instant) {
+        self.retries
+            .retain(|_, r| r.until.is_none_or(|until| now < until));
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(addr, r)| !r.in_flight && now >= r.next && !self.reachable_member_at(addr))
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        for addr in due {
+            if self.neighbours.len() >= self.cfg.max_peers {
+                break;
+            }
+            if let Some(r) = self.retries.get_mut(&addr) {
+                r.in_flight = true;
+                r.next = now + r.backoff;
+                r.backoff = (r.backoff * 2).min(self.cfg.retry_backoff_max);
+            }
+            debug!(addr = %addr, "retrying a dead member or genesis address");
+            self.dial(now, addr, Purpose::Retry);
+        }
+    }
+
+    // ----- plumbing ----------------------------------------------------------------------
+
+    fn alloc_conn(&mut self) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        id
+    }
+
+    fn dial(&mut self, now: Instant, addr: String, purpose: Purpose) -> ConnId {
+        let conn = self.alloc_conn();
+        self.conns.insert(
+            conn,
+            Conn {
+                purpose: Some(purpose),
+                dialed: Some(addr.clone()),
+                phase: Phase::Dialing,
+                intent: None,
+                peer: None,
+                opened_at: now,
+                last_heard: now,
+                last_ping: now,
+            },
+        );
+        self.out.push_back(Output::Dial { conn, addr });
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, msg: Message) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    fn refuse(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        self.send(
+            conn,
+            Message::Disconnect {
+                reason: reason.to_string(),
+            },
+        );
+        self.close(now, conn);
+    }
+
+    /// Closes a connection on our initiative and handles the consequences.
+    fn close(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.out.push_back(Output::Close { conn });
+        }
+        self.forget(now, conn, false);
+    }
+
+    /// Closes a connection that finished its job; nothing else follows from it.
+    fn close_quietly(&mut self, conn: ConnId) {
+        if self.conns.remove(&conn).is_some() {
+            self.out.push_back(Output::Close { conn });
+        }
+    }
+
+    /// Drops the bookkeeping of a connection that is gone, and reacts to its loss.
+    fn forget(&mut self, now: Instant, conn: ConnId, superseded: bool) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let peer_id = c.peer.as_ref().map(|p| p.id.clone());
+        if let Some(id) = &peer_id {
+            if self.neighbours.get(id) == Some(&conn) {
+                self.neighbours.remove(id);
+                info!(peer = %id, degree = self.neighbours.len(), "link lost");
+                if !self.leaving {
+                    self.suspect(now, id);
+                }
+            }
+        }
+        if let (Some(Purpose::Link), true) = (&c.purpose, c.phase != Phase::Open) {
+            self.after_link_attempt(now, conn);
+        }
+        if superseded {
+            return;
+        }
+        match c.purpose {
+            Some(Purpose::AskRandom) if matches!(self.join, Join::AskingRandom) => {
+                self.join_failed(now, "genesis did not answer");
+            }
+            Some(Purpose::AskNodes) if matches!(self.join, Join::AskingNodes) => {
+                self.join_failed(now, "the suggested peer did not answer");
+            }
+            Some(Purpose::Retry) => {
+                if let Some(addr) = &c.dialed {
+                    if let Some(r) = self.retries.get_mut(addr) {
+                        r.in_flight = false;
+                    }
+                }
+            }
+            Some(Purpose::Probe { id, .. }) if c.phase != Phase::Open || c.peer.is_none() => {
+                self.probe_failed(now, &id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Is a living member known at this address (or at the alias we dialed it by)?
+    fn reachable_member_at(&self, addr: &str) -> bool {
+        self.members.alive_at(addr)
+            || self
+                .aliases
+                .get(addr)
+                .is_some_and(|id| self.members.is_alive(id))
+    }
+
+    fn purpose(&self, conn: ConnId) -> Option<Purpose> {
+        self.conns.get(&conn).and_then(|c| c.purpose.clone())
+    }
+
+    fn peer_id(&self, conn: ConnId) -> Option<String> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.peer.as_ref())
+            .map(|p| p.id.clone())
+    }
+
+    fn hello(&self, intent: Intent) -> Message {
+        Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            id: self.cfg.id.clone(),
+            addr: self.cfg.addr.clone(),
+            incarnation: self.incarnation,
+            intent,
+        })
+    }
+
+    fn self_record(&self) -> MemberRecord {
+        MemberRecord {
+            id: self.cfg.id.clone(),
+            addr: self.cfg.addr.clone(),
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+        }
+    }
+
+    fn random_neighbour_except(&mut self, except: Option<&str>) -> Option<MemberRecord> {
+        let mut ids: Vec<&String> = self
+            .neighbours
+            .keys()
+            .filter(|id| Some(id.as_str()) != except)
+            .collect();
+        ids.sort();
+        let id = ids.choose(&mut self.rng)?;
+        self.members.record(id)
+    }
+
+    /// A random subset of our neighbours plus ourselves: at least two where we can.
+    fn nodes_to_connect(&mut self, except: Option<&str>) -> Vec<MemberRecord> {
+        let mut ids: Vec<String> = self
+            .neighbours
+            .keys()
+            .filter(|id| Some(id.as_str()) != except)
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.shuffle(&mut self.rng);
+        let want = self.cfg.degree.max(2).saturating_sub(1);
+        let mut nodes = vec![self.self_record()];
+        nodes.extend(
+            ids.iter()
+                .take(want)
+                .filter_map(|id| self.members.record(id)),
+        );
+        nodes
+    }
+
+    fn unix(&self, now: Instant) -> f64 {
+        self.cfg.unix_start + now.saturating_duration_since(self.start).as_secs_f64()
+    }
+}

@@ -1,0 +1,329 @@
+//! The member table: every node this one believes is in the network, plus tombstones.
+//!
+//! Records about one member are ordered by incarnation, which only the member raises. At an
+//! equal incarnation a death beats life, except when life is proven first-hand (a hello from
+//! the member itself, or a revival flood sent by a node that had one). Tombstones of dead and
+//! departed members are kept for a while so that a stale list cannot resurrect them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::wire::{MemberRecord, MemberState};
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub addr: String,
+    pub incarnation: u64,
+    pub state: MemberState,
+    pub changed_at: Instant,
+}
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    /// A member we did not know, or knew only as a tombstone, is alive.
+    Added,
+    /// A living member moved to a newer incarnation or address.
+    Updated,
+    /// A living member is now dead or gone.
+    Removed,
+    /// The table is full; the record was ignored.
+    Full,
+}
+
+/// How sure we are of an `Alive` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// Heard from someone else (a list, a flood).
+    Hearsay,
+    /// Proven by the member itself, or vouched for by a node that had that proof.
+    FirstHand,
+}
+
+#[derive(Debug)]
+pub struct Members {
+    self_id: String,
+    table: HashMap<String, Member>,
+    max_members: usize,
+    tombstone_ttl: Duration,
+}
+
+impl Members {
+    pub fn new(
+        self_record: MemberRecord,
+        now: Instant,
+        max_members: usize,
+        tombstone_ttl: Duration,
+    ) -> Self {
+        let mut table = HashMap::new();
+        let self_id = self_record.id.clone();
+        table.insert(
+            self_record.id,
+            Member {
+                addr: self_record.addr,
+                incarnation: self_record.incarnation,
+                state: MemberState::Alive,
+                changed_at: now,
+            },
+        );
+        Members {
+            self_id,
+            table,
+            max_members: max_members.max(2),
+            tombstone_ttl,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.table.get(id)
+    }
+
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.table
+            .get(id)
+            .is_some_and(|m| m.state == MemberState::Alive)
+    }
+
+    /// Living members, this node included.
+    pub fn alive(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.table
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Alive)
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive().count()
+    }
+
+    /// The living members as records, for lists sent to other nodes.
+    pub fn alive_records(&self) -> Vec<MemberRecord> {
+        self.alive().map(|(id, m)| record(id, m)).collect()
+    }
+
+    pub fn record(&self, id: &str) -> Option<MemberRecord> {
+        self.table.get(id).map(|m| record(id, m))
+    }
+
+    /// Is any living member (other than us) reachable at `addr`?
+    pub fn alive_at(&self, addr: &str) -> bool {
+        self.alive()
+            .any(|(id, m)| m.addr == addr && *id != self.self_id)
+    }
+
+    /// Sets our own incarnation (after refuting a false death).
+    pub fn set_self_incarnation(&mut self, incarnation: u64, now: Instant) {
+        if let Some(me) = self.table.get_mut(&self.self_id) {
+            me.incarnation = incarnation;
+            me.changed_at = now;
+        }
+    }
+
+    /// Applies a record about another member; records about ourselves are the caller's job.
+    pub fn apply(&mut self, rec: &MemberRecord, evidence: Evidence, now: Instant) -> Change {
+        if rec.id == self.self_id {
+            return Change::Unchanged;
+        }
+        let Some(known) = self.table.get_mut(&rec.id) else {
+            if self.table.len() >= self.max_members {
+                return Change::Full;
+            }
+            self.table.insert(
+                rec.id.clone(),
+                Member {
+                    addr: rec.addr.clone(),
+                    incarnation: rec.incarnation,
+                    state: rec.state,
+                    changed_at: now,
+                },
+            );
+            // A tombstone for a stranger is kept (it blocks stale revivals) but changes nothing.
+            return if rec.state == MemberState::Alive {
+                Change::Added
+            } else {
+                Change::Unchanged
+            };
+        };
+        let newer = rec.incarnation > known.incarnation;
+        let same = rec.incarnation == known.incarnation;
+        let was_alive = known.state == MemberState::Alive;
+        let change = match rec.state {
+            MemberState::Alive => {
+                let revive =
+                    same && known.state == MemberState::Dead && evidence == Evidence::FirstHand;
+                if newer || revive {
+                    if was_alive {
+                        Change::Updated
+                    } else {
+                        Change::Added
+                    }
+                } else {
+                    Change::Unchanged
+                }
+            }
+            MemberState::Dead | MemberState::Left => {
+                if (newer || same) && was_alive {
+                    Change::Removed
+                } else if newer {
+                    // A newer tombstone over an older one: keep the newest word.
+                    Change::Unchanged
+                } else {
+                    return Change::Unchanged;
+                }
+            }
+        };
+        if change != Change::Unchanged || newer {
+            known.addr = rec.addr.clone();
+            known.incarnation = rec.incarnation;
+            known.state = rec.state;
+            known.changed_at = now;
+        }
+        change
+    }
+
+    /// Drops tombstones older than the TTL. Returns how many were dropped.
+    pub fn expire_tombstones(&mut self, now: Instant) -> usize {
+        let ttl = self.tombstone_ttl;
+        let before = self.table.len();
+        self.table.retain(|_, m| {
+            m.state == MemberState::Alive || now.saturating_duration_since(m.changed_at) < ttl
+        });
+        before - self.table.len()
+    }
+
+    /// Order-independent digest of the living membership, for cheap anti-entropy.
+    pub fn digest(&self) -> String {
+        let mut entries: Vec<String> = self
+            .alive()
+            .map(|(id, m)| format!("{id}@{}", m.incarnation))
+            .collect();
+        entries.sort();
+        let parts: Vec<&str> = entries.iter().map(String::as_str).collect();
+        super::wire::digest(&parts)
+    }
+}
+
+fn record(id: &str, m: &Member) -> MemberRecord {
+    MemberRecord {
+        id: id.to_string(),
+        addr: m.addr.clone(),
+        incarnation: m.incarnation,
+        state: m.state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, inc: u64, state: MemberState) -> MemberRecord {
+        MemberRecord {
+            id: id.into(),
+            addr: format!("{id}:7070"),
+            incarnation: inc,
+            state,
+        }
+    }
+
+    fn table(now: Instant) -> Members {
+        Members::new(
+            rec("me", 1, MemberState::Alive),
+            now,
+            100,
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn death_beats_life_at_the_same_incarnation() {
+        let now = Instant::now();
+        let mut m = table(now);
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Added
+        );
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Dead), Evidence::Hearsay, now),
+            Change::Removed
+        );
+        assert!(!m.is_alive("a"));
+        // A stale list cannot bring it back...
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Unchanged
+        );
+        // ...but proof from the member itself can, and so can a newer incarnation.
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Alive), Evidence::FirstHand, now),
+            Change::Added
+        );
+        m.apply(&rec("a", 5, MemberState::Dead), Evidence::Hearsay, now);
+        assert_eq!(
+            m.apply(&rec("a", 6, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Added
+        );
+    }
+
+    #[test]
+    fn a_departure_is_final_for_its_incarnation() {
+        let now = Instant::now();
+        let mut m = table(now);
+        m.apply(&rec("a", 5, MemberState::Alive), Evidence::Hearsay, now);
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Left), Evidence::Hearsay, now),
+            Change::Removed
+        );
+        assert_eq!(
+            m.apply(&rec("a", 5, MemberState::Alive), Evidence::FirstHand, now),
+            Change::Unchanged
+        );
+    }
+
+    #[test]
+    fn old_deaths_do_not_kill_a_newer_incarnation() {
+        let now = Instant::now();
+        let mut m = table(now);
+        m.apply(&rec("a", 7, MemberState::Alive), Evidence::Hearsay, now);
+        assert_eq!(
+            m.apply(&rec("a", 6, MemberState::Dead), Evidence::Hearsay, now),
+            Change::Unchanged
+        );
+        assert!(m.is_alive("a"));
+    }
+
+    #[test]
+    fn tombstones_expire_and_the_table_is_bounded() {
+        let now = Instant::now();
+        let mut m = Members::new(
+            rec("me", 1, MemberState::Alive),
+            now,
+            3,
+            Duration::from_secs(10),
+        );
+        m.apply(&rec("a", 1, MemberState::Alive), Evidence::Hearsay, now);
+        m.apply(&rec("b", 1, MemberState::Dead), Evidence::Hearsay, now);
+        assert_eq!(
+            m.apply(&rec("c", 1, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Full
+        );
+        assert_eq!(m.expire_tombstones(now + Duration::from_secs(11)), 1);
+        assert_eq!(
+            m.apply(&rec("c", 1, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Added
+        );
+    }
+
+    #[test]
+    fn digest_ignores_order_and_tracks_incarnations() {
+        let now = Instant::now();
+        let mut a = table(now);
+        let mut b = table(now);
+        a.apply(&rec("x", 1, MemberState::Alive), Evidence::Hearsay, now);
+        a.apply(&rec("y", 1, MemberState::Alive), Evidence::Hearsay, now);
+        b.apply(&rec("y", 1, MemberState::Alive), Evidence::Hearsay, now);
+        b.apply(&rec("x", 1, MemberState::Alive), Evidence::Hearsay, now);
+        assert_eq!(a.digest(), b.digest());
+        b.apply(&rec("x", 2, MemberState::Alive), Evidence::Hearsay, now);
+        assert_ne!(a.digest(), b.digest());
+    }
+}

@@ -1,0 +1,236 @@
+//! The peer protocol's messages (see `docs/protocol.md`).
+//!
+//! Every frame is one JSON object tagged by `type`. Commands keep the seed's names
+//! (ask-random-node, ask-nodes-to-connect, give-nodes-in-network, broadcast, disconnect) so a
+//! reader of the seed recognises them; `hello`, `ping`/`pong` and member state are ours.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped on any incompatible change; a hello with another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames above this size are refused and close the connection.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Title of a user broadcast, as in the seed.
+pub const TITLE_BROADCAST: &str = "#BROADCAST";
+pub const TITLE_JOINED: &str = "#JOINED";
+pub const TITLE_LEFT: &str = "#LEFT";
+pub const TITLE_DEAD: &str = "#DEAD";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Message {
+    /// First frame in each direction of every connection.
+    Hello(Hello),
+    /// Asked of a genesis: one random neighbour of yours, or null.
+    AskRandomNode,
+    RandomNode {
+        node: Option<MemberRecord>,
+    },
+    /// Asked of the random peer: some of your neighbours plus yourself.
+    AskNodesToConnect,
+    NodesToConnect {
+        nodes: Vec<MemberRecord>,
+    },
+    /// Asks for the whole member list; the asker may push its own list first (push-pull).
+    GiveNodesInNetwork,
+    NodesInNetwork {
+        members: Vec<MemberRecord>,
+    },
+    /// Anti-entropy: a digest of the sender's living membership; a mismatch triggers a
+    /// push-pull of the full lists.
+    MembersDigest {
+        digest: String,
+        count: usize,
+    },
+    /// A flooded message: user broadcasts and membership events.
+    Broadcast(Flood),
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Sent before closing on purpose, with a reason the other side logs.
+    Disconnect {
+        reason: String,
+    },
+}
+
+impl Message {
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::AskRandomNode => "ask-random-node",
+            Message::RandomNode { .. } => "random-node",
+            Message::AskNodesToConnect => "ask-nodes-to-connect",
+            Message::NodesToConnect { .. } => "nodes-to-connect",
+            Message::GiveNodesInNetwork => "give-nodes-in-network",
+            Message::NodesInNetwork { .. } => "nodes-in-network",
+            Message::MembersDigest { .. } => "members-digest",
+            Message::Broadcast(_) => "broadcast",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::Disconnect { .. } => "disconnect",
+        }
+    }
+}
+
+/// Why a connection was opened. A query connection asks and hangs up; a link connection
+/// makes the two nodes neighbours (one connection per pair, used in both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Intent {
+    Query,
+    Link,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub id: String,
+    /// The sender's advertised address ("I connected to you, reach me here").
+    pub addr: String,
+    pub incarnation: u64,
+    pub intent: Intent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberState {
+    Alive,
+    /// Confirmed dead by failure detection.
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+/// One member as the protocol exchanges it. The incarnation orders records about the same
+/// member: only the member itself raises it (on start and to refute a false death).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub id: String,
+    pub addr: String,
+    pub incarnation: u64,
+    pub state: MemberState,
+}
+
+/// Membership change carried by a flood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MemberEvent {
+    Joined { member: MemberRecord },
+    Left { member: MemberRecord },
+    Dead { member: MemberRecord },
+}
+
+/// A flooded message: the seed's `id`, `title`, `message`, `time`, plus origin and hops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flood {
+    /// SHA-256 hex digest; the de-duplication key network-wide.
+    pub id: String,
+    pub title: String,
+    pub message: String,
+    /// Unix seconds (fractional) at the origin.
+    pub time: f64,
+    /// Id of the originating node.
+    pub origin: String,
+    /// Links crossed so far.
+    pub hops: u32,
+    /// Set for membership floods; user broadcasts carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<MemberEvent>,
+}
+
+impl Flood {
+    /// A membership flood. Its id depends only on the event, so the same event flooded by
+    /// several nodes (a revival seen by many) is de-duplicated like one message.
+    pub fn membership(event: MemberEvent, origin: &str, time: f64) -> Flood {
+        let (title, member) = match &event {
+            MemberEvent::Joined { member } => (TITLE_JOINED, member),
+            MemberEvent::Left { member } => (TITLE_LEFT, member),
+            MemberEvent::Dead { member } => (TITLE_DEAD, member),
+        };
+        let id = digest(&[title, &member.id, &member.incarnation.to_string()]);
+        Flood {
+            id,
+            title: title.to_string(),
+            message: member.addr.clone(),
+            time,
+            origin: origin.to_string(),
+            hops: 0,
+            event: Some(event),
+        }
+    }
+}
+
+/// SHA-256 over the parts, separated so that ("ab","c") and ("a","bc") differ.
+pub fn digest(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_frame_keeps_the_seed_fields() {
+        let flood = Flood {
+            id: "ab".into(),
+            title: TITLE_BROADCAST.into(),
+            message: "Hello world".into(),
+            time: 1617555967.12,
+            origin: "n1".into(),
+            hops: 2,
+            event: None,
+        };
+        let json = serde_json::to_value(Message::Broadcast(flood)).expect("serialise");
+        assert_eq!(json["type"], "broadcast");
+        assert_eq!(json["title"], "#BROADCAST");
+        assert_eq!(json["message"], "Hello world");
+        assert_eq!(json["time"], 1617555967.12);
+        assert_eq!(json["hops"], 2);
+        assert!(json.get("event").is_none());
+    }
+
+    #[test]
+    fn membership_ids_depend_on_the_event_only() {
+        let member = MemberRecord {
+            id: "n7".into(),
+            addr: "127.0.0.1:1".into(),
+            incarnation: 3,
+            state: MemberState::Dead,
+        };
+        let a = Flood::membership(
+            MemberEvent::Dead {
+                member: member.clone(),
+            },
+            "n1",
+            1.0,
+        );
+        let b = Flood::membership(
+            MemberEvent::Dead {
+                member: member.clone(),
+            },
+            "n2",
+            2.0,
+        );
+        let c = Flood::membership(MemberEvent::Left { member }, "n1", 1.0);
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.id.len(), 64);
+    }
+
+    #[test]
+    fn digest_separates_parts() {
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+    }
+}

@@ -1,0 +1,230 @@
+//! The topology file exactly as written: every value keeps where it came from.
+//!
+//! These types only describe the YAML syntax (and, through schemars, the JSON Schema that
+//! editors use). Nothing here is checked beyond types; [`super::validate`] turns a
+//! [`TopologyFile`] into the resolved [`super::Topology`] and reports every semantic problem
+//! at the line and column of the offending value, which is why every field is [`Spanned`].
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Location;
+
+/// A value with the location of its YAML node, so that validation can point at it.
+///
+/// A local wrapper (rather than `serde_saphyr::Spanned` directly) so that the schema of
+/// the file describes the plain value.
+#[derive(Debug, Clone)]
+pub(crate) struct Spanned<T> {
+    pub value: T,
+    pub at: Location,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let inner = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Spanned {
+            value: inner.value,
+            at: inner.referenced,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// A duration in humantime syntax (`500ms`, `3s`, `1m 30s`), parsed during validation so a
+/// typo is reported with its location like any other problem.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct DurationText(pub String);
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration with a unit: `500ms`, `3s`, `1m 30s` (humantime syntax).",
+            "examples": ["500ms", "3s"]
+        })
+    }
+}
+
+/// A whole topology file. See docs/topology.md for the meaning of every key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "peerlab topology",
+    description = "A network run by `peerlab run FILE`: a genesis, groups of peers, their networks and the checks that prove the network formed."
+)]
+pub(crate) struct TopologyFile {
+    /// Name of the topology: lowercase letters, digits and `-`; used in run ids and container names.
+    pub name: Spanned<String>,
+    /// Seed of node randomness and scenario choices (default 0). `peerlab run --seed` overrides it.
+    #[serde(default)]
+    pub seed: Option<Spanned<u64>>,
+    /// Container image of the nodes (Docker runtime only). Default: the image built from this peerlab.
+    #[serde(default)]
+    pub image: Option<Spanned<String>>,
+    /// Node settings applied to every node unless a group overrides them.
+    #[serde(default)]
+    pub defaults: Option<Spanned<SettingsFile>>,
+    /// The nodes that start the network; every other node joins through them.
+    pub genesis: Spanned<GenesisFile>,
+    /// Groups of peers, started in order after the genesis.
+    #[serde(default)]
+    pub groups: Option<Spanned<Vec<GroupFile>>>,
+    /// User-defined networks. None: every node sits on one default network.
+    #[serde(default)]
+    pub networks: Option<Spanned<Vec<NetworkFile>>>,
+    /// What must hold for the run to pass.
+    #[serde(default)]
+    pub checks: Option<Spanned<ChecksFile>>,
+    /// Fault steps; reserved for a later version, only an empty list is accepted today.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub scenario: Option<Spanned<Vec<IgnoredAny>>>,
+}
+
+/// Settings of `peerlab node`; each maps to the flag of the same name.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SettingsFile {
+    /// `--degree`: neighbours each node tries to keep (default 4, at most the number of other nodes).
+    #[serde(default)]
+    pub degree: Option<Spanned<u32>>,
+    /// `--max-peers`: most links a node keeps (default 16, at least `degree`).
+    #[serde(default)]
+    pub max_peers: Option<Spanned<u32>>,
+    /// `--max-connections`: most inbound connections at once (default 128).
+    #[serde(default)]
+    pub max_connections: Option<Spanned<usize>>,
+    /// `--heartbeat-interval`: how often each link is pinged (default 500ms).
+    #[serde(default)]
+    pub heartbeat_interval: Option<Spanned<DurationText>>,
+    /// `--heartbeat-timeout`: a link silent this long is dropped (default 1500ms).
+    #[serde(default)]
+    pub heartbeat_timeout: Option<Spanned<DurationText>>,
+    /// `--suspect-timeout`: a suspect unreachable this long is declared dead (default 3s).
+    #[serde(default)]
+    pub suspect_timeout: Option<Spanned<DurationText>>,
+}
+
+/// The genesis nodes, named `genesis-0`, `genesis-1`, ...
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GenesisFile {
+    /// How many genesis nodes (at least 1).
+    pub count: Spanned<u32>,
+    /// Node settings overriding `defaults` for the genesis nodes.
+    #[serde(default)]
+    pub settings: Option<Spanned<SettingsFile>>,
+    /// Networks the genesis nodes are attached to (names from `networks`).
+    #[serde(default)]
+    pub networks: Option<Vec<Spanned<String>>>,
+}
+
+/// A group of peers, named `<group>-0`, `<group>-1`, ...
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupFile {
+    /// Unique group name (lowercase letters, digits, `-`; not `genesis`).
+    pub name: Spanned<String>,
+    /// How many peers (0 is allowed, e.g. to switch a group off).
+    pub count: Spanned<u32>,
+    /// When the group starts, counted from the start of the run (default 0s).
+    #[serde(default)]
+    pub start_delay: Option<Spanned<DurationText>>,
+    /// Delay between two consecutive nodes of the group (default 0s).
+    #[serde(default)]
+    pub stagger: Option<Spanned<DurationText>>,
+    /// Node settings overriding `defaults` for this group.
+    #[serde(default)]
+    pub settings: Option<Spanned<SettingsFile>>,
+    /// Networks the group's nodes are attached to (names from `networks`).
+    #[serde(default)]
+    pub networks: Option<Vec<Spanned<String>>>,
+}
+
+/// A user-defined network.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkFile {
+    /// Unique network name (lowercase letters, digits, `-`).
+    pub name: Spanned<String>,
+    /// CIDR such as `10.77.1.0/24`. Default: chosen by the runtime.
+    #[serde(default)]
+    pub subnet: Option<Spanned<String>>,
+}
+
+/// Checks run once the nodes are started.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChecksFile {
+    /// Did the network form? Runs by default even when omitted.
+    #[serde(default)]
+    pub formation: Option<Spanned<FormationFile>>,
+    /// Do broadcasts reach every node? Runs only when present.
+    #[serde(default)]
+    pub broadcast: Option<Spanned<BroadcastFile>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FormationFile {
+    /// Deadline, counted from the first node's start (default 30s).
+    #[serde(default)]
+    pub within: Option<Spanned<DurationText>>,
+    /// Every node reports `joined` (default true).
+    #[serde(default)]
+    pub all_ready: Option<Spanned<bool>>,
+    /// The overlay of neighbour links is one connected graph (default true).
+    #[serde(default)]
+    pub connected: Option<Spanned<bool>>,
+    /// Every node has at least this many neighbours (default 1; 0 for a single node).
+    #[serde(default)]
+    pub min_degree: Option<Spanned<u32>>,
+    /// No node has more than this many neighbours (default: no limit).
+    #[serde(default)]
+    pub max_degree: Option<Spanned<u32>>,
+    /// Every node's member list equals the set of running nodes (default true).
+    #[serde(default)]
+    pub full_membership: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BroadcastFile {
+    /// Messages to inject (default 1, at least 1).
+    #[serde(default)]
+    pub count: Option<Spanned<u32>>,
+    /// Node names or globs (`peers-*`) to send from. Default: nodes chosen with the seed.
+    #[serde(default)]
+    pub from: Option<Vec<Spanned<String>>>,
+    /// Each message must be delivered within this long (default 5s).
+    #[serde(default)]
+    pub deliver_within: Option<Spanned<DurationText>>,
+    /// Required ratio of (message, node) deliveries, 0 to 1 (default 1.0).
+    #[serde(default)]
+    pub reliability: Option<Spanned<f64>>,
+}

@@ -1,0 +1,244 @@
+//! The validated, resolved topology: defaults applied, durations parsed, names checked.
+//!
+//! Everything downstream (orchestrator, runtimes, reports) reads this model, never the file,
+//! so it can rely on the invariants [`super::validate`] established. It serializes into the
+//! run report so that a report says exactly what ran.
+
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::runtime::{NetworkSpec, NodeSpec};
+
+/// Group name of the genesis nodes (and the prefix of their names).
+pub const GENESIS: &str = "genesis";
+
+/// A topology that passed validation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub seed: u64,
+    /// Container image of the nodes (Docker runtime only).
+    pub image: String,
+    /// The genesis nodes, as a group named `genesis` that starts at once.
+    pub genesis: Group,
+    /// Peer groups, in start order.
+    pub groups: Vec<Group>,
+    /// User-defined networks; empty means one default network.
+    pub networks: Vec<Network>,
+    pub checks: Checks,
+}
+
+/// A group of identical nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub count: usize,
+    #[serde(serialize_with = "serialize_duration")]
+    pub start_delay: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub stagger: Duration,
+    /// Effective settings: built-in defaults, then `defaults`, then the group's own.
+    pub settings: NodeSettings,
+    pub networks: Vec<String>,
+}
+
+/// Settings of `peerlab node`, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSettings {
+    pub degree: u32,
+    pub max_peers: u32,
+    pub max_connections: usize,
+    #[serde(serialize_with = "serialize_duration")]
+    pub heartbeat_interval: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub heartbeat_timeout: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub suspect_timeout: Duration,
+}
+
+impl NodeSettings {
+    /// The `peerlab node` defaults (see `cli::NodeArgs`); the degree is capped by the caller
+    /// for topologies too small to offer four neighbours.
+    pub const BUILT_IN: NodeSettings = NodeSettings {
+        degree: 4,
+        max_peers: 16,
+        max_connections: 128,
+        heartbeat_interval: Duration::from_millis(500),
+        heartbeat_timeout: Duration::from_millis(1500),
+        suspect_timeout: Duration::from_secs(3),
+    };
+
+    /// Every setting as `peerlab node` flags. All are rendered, defaults included, so a node
+    /// behaves the same whatever defaults the node binary was built with.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--degree".into(),
+            self.degree.to_string(),
+            "--max-peers".into(),
+            self.max_peers.to_string(),
+            "--max-connections".into(),
+            self.max_connections.to_string(),
+            "--heartbeat-interval".into(),
+            duration_text(self.heartbeat_interval),
+            "--heartbeat-timeout".into(),
+            duration_text(self.heartbeat_timeout),
+            "--suspect-timeout".into(),
+            duration_text(self.suspect_timeout),
+        ]
+    }
+}
+
+/// A user-defined network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub name: String,
+    /// Normalised CIDR; `None` lets the runtime choose.
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checks {
+    /// Always present: a run that did not form has nothing else worth checking.
+    pub formation: FormationChecks,
+    pub broadcast: Option<BroadcastChecks>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FormationChecks {
+    /// Deadline counted from the first node's start.
+    #[serde(serialize_with = "serialize_duration")]
+    pub within: Duration,
+    pub all_ready: bool,
+    pub connected: bool,
+    pub min_degree: usize,
+    pub max_degree: Option<usize>,
+    pub full_membership: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BroadcastChecks {
+    pub count: usize,
+    /// Node names or globs; each matches at least one node. Empty: nodes chosen with the seed.
+    pub from: Vec<String>,
+    #[serde(serialize_with = "serialize_duration")]
+    pub deliver_within: Duration,
+    /// Required delivery ratio in `0..=1`.
+    pub reliability: f64,
+}
+
+impl Topology {
+    /// Total number of nodes, genesis included.
+    pub fn node_count(&self) -> usize {
+        self.all_groups().map(|g| g.count).sum()
+    }
+
+    /// Node names in start order: `genesis-0..`, then `<group>-<i>` group by group.
+    pub fn node_names(&self) -> Vec<String> {
+        self.all_groups()
+            .flat_map(|g| (0..g.count).map(move |i| node_name(&g.name, i)))
+            .collect()
+    }
+
+    /// Every node to start, genesis first, then groups in order. `seed` is the run's seed
+    /// (the topology's unless overridden); each node's seed is derived from it and the
+    /// node's index, so the same seed gives the same run.
+    pub fn node_specs(&self, seed: u64) -> Vec<NodeSpec> {
+        let mut specs = Vec::with_capacity(self.node_count());
+        for group in self.all_groups() {
+            let args = group.settings.to_args();
+            for i in 0..group.count {
+                let index = specs.len() as u64;
+                specs.push(NodeSpec {
+                    name: node_name(&group.name, i),
+                    group: group.name.clone(),
+                    genesis: group.name == GENESIS,
+                    networks: group.networks.clone(),
+                    start_after: group.start_delay + group.stagger * i as u32,
+                    node_args: args.clone(),
+                    seed: node_seed(seed, index),
+                });
+            }
+        }
+        specs
+    }
+
+    /// The user-defined networks (empty: the runtime creates one default network).
+    pub fn network_specs(&self) -> Vec<NetworkSpec> {
+        self.networks
+            .iter()
+            .map(|n| NetworkSpec {
+                name: n.name.clone(),
+                subnet: n.subnet.clone(),
+            })
+            .collect()
+    }
+
+    fn all_groups(&self) -> impl Iterator<Item = &Group> {
+        std::iter::once(&self.genesis).chain(&self.groups)
+    }
+}
+
+pub(crate) fn node_name(group: &str, index: usize) -> String {
+    format!("{group}-{index}")
+}
+
+/// A node's seed: a hash of the run seed and the node index, so neighbouring indices and
+/// neighbouring run seeds still give unrelated randomness.
+fn node_seed(seed: u64, index: u64) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(b"peerlab node seed\0")
+        .chain_update(seed.to_le_bytes())
+        .chain_update(index.to_le_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// A duration as the shortest exact humantime text without spaces (`3s`, `1500ms`), so it
+/// stays a single shell word in flags and compose files.
+pub fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_nanos() % 1_000 == 0 {
+        format!("{}us", d.as_micros())
+    } else {
+        format!("{}ns", d.as_nanos())
+    }
+}
+
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&duration_text(*d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_text_round_trips_through_humantime() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_secs(3),
+            Duration::from_millis(1500),
+            Duration::from_micros(2500),
+            Duration::from_nanos(7),
+        ] {
+            let text = duration_text(d);
+            assert!(!text.contains(' '), "{text}");
+            assert_eq!(humantime::parse_duration(&text).unwrap(), d);
+        }
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn node_seeds_differ_by_index_and_seed() {
+        assert_eq!(node_seed(1, 0), node_seed(1, 0));
+        assert_ne!(node_seed(1, 0), node_seed(1, 1));
+        assert_ne!(node_seed(1, 0), node_seed(2, 0));
+    }
+}
