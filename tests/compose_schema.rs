@@ -128,3 +128,57 @@ fn the_schema_rejects_what_compose_rejects() {
     let found = violations(bad);
     assert!(found.len() >= 2, "{found:?}");
 }
+
+/// The run plan of a shipped topology, as the orchestrator builds it.
+fn topology_plan(file: &str) -> RunPlan {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("topologies")
+        .join(file);
+    let topology = peerlab::topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    RunPlan {
+        run_id: format!("{}-0f1e", topology.name),
+        run_dir: "/tmp/unused".into(),
+        topology_name: topology.name.clone(),
+        image: topology.image.clone(),
+        networks: topology.network_specs(),
+        nodes: topology.node_specs(topology.seed),
+        detach: false,
+    }
+}
+
+#[test]
+fn every_shipped_topology_exports_to_a_valid_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let plan = topology_plan(&file);
+        let yaml = export_with(
+            &plan,
+            ExportOptions {
+                drop_start_delays: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(violations(&yaml), Vec::<String>::new(), "{file}");
+        let services: Value = serde_saphyr::from_str(&yaml).unwrap();
+        let count = services["services"].as_object().unwrap().len();
+        assert_eq!(count, plan.nodes.len(), "{file}: one service per node");
+    }
+}
+
+#[test]
+fn staggered_topologies_export_and_late_waves_are_refused() {
+    // quickstart only staggers its peers: pacing that compose does itself.
+    assert!(export(&topology_plan("quickstart.yaml")).is_ok());
+    // fifty starts a second wave 3s late: dropping that changes the run, so it needs consent.
+    let err = export(&topology_plan("fifty.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("start_delay"), "{err}");
+}

@@ -8,10 +8,17 @@
 //! accept, and it is checked against the specification's JSON Schema in the tests.
 //!
 //! Compose has no way to delay a service's start by a fixed time, and a scratch image has
-//! no shell to `sleep` in, so a plan whose nodes have `start_after` delays (group
-//! `start_delay` / `stagger`) is refused by [`export`] rather than silently changed;
-//! [`export_with`] and [`ExportOptions::drop_start_delays`] export it anyway, with every
-//! peer starting as soon as the genesis nodes are healthy.
+//! no shell to `sleep` in. Two kinds of delay reach a plan, with different weight:
+//! - a group's `start_delay` (a late wave, a test of joining a formed network) changes
+//!   what the run means, so [`export`] refuses it rather than silently changing it;
+//!   [`export_with`] and [`ExportOptions::drop_start_delays`] export it anyway;
+//! - `stagger` (tens of milliseconds between the nodes of a group) only paces the start so
+//!   the genesis is not flooded; compose paces starts itself (bounded parallelism), so it is
+//!   dropped, and the file's header says so.
+//!
+//! Without delays every peer starts as soon as the genesis nodes are healthy.
+
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -28,12 +35,12 @@ pub const DEFAULT_NETWORK: &str = "net";
 /// Choices for what compose cannot express.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportOptions {
-    /// Export plans with `start_after` delays by dropping the delays (peers then start
+    /// Export plans whose groups have a `start_delay` by dropping the delays (peers then start
     /// as soon as the genesis nodes are healthy) instead of refusing them.
     pub drop_start_delays: bool,
 }
 
-/// Export `plan` as compose YAML; refuses plans with start delays (see the module docs).
+/// Export `plan` as compose YAML; refuses groups with a `start_delay` (see the module docs).
 pub fn export(plan: &RunPlan) -> Result<String, RuntimeError> {
     export_with(plan, ExportOptions::default())
 }
@@ -44,10 +51,17 @@ pub fn export_with(plan: &RunPlan, options: ExportOptions) -> Result<String, Run
     let file = compose_file(plan);
     let yaml = serde_saphyr::to_string(&file)
         .map_err(|e| RuntimeError::Failed(format!("cannot write the compose file: {e}")))?;
+    let dropped = if plan.nodes.iter().any(|n| !n.start_after.is_zero()) {
+        "# Start delays (stagger, start_delay) are dropped: compose cannot delay a start; every\n\
+         # peer starts as soon as the genesis nodes are healthy.\n"
+    } else {
+        ""
+    };
     Ok(format!(
         "# Compose file for topology `{}` (run {}), written by `peerlab compose`.\n\
          # Start: docker-compose up -d   (or: docker compose up -d)\n\
-         # Needs the image {}: `peerlab image build --tag {}` builds it without a registry.\n{yaml}",
+         # Needs the image {}: `peerlab image build --tag {}` builds it without a registry.\n\
+         {dropped}{yaml}",
         plan.topology_name, plan.run_id, plan.image, plan.image
     ))
 }
@@ -82,14 +96,12 @@ fn check(plan: &RunPlan, options: ExportOptions) -> Result<(), RuntimeError> {
         }
     }
     if !options.drop_start_delays {
-        if let Some(node) = plan.nodes.iter().find(|n| !n.start_after.is_zero()) {
+        if let Some((group, delay)) = group_delays(plan).into_iter().find(|(_, d)| !d.is_zero()) {
             return Err(unsupported(format!(
-                "compose cannot delay a service's start, but node `{}` starts {} after the run \
-                 starts (its group's start_delay/stagger); set start_delay and stagger to 0s, or \
-                 export anyway dropping every delay (peers then start as soon as the genesis \
-                 is healthy)",
-                node.name,
-                humantime::format_duration(node.start_after)
+                "compose cannot delay a service's start, but group `{group}` starts {} after the \
+                 run starts (its start_delay); set it to 0s, or export anyway dropping the delay \
+                 (its nodes then start as soon as the genesis is healthy)",
+                humantime::format_duration(delay)
             )));
         }
     }
@@ -101,6 +113,19 @@ fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Each group's start delay (its earliest node's `start_after`), in plan order; the rest
+/// of a node's `start_after` is its stagger.
+fn group_delays(plan: &RunPlan) -> Vec<(&str, Duration)> {
+    let mut groups: Vec<(&str, Duration)> = Vec::new();
+    for node in &plan.nodes {
+        match groups.iter_mut().find(|(g, _)| *g == node.group) {
+            Some((_, delay)) => *delay = (*delay).min(node.start_after),
+            None => groups.push((&node.group, node.start_after)),
+        }
+    }
+    groups
 }
 
 /// The `--genesis` list of `node`: every genesis for a peer; for a genesis node the genesis
@@ -416,20 +441,43 @@ mod tests {
     }
 
     #[test]
-    fn start_delays_are_refused_unless_dropped() {
-        let mut late = node("peers-0", false, &[]);
-        late.start_after = Duration::from_millis(150);
-        let p = plan(vec![node("genesis-0", true, &[]), late], vec![]);
+    fn stagger_is_dropped_with_a_note() {
+        let staggered: Vec<NodeSpec> = (0..3)
+            .map(|i| {
+                let mut n = node(&format!("peers-{i}"), false, &[]);
+                n.start_after = Duration::from_millis(50 * i);
+                n
+            })
+            .collect();
+        let mut nodes = vec![node("genesis-0", true, &[])];
+        nodes.extend(staggered);
+        let yaml = export(&plan(nodes, vec![])).unwrap();
+        assert!(
+            yaml.contains("# Start delays (stagger, start_delay) are dropped"),
+            "{yaml}"
+        );
+        assert!(parse(&yaml)["services"].get("peers-2").is_some());
+        let plain = export(&plan(vec![node("genesis-0", true, &[])], vec![])).unwrap();
+        assert!(!plain.contains("are dropped"), "{plain}");
+    }
+
+    #[test]
+    fn a_group_start_delay_is_refused_unless_dropped() {
+        let mut late = vec![node("late-0", false, &[]), node("late-1", false, &[])];
+        late[0].group = "late".into();
+        late[1].group = "late".into();
+        late[0].start_after = Duration::from_secs(3);
+        late[1].start_after = Duration::from_millis(3040);
+        let mut nodes = vec![node("genesis-0", true, &[]), node("peers-0", false, &[])];
+        nodes.extend(late);
+        let p = plan(nodes, vec![]);
         let err = export(&p).unwrap_err().to_string();
-        assert!(err.contains("peers-0") && err.contains("150ms"), "{err}");
-        let yaml = export_with(
-            &p,
-            ExportOptions {
-                drop_start_delays: true,
-            },
-        )
-        .unwrap();
-        assert!(parse(&yaml)["services"].get("peers-0").is_some());
+        assert!(err.contains("group `late` starts 3s after"), "{err}");
+        let options = ExportOptions {
+            drop_start_delays: true,
+        };
+        let yaml = export_with(&p, options).unwrap();
+        assert!(parse(&yaml)["services"].get("late-1").is_some());
     }
 
     #[test]
