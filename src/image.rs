@@ -40,6 +40,11 @@ pub fn context_dockerfile() -> String {
 pub async fn connect() -> Result<Docker, String> {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    handshake(&host, Docker::connect_with_defaults()).await
+}
+
+/// Version negotiation and ping of a client for `host`, with the user-facing error.
+async fn handshake(host: &str, docker: Result<Docker, DockerError>) -> Result<Docker, String> {
     let hint = |detail: String| {
         format!(
             "no Docker engine answered at {host} ({detail}). Start Docker (for example \
@@ -47,7 +52,7 @@ pub async fn connect() -> Result<Docker, String> {
              group), or set DOCKER_HOST; or run without Docker with `--runtime local`."
         )
     };
-    let docker = Docker::connect_with_defaults().map_err(|e| hint(e.to_string()))?;
+    let docker = docker.map_err(|e| hint(e.to_string()))?;
     let handshake = async {
         let docker = docker.negotiate_version().await?;
         docker.ping().await?;
@@ -226,6 +231,15 @@ mod tests {
                 ("peerlab".to_string(), 0o755, 9),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn no_engine_gives_advice() {
+        let socket = "/nonexistent/docker.sock";
+        let client = Docker::connect_with_unix(socket, 5, bollard::API_DEFAULT_VERSION);
+        let err = handshake(socket, client).await.unwrap_err();
+        assert!(err.contains(socket), "{err}");
+        assert!(err.contains("--runtime local"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use peerlab::runtime::docker::{DockerRuntime, list_runs, remove_leftovers};
-use peerlab::runtime::{NetworkSpec, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime};
+use peerlab::runtime::{
+    NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
+};
 use peerlab::status_api::NodeStatus;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -274,6 +276,29 @@ async fn nodes_join_every_network_they_are_on_and_leftovers_are_found_by_label()
             .await
             .unwrap();
         assert_eq!(paused.state.unwrap().paused, Some(true));
+
+        runtime.act("peers-0", NodeAction::Resume).await.unwrap();
+        let state = |name: &str| {
+            let docker = docker.clone();
+            let container = format!("{run_id}-{name}");
+            async move {
+                docker
+                    .inspect_container(&container, None)
+                    .await
+                    .unwrap()
+                    .state
+                    .unwrap()
+            }
+        };
+        assert_eq!(state("peers-0").await.paused, Some(false));
+        runtime.act("peers-0", NodeAction::Kill).await.unwrap();
+        let killed = state("peers-0").await;
+        assert_eq!((killed.running, killed.exit_code), (Some(false), Some(137)));
+        // A graceful stop: the node, PID 1 in its container, handles SIGTERM and exits 0
+        // instead of being killed after the grace period.
+        runtime.act("genesis-0", NodeAction::Stop).await.unwrap();
+        let stopped = state("genesis-0").await;
+        assert_eq!((stopped.running, stopped.exit_code), (Some(false), Some(0)));
 
         // The orchestrator "crashes": its runtime is gone, `peerlab down RUN` must still clean up.
         drop(runtime);
