@@ -1,10 +1,25 @@
 //! The subcommands other than `node`: each returns a process exit code (see [`crate::exit`]).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Command, HealthArgs, StatusArgs};
+use futures::FutureExt;
+use rand::RngExt;
+
+use crate::cli::{
+    Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
+};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
+use crate::orchestrator::progress::Progress;
+use crate::orchestrator::run::{RunOutcome, Stage, execute};
+use crate::orchestrator::{RenderOptions, summary_text, to_dot_with, to_svg_with, write_junit};
+use crate::runtime::local::{self, LocalRuntime};
+use crate::runtime::{RunPlan, Runtime, RuntimeError, TeardownReport};
+use crate::topology::{self, Topology};
+
+/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
+const INTERRUPTED: u8 = 130;
 
 pub async fn dispatch(command: Command) -> u8 {
     match command {
@@ -14,12 +29,20 @@ pub async fn dispatch(command: Command) -> u8 {
         }
         Command::Health(args) => health(args).await,
         Command::Status(args) => status(args).await,
-        _ => {
-            eprintln!("error: this subcommand is not available in this build yet");
+        Command::Run(args) => run(args).await,
+        Command::Up(args) => up(args).await,
+        Command::Ps(args) => ps(args).await,
+        Command::Down(args) => down(args).await,
+        Command::Validate(args) => validate(args),
+        Command::Schema => schema(),
+        Command::Compose(_) | Command::Image(_) => {
+            eprintln!("error: this subcommand needs the Docker support of this build");
             exit::BAD_INPUT
         }
     }
 }
+
+// ----- node inspection ----------------------------------------------------------------------
 
 /// Exit 0 only when the node is ready; used by Docker's exec-form HEALTHCHECK.
 async fn health(args: HealthArgs) -> u8 {
@@ -37,10 +60,7 @@ async fn health(args: HealthArgs) -> u8 {
             1
         }
         Err(e) => {
-            eprintln!(
-                "unhealthy: cannot reach the status socket at {}: {e}",
-                client.base()
-            );
+            eprintln!("unhealthy: cannot reach the status socket at {}: {e}", client.base());
             1
         }
     }
@@ -80,5 +100,365 @@ async fn status(args: StatusArgs) -> u8 {
         None
     };
     print!("{}", render_status(&status, messages.as_deref()));
+    exit::PASSED
+}
+
+// ----- topology files -----------------------------------------------------------------------
+
+fn validate(args: ValidateArgs) -> u8 {
+    let mut code = exit::PASSED;
+    for file in &args.files {
+        match topology::load(file) {
+            Ok(t) => println!(
+                "ok: {} ({} nodes: {} genesis, {} peer groups)",
+                file.display(),
+                t.node_count(),
+                t.genesis.count,
+                t.groups.len()
+            ),
+            Err(e) => {
+                eprint!("{e}");
+                code = exit::BAD_INPUT;
+            }
+        }
+    }
+    code
+}
+
+fn schema() -> u8 {
+    match serde_json::to_string_pretty(&topology::json_schema()) {
+        Ok(text) => {
+            println!("{text}");
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::RUNTIME_FAILED
+        }
+    }
+}
+
+fn load_topology(file: &Path) -> Result<Topology, u8> {
+    topology::load(file).map_err(|e| {
+        eprint!("{e}");
+        eprintln!("error: {} is not a valid topology; nothing was started (see docs/topology.md)", file.display());
+        exit::BAD_INPUT
+    })
+}
+
+// ----- runs ---------------------------------------------------------------------------------
+
+/// Picks the runtime; `auto` prefers Docker when an engine answers.
+async fn select_runtime(choice: RuntimeChoice) -> Result<Box<dyn Runtime>, RuntimeError> {
+    match choice {
+        RuntimeChoice::Local => Ok(Box::new(LocalRuntime::new()?)),
+        RuntimeChoice::Docker => Err(RuntimeError::Failed(
+            "the docker runtime is not available in this build; use --runtime local".into(),
+        )),
+        RuntimeChoice::Auto => {
+            eprintln!("runtime: local processes (auto)");
+            Ok(Box::new(LocalRuntime::new()?))
+        }
+    }
+}
+
+fn make_plan(topology: &Topology, seed: u64, runs_dir: &Path, detach: bool) -> RunPlan {
+    let suffix: u32 = rand::rng().random::<u32>() & 0xff_ffff;
+    let run_id = format!("{}-{suffix:06x}", topology.name);
+    RunPlan {
+        run_dir: runs_dir.join(&run_id),
+        run_id,
+        topology_name: topology.name.clone(),
+        image: topology.image.clone(),
+        networks: topology.network_specs(),
+        nodes: topology.node_specs(seed),
+        detach,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+enum Ended {
+    Finished(RunOutcome),
+    Failed(RuntimeError),
+    Panicked(String),
+    Interrupted,
+}
+
+/// Prepares the runtime and executes the plan; Ctrl-C, SIGTERM and panics all come back as
+/// an [`Ended`] so that the caller always tears down.
+async fn drive(
+    runtime: &mut dyn Runtime,
+    plan: &RunPlan,
+    topology: &Topology,
+    seed: u64,
+    stage: Stage,
+) -> Ended {
+    let work = async {
+        runtime.prepare(plan).await?;
+        let mut progress = Progress::new();
+        execute(&*runtime, plan, topology, seed, stage, &mut progress).await
+    };
+    tokio::select! {
+        result = std::panic::AssertUnwindSafe(work).catch_unwind() => match result {
+            Ok(Ok(outcome)) => Ended::Finished(outcome),
+            Ok(Err(e)) => Ended::Failed(e),
+            Err(panic) => Ended::Panicked(panic_text(&panic)),
+        },
+        _ = interrupted() => Ended::Interrupted,
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+async fn teardown(runtime: &mut dyn Runtime, run_id: &str) -> bool {
+    match runtime.teardown().await {
+        Ok(TeardownReport {
+            processes_stopped,
+            containers_removed,
+            networks_removed,
+            leftovers,
+        }) => {
+            let mut parts = Vec::new();
+            if processes_stopped > 0 {
+                parts.push(format!("{processes_stopped} processes"));
+            }
+            if containers_removed > 0 {
+                parts.push(format!("{containers_removed} containers"));
+            }
+            if networks_removed > 0 {
+                parts.push(format!("{networks_removed} networks"));
+            }
+            if parts.is_empty() {
+                parts.push("nothing was running".to_string());
+            }
+            eprintln!("teardown of {run_id}: removed {}", parts.join(", "));
+            for l in &leftovers {
+                eprintln!("warning: left behind: {l} (try `peerlab down {run_id}`)");
+            }
+            leftovers.is_empty()
+        }
+        Err(e) => {
+            eprintln!("error: teardown of {run_id} failed: {e}; run `peerlab down {run_id}`");
+            false
+        }
+    }
+}
+
+fn graph_format(path: &Path) -> Option<&'static str> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => Some("svg"),
+        Some("dot") | Some("gv") => Some("dot"),
+        _ => None,
+    }
+}
+
+async fn run(args: RunArgs) -> u8 {
+    if let Some(graph) = &args.graph {
+        if graph_format(graph).is_none() {
+            eprintln!("error: --graph {} must end in .svg or .dot", graph.display());
+            return exit::BAD_INPUT;
+        }
+    }
+    let topology = match load_topology(&args.file) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or(topology.seed);
+    let mut runtime = match select_runtime(args.runtime).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME_FAILED;
+        }
+    };
+    let plan = make_plan(&topology, seed, &args.runs_dir, args.keep);
+    if let Err(e) = runtime.check_support(&plan) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
+    eprintln!(
+        "run {} of {}: {} nodes on the {} runtime, seed {seed}; logs in {}",
+        plan.run_id,
+        args.file.display(),
+        plan.nodes.len(),
+        runtime.name(),
+        plan.run_dir.join("logs").display()
+    );
+    let ended = drive(runtime.as_mut(), &plan, &topology, seed, Stage::AllChecks).await;
+    let outcome = match ended {
+        Ended::Finished(outcome) => outcome,
+        other => return abort(runtime.as_mut(), &plan, other).await,
+    };
+    let passed = outcome.report.passed;
+    println!("{}", summary_text(&outcome.report));
+    let mut code = if passed { exit::PASSED } else { exit::CHECK_FAILED };
+    if let Err(e) = write_outputs(&outcome, &plan, &args, &topology) {
+        eprintln!("error: {e:#}");
+        code = exit::RUNTIME_FAILED;
+    }
+    if args.keep {
+        print_endpoints(&outcome, &plan);
+    } else if !teardown(runtime.as_mut(), &plan.run_id).await && code == exit::PASSED {
+        code = exit::RUNTIME_FAILED;
+    }
+    code
+}
+
+async fn abort(runtime: &mut dyn Runtime, plan: &RunPlan, ended: Ended) -> u8 {
+    let code = match ended {
+        Ended::Interrupted => {
+            eprintln!("\ninterrupted; tearing down {}", plan.run_id);
+            INTERRUPTED
+        }
+        Ended::Failed(RuntimeError::Unsupported { runtime, reason }) => {
+            eprintln!("error: the {runtime} runtime cannot run this topology: {reason}");
+            exit::BAD_INPUT
+        }
+        Ended::Failed(e) => {
+            eprintln!("error: {e}");
+            exit::RUNTIME_FAILED
+        }
+        Ended::Panicked(msg) => {
+            eprintln!("error: internal error (panic): {msg}; tearing down");
+            exit::RUNTIME_FAILED
+        }
+        Ended::Finished(_) => exit::PASSED,
+    };
+    teardown(runtime, &plan.run_id).await;
+    code
+}
+
+fn write_outputs(
+    outcome: &RunOutcome,
+    plan: &RunPlan,
+    args: &RunArgs,
+    topology: &Topology,
+) -> anyhow::Result<()> {
+    let report = &outcome.report;
+    report.write_json(&plan.run_dir.join("report.json"))?;
+    if let Some(path) = &args.report {
+        report.write_json(path)?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        write_junit(report, path)?;
+        eprintln!("junit: {}", path.display());
+    }
+    if let Some(path) = &args.graph {
+        let opts = RenderOptions {
+            title: Some(format!("{} {}", topology.name, plan.run_id)),
+            min_degree: Some(topology.checks.formation.min_degree).filter(|d| *d > 0),
+        };
+        let text = match graph_format(path) {
+            Some("dot") => to_dot_with(&outcome.overlay, &opts),
+            _ => to_svg_with(&outcome.overlay, &opts),
+        };
+        crate::orchestrator::report::write_text(path, &text)?;
+        eprintln!("graph: {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_endpoints(outcome: &RunOutcome, plan: &RunPlan) {
+    println!("\nrun {} is up ({} nodes):", plan.run_id, outcome.endpoints.len());
+    let width = outcome.endpoints.iter().map(|e| e.name.len()).max().unwrap_or(4);
+    println!("  {:<width$}  {:<24}  status socket", "node", "peer address");
+    for ep in &outcome.endpoints {
+        println!("  {:<width$}  {:<24}  {}", ep.name, ep.peer_addr, ep.status_url);
+    }
+    if let Some(first) = outcome.endpoints.first() {
+        println!("\nlook inside:  peerlab status {}", first.status_url);
+    }
+    println!("take it down: peerlab down {}", plan.run_id);
+}
+
+async fn up(args: UpArgs) -> u8 {
+    let topology = match load_topology(&args.file) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or(topology.seed);
+    let mut runtime = match select_runtime(args.runtime).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME_FAILED;
+        }
+    };
+    let plan = make_plan(&topology, seed, &args.runs_dir, true);
+    if let Err(e) = runtime.check_support(&plan) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
+    eprintln!(
+        "up {} of {}: {} nodes on the {} runtime; logs in {}",
+        plan.run_id,
+        args.file.display(),
+        plan.nodes.len(),
+        runtime.name(),
+        plan.run_dir.join("logs").display()
+    );
+    let outcome = match drive(runtime.as_mut(), &plan, &topology, seed, Stage::FormationOnly).await {
+        Ended::Finished(outcome) => outcome,
+        other => return abort(runtime.as_mut(), &plan, other).await,
+    };
+    let _ = outcome.report.write_json(&plan.run_dir.join("report.json"));
+    print_endpoints(&outcome, &plan);
+    if outcome.report.passed {
+        exit::PASSED
+    } else {
+        eprintln!("warning: the network did not pass its formation checks; it is left running for inspection");
+        exit::CHECK_FAILED
+    }
+}
+
+async fn ps(args: PsArgs) -> u8 {
+    let mut runs: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for p in local::scan_processes() {
+        *runs.entry(p.run_id).or_default() += 1;
+    }
+    if runs.is_empty() {
+        println!("no runs are up (local processes)");
+    } else {
+        println!("{:<32}  {:<8}  {:>5}  logs", "run", "runtime", "nodes");
+        for (run, count) in &runs {
+            let logs: PathBuf = args.runs_dir.join(run).join("logs");
+            println!("{run:<32}  {:<8}  {count:>5}  {}", "local", logs.display());
+        }
+    }
+    exit::PASSED
+}
+
+async fn down(args: DownArgs) -> u8 {
+    let target = if args.all { None } else { args.run.as_deref() };
+    let report = local::stop_processes(target).await;
+    match (target, report.processes_stopped) {
+        (Some(run), 0) => {
+            eprintln!("no processes of run {run} are running (see `peerlab ps`)");
+        }
+        (None, 0) => eprintln!("nothing to take down"),
+        (_, n) => eprintln!("stopped {n} node processes"),
+    }
     exit::PASSED
 }

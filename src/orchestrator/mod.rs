@@ -1,1 +1,29 @@
+//! Turns a topology into a run, checks what the nodes formed, and reports.
+//!
+//! Everything here except `run` and `progress` is pure: it works on observations the run
+//! collected from status sockets, so each check and report can be tested on synthetic
+//! networks without starting a single node.
 
+pub mod broadcast;
+pub mod checks;
+pub mod graph;
+pub mod junit;
+pub mod layout;
+pub mod model;
+pub mod progress;
+pub mod render;
+pub mod report;
+pub mod run;
+pub mod summary;
+mod text;
+
+pub use broadcast::{BroadcastStats, MessageStats, evaluate_broadcast};
+pub use checks::{evaluate_formation, formation_time};
+pub use graph::{Edge, Overlay, OverlayNode, OverlaySummary};
+pub use junit::{junit, write_junit};
+pub use model::{
+    BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,
+};
+pub use render::{RenderOptions, to_dot, to_dot_with, to_svg, to_svg_with};
+pub use report::{NodeView, Report, RunMeta};
+pub use summary::summary_text;

@@ -14,6 +14,8 @@ pub mod compose;
 pub mod docker;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
+pub mod local;
+
 pub const RUN_LABEL: &str = "peerlab.run";
 /// Label carrying the node name inside a run.
 pub const NODE_LABEL: &str = "peerlab.node";

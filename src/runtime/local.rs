@@ -1,0 +1,434 @@
+//! The local runtime: every node is a child process of this same executable (`peerlab node`).
+//!
+//! Each node gets its own loopback address (127.a.b.c), so addresses differ as hosts do, and
+//! binds port 0, reporting its ports through a ports file, so runs and tests never collide.
+//! Children of an attached run die with the orchestrator (PR_SET_PDEATHSIG), whatever way it
+//! ends; a detached run (`peerlab up`) records its pids in `state.json` for `peerlab down`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use super::{
+    NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
+};
+
+/// How long a node may take to bind and write its ports file.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node may take to leave after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What `peerlab ps` / `peerlab down` read back for a local run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LocalState {
+    pub run_id: String,
+    pub topology: String,
+    pub detached: bool,
+    /// Node name -> (pid, status URL).
+    pub nodes: BTreeMap<String, LocalNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub pid: u32,
+    pub status_url: String,
+    pub peer_addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortsFile {
+    status: String,
+    advertise: String,
+}
+
+struct Started {
+    child: Child,
+    endpoint: NodeEndpoint,
+}
+
+pub struct LocalRuntime {
+    executable: PathBuf,
+    plan: Option<RunPlan>,
+    /// Loopback address of each node.
+    addresses: HashMap<String, String>,
+    nodes: Mutex<HashMap<String, Started>>,
+    /// Genesis peer addresses, known once the genesis nodes have started.
+    genesis: Mutex<Vec<(String, String)>>,
+}
+
+impl LocalRuntime {
+    pub fn new() -> Result<Self, RuntimeError> {
+        let executable = std::env::current_exe().map_err(|e| {
+            RuntimeError::Failed(format!("cannot find this executable to start nodes with: {e}"))
+        })?;
+        Ok(Self::with_executable(executable))
+    }
+
+    /// Starts nodes from another `peerlab` binary (tests use the freshly built one).
+    pub fn with_executable(executable: PathBuf) -> Self {
+        LocalRuntime {
+            executable,
+            plan: None,
+            addresses: HashMap::new(),
+            nodes: Mutex::new(HashMap::new()),
+            genesis: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn plan(&self) -> Result<&RunPlan, RuntimeError> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Failed("the local runtime was not prepared".into()))
+    }
+
+    fn write_state(&self) {
+        let Ok(plan) = self.plan() else { return };
+        let nodes = match self.nodes.lock() {
+            Ok(n) => n,
+            Err(p) => p.into_inner(),
+        };
+        let state = LocalState {
+            run_id: plan.run_id.clone(),
+            topology: plan.topology_name.clone(),
+            detached: plan.detach,
+            nodes: nodes
+                .iter()
+                .filter_map(|(name, s)| {
+                    Some((
+                        name.clone(),
+                        LocalNode {
+                            pid: s.child.id()?,
+                            status_url: s.endpoint.status_url.clone(),
+                            peer_addr: s.endpoint.peer_addr.clone(),
+                        },
+                    ))
+                })
+                .collect(),
+        };
+        if let Ok(text) = serde_json::to_string_pretty(&state) {
+            let _ = std::fs::write(plan.run_dir.join("state.json"), text);
+        }
+    }
+}
+
+/// Loopback addresses for a run: 127.a.b.c with a, b from the run id, c from 1 to 250.
+fn allocate_addresses(run_id: &str, names: &[String]) -> HashMap<String, String> {
+    let hash = crate::node::wire::digest(&[run_id]);
+    let bytes = hex::decode(&hash[..4]).unwrap_or_else(|_| vec![1, 1]);
+    let a = 1 + (bytes[0] % 250) as usize;
+    let b = bytes[1] as usize;
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let third = (b + i / 250) % 256;
+            let fourth = 1 + i % 250;
+            (name.clone(), format!("127.{a}.{third}.{fourth}"))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
+        // Loopback is one network: nodes on networks that do not meet cannot be kept apart.
+        let everyone: Vec<&NodeSpec> = plan.nodes.iter().collect();
+        for (i, a) in everyone.iter().enumerate() {
+            for b in &everyone[i + 1..] {
+                let share = a.networks.is_empty()
+                    || b.networks.is_empty()
+                    || a.networks.iter().any(|n| b.networks.contains(n));
+                if !share {
+                    return Err(RuntimeError::Unsupported {
+                        runtime: "local",
+                        reason: format!(
+                            "{} and {} share no network, and local processes all sit on loopback; \
+                             use --runtime docker for isolated networks",
+                            a.name, b.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, plan: &RunPlan) -> Result<(), RuntimeError> {
+        std::fs::create_dir_all(plan.run_dir.join("logs"))?;
+        std::fs::create_dir_all(plan.run_dir.join("ports"))?;
+        let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+        self.addresses = allocate_addresses(&plan.run_id, &names);
+        self.plan = Some(plan.clone());
+        self.write_state();
+        Ok(())
+    }
+
+    async fn start(&self, node: &NodeSpec) -> Result<NodeEndpoint, RuntimeError> {
+        let plan = self.plan()?;
+        let ip = self
+            .addresses
+            .get(&node.name)
+            .ok_or_else(|| RuntimeError::Failed(format!("{} is not in the plan", node.name)))?;
+        let ports_path = plan.run_dir.join("ports").join(format!("{}.json", node.name));
+        let _ = std::fs::remove_file(&ports_path);
+        let log_path = plan.run_dir.join("logs").join(format!("{}.log", node.name));
+        let log = std::fs::File::create(&log_path)?;
+        let log_err = log.try_clone()?;
+
+        let genesis: Vec<String> = {
+            let known = lock(&self.genesis);
+            known
+                .iter()
+                .filter(|(name, _)| *name != node.name)
+                .map(|(_, addr)| addr.clone())
+                .collect()
+        };
+        let mut cmd = Command::new(&self.executable);
+        cmd.arg("node")
+            .arg("--name")
+            .arg(&node.name)
+            .arg("--listen")
+            .arg(format!("{ip}:0"))
+            .arg("--status")
+            .arg(format!("{ip}:0"))
+            .arg("--ports-file")
+            .arg(&ports_path)
+            .arg("--seed")
+            .arg(node.seed.to_string())
+            .args(&node.node_args)
+            .env_remove("PEERLAB_GENESIS")
+            .env(RUN_ENV.trim_end_matches('='), &plan.run_id)
+            .env("PEERLAB_LOG_FORMAT", "pretty")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(!plan.detach);
+        // Genesis nodes start one by one, so a later genesis joins through the earlier ones.
+        if !genesis.is_empty() {
+            cmd.arg("--genesis").arg(genesis.join(","));
+        }
+        let detach = plan.detach;
+        // SAFETY: only async-signal-safe calls (prctl, setsid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if detach {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                } else {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            RuntimeError::Failed(format!("cannot start {} ({}): {e}", node.name, self.executable.display()))
+        })?;
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let ports: PortsFile = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports_path) {
+                if let Ok(p) = serde_json::from_str(&text) {
+                    break p;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(RuntimeError::Failed(format!(
+                    "{} exited ({status}) before it was up; last log lines:\n{}",
+                    node.name,
+                    log_tail(&log_path, 8)
+                )));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(RuntimeError::Failed(format!(
+                    "{} did not open its sockets within {:?}; see {}",
+                    node.name,
+                    START_TIMEOUT,
+                    log_path.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let endpoint = NodeEndpoint {
+            name: node.name.clone(),
+            peer_addr: ports.advertise.clone(),
+            status_url: format!("http://{}", ports.status),
+        };
+        if node.genesis {
+            lock(&self.genesis).push((node.name.clone(), ports.advertise));
+        }
+        lock(&self.nodes).insert(
+            node.name.clone(),
+            Started {
+                child,
+                endpoint: endpoint.clone(),
+            },
+        );
+        self.write_state();
+        Ok(endpoint)
+    }
+
+    async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
+        let pid = {
+            let nodes = lock(&self.nodes);
+            let started = nodes
+                .get(node)
+                .ok_or_else(|| RuntimeError::Failed(format!("no node named {node} in this run")))?;
+            started
+                .child
+                .id()
+                .ok_or_else(|| RuntimeError::Failed(format!("{node} is not running")))?
+        };
+        let signal = match action {
+            NodeAction::Kill => Signal::SIGKILL,
+            NodeAction::Stop => Signal::SIGTERM,
+            NodeAction::Pause => Signal::SIGSTOP,
+            NodeAction::Resume => Signal::SIGCONT,
+        };
+        kill(Pid::from_raw(pid as i32), signal)
+            .map_err(|e| RuntimeError::Failed(format!("cannot signal {node}: {e}")))?;
+        Ok(())
+    }
+
+    async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
+        let mut report = TeardownReport::default();
+        let started: Vec<(String, Started)> = lock(&self.nodes).drain().collect();
+        let mut waiting = Vec::new();
+        for (name, mut s) in started {
+            if let Some(pid) = s.child.id() {
+                // A stopped (paused) node cannot handle SIGTERM until it is continued.
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            waiting.push(async move {
+                let outcome = match tokio::time::timeout(STOP_GRACE, s.child.wait()).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        let _ = s.child.start_kill();
+                        match tokio::time::timeout(Duration::from_secs(2), s.child.wait()).await {
+                            Ok(_) => Ok(()),
+                            Err(_) => Err(format!("{name}: process did not exit")),
+                        }
+                    }
+                };
+                outcome
+            });
+        }
+        for outcome in futures::future::join_all(waiting).await {
+            match outcome {
+                Ok(()) => report.processes_stopped += 1,
+                Err(e) => report.leftovers.push(e),
+            }
+        }
+        if let Some(plan) = &self.plan {
+            let _ = std::fs::remove_file(plan.run_dir.join("state.json"));
+        }
+        Ok(report)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_distinct_loopback_hosts() {
+        let names: Vec<String> = (0..600).map(|i| format!("n{i}")).collect();
+        let addrs = allocate_addresses("quickstart-abc123", &names);
+        let distinct: std::collections::HashSet<&String> = addrs.values().collect();
+        assert_eq!(distinct.len(), 600);
+        for a in addrs.values() {
+            let ip: std::net::Ipv4Addr = a.parse().expect("an IPv4 address");
+            assert!(ip.is_loopback(), "{a} is not loopback");
+            assert_ne!(ip.octets()[3], 0);
+            assert_ne!(ip.octets()[3], 255);
+        }
+    }
+}
+
+/// A `peerlab node` process started by some run, found through its `PEERLAB_RUN` variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunProcess {
+    pub pid: u32,
+    pub run_id: String,
+}
+
+/// Every process on this machine that a local run started (for `ps` and `down`), whatever
+/// directory the run was started from and even if its orchestrator died.
+pub fn scan_processes() -> Vec<RunProcess> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let run = environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(RUN_ENV.as_bytes()));
+        if let Some(run) = run {
+            found.push(RunProcess {
+                pid,
+                run_id: String::from_utf8_lossy(run).into_owned(),
+            });
+        }
+    }
+    found
+}
+
+/// Marks every process of a run, so leftovers can be found without any state file.
+pub const RUN_ENV: &str = "PEERLAB_RUN=";
+
+/// Stops every process of the given run (or of all runs): SIGTERM, then SIGKILL after the grace.
+pub async fn stop_processes(run_id: Option<&str>) -> TeardownReport {
+    let targets: Vec<RunProcess> = scan_processes()
+        .into_iter()
+        .filter(|p| run_id.is_none_or(|r| p.run_id == r))
+        .collect();
+    for p in &targets {
+        let pid = Pid::from_raw(p.pid as i32);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let still_there = |p: &RunProcess| scan_processes().contains(p);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline && targets.iter().any(still_there) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut report = TeardownReport::default();
+    for p in &targets {
+        if still_there(p) {
+            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
+        }
+        report.processes_stopped += 1;
+    }
+    report
+}
