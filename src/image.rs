@@ -14,8 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveImageOptions};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 /// The top-level Dockerfile, reused so both build paths produce the same image.
 const DOCKERFILE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"));
@@ -23,6 +24,10 @@ const DOCKERFILE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/Dock
 const CARGO_COPY: &str = "COPY target/x86_64-unknown-linux-gnu/release/peerlab /peerlab";
 /// Its replacement in the generated context, where the binary sits at the root.
 const CONTEXT_COPY: &str = "COPY peerlab /peerlab";
+
+/// Image label holding the SHA-256 of the binary an image was built from, so a stale
+/// image is rebuilt rather than run.
+pub const BINARY_LABEL: &str = "peerlab.binary.sha256";
 
 /// How long `connect` waits for an engine before saying none answers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,7 +90,8 @@ pub async fn build_image_from(
     binary: &Path,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<()> {
-    let context = build_context(binary)?;
+    let (context, digest) = build_context(binary)?;
+    let labels = HashMap::from([(BINARY_LABEL, digest.as_str())]);
     let mut build_args = HashMap::new();
     let source = env!("CARGO_PKG_REPOSITORY");
     if !source.is_empty() {
@@ -97,6 +103,7 @@ pub async fn build_image_from(
         .rm(true)
         .forcerm(true)
         .buildargs(&build_args)
+        .labels(&labels)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
@@ -123,35 +130,54 @@ pub async fn build_image_from(
     Ok(())
 }
 
-/// Make sure `tag` exists locally, building it from the running executable if it does
-/// not. Never pulls. Returns whether a build happened.
+/// Make sure `tag` exists locally and holds the running executable, building it if it is
+/// missing or was built from another binary (a stale image would run old node code against
+/// a newer orchestrator). Never pulls. Returns whether a build happened.
 pub async fn ensure_image(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
-    match docker.inspect_image(tag).await {
-        Ok(_) => Ok(false),
+    let exe = std::env::current_exe().context("cannot find the running peerlab executable")?;
+    let bytes = std::fs::read(&exe)
+        .with_context(|| format!("cannot read the peerlab binary {}", exe.display()))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let stale = match docker.inspect_image(tag).await {
+        Ok(image) => {
+            let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+            if labels.get(BINARY_LABEL) == Some(&digest) {
+                return Ok(false);
+            }
+            image.id
+        }
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
-        }) => {
-            build_image(
-                docker,
-                tag,
-                |line| tracing::debug!(target: "peerlab::image", "{line}"),
-            )
-            .await?;
-            Ok(true)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot inspect image {tag}")),
+        }) => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect image {tag}")),
+    };
+    build_image_from(
+        docker,
+        tag,
+        &exe,
+        |line| tracing::debug!(target: "peerlab::image", "{line}"),
+    )
+    .await?;
+    if let Some(old) = stale {
+        // Only succeeds when nothing else uses or names the old image: no dangling leftovers.
+        let _ = docker
+            .remove_image(&old, None::<RemoveImageOptions>, None)
+            .await;
     }
+    Ok(true)
 }
 
-/// A tar build context holding the generated Dockerfile and the binary (mode 0755).
-fn build_context(binary: &Path) -> anyhow::Result<Vec<u8>> {
+/// A tar build context holding the generated Dockerfile and the binary (mode 0755), and
+/// the binary's SHA-256 (hex).
+fn build_context(binary: &Path) -> anyhow::Result<(Vec<u8>, String)> {
     let bytes = std::fs::read(binary)
         .with_context(|| format!("cannot read the peerlab binary {}", binary.display()))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
     let dockerfile = context_dockerfile();
     let mut tar = tar::Builder::new(Vec::new());
     append(&mut tar, "Dockerfile", 0o644, dockerfile.as_bytes())?;
     append(&mut tar, "peerlab", 0o755, &bytes)?;
-    Ok(tar.into_inner()?)
+    Ok((tar.into_inner()?, digest))
 }
 
 fn append(
@@ -208,7 +234,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("peerlab");
         std::fs::write(&bin, b"\x7fELF fake").unwrap();
-        let bytes = build_context(&bin).unwrap();
+        let (bytes, digest) = build_context(&bin).unwrap();
+        assert_eq!(digest, hex::encode(Sha256::digest(b"\x7fELF fake")));
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = Vec::new();
         for entry in archive.entries().unwrap() {

@@ -82,8 +82,35 @@ async fn ensure_image_builds_a_missing_tag_once_and_never_pulls() {
         );
         assert!(
             !peerlab::image::ensure_image(&d, &t).await.unwrap(),
-            "a present tag is kept"
+            "a current tag is kept"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one() {
+    let docker = docker().await;
+    let tag = format!("{}:test", unique("peerlab-stale-test"));
+    let (d, t) = (docker.clone(), tag.clone());
+    with_image_cleanup(&docker, &tag, async move {
+        // The cargo-built `peerlab` is not this test executable: to ensure_image it is stale.
+        let other = Path::new(env!("CARGO_BIN_EXE_peerlab"));
+        peerlab::image::build_image_from(&d, &t, other, |_| {})
+            .await
+            .unwrap();
+        let stale = d.inspect_image(&t).await.unwrap().id.unwrap();
+        assert!(
+            peerlab::image::ensure_image(&d, &t).await.unwrap(),
+            "a stale tag is rebuilt"
+        );
+        let fresh = d.inspect_image(&t).await.unwrap();
+        assert_ne!(fresh.id.as_ref(), Some(&stale));
+        assert!(
+            d.inspect_image(&stale).await.is_err(),
+            "the stale image is left dangling"
+        );
+        assert!(!peerlab::image::ensure_image(&d, &t).await.unwrap());
     })
     .await;
 }

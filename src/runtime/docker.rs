@@ -178,30 +178,27 @@ impl Runtime for DockerRuntime {
     async fn prepare(&mut self, plan: &RunPlan) -> Result<(), RuntimeError> {
         self.check_support(plan)?;
         self.plan = Some(plan.clone());
-        match self.docker.inspect_image(&plan.image).await {
-            Ok(_) => {}
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) if is_peerlab_image(&plan.image) => {
-                tracing::info!(image = %plan.image, "building the node image from this executable");
-                crate::image::build_image(
-                    &self.docker,
-                    &plan.image,
-                    |line| tracing::debug!(target: "peerlab::image", "{line}"),
-                )
+        if is_peerlab_image(&plan.image) {
+            let built = crate::image::ensure_image(&self.docker, &plan.image)
                 .await
                 .map_err(|e| RuntimeError::Failed(format!("{e:#}")))?;
+            if built {
+                tracing::info!(image = %plan.image, "built the node image from this executable");
             }
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
-                return Err(RuntimeError::Failed(format!(
-                    "image {} is not present locally and peerlab never pulls; `docker pull {}` \
-                     or build it first",
-                    plan.image, plan.image
-                )));
+        } else {
+            match self.docker.inspect_image(&plan.image).await {
+                Ok(_) => {}
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    return Err(RuntimeError::Failed(format!(
+                        "image {} is not present locally and peerlab never pulls; `docker pull {}` \
+                         or build it first",
+                        plan.image, plan.image
+                    )));
+                }
+                Err(e) => return Err(failed(format!("cannot inspect image {}", plan.image))(e)),
             }
-            Err(e) => return Err(failed(format!("cannot inspect image {}", plan.image))(e)),
         }
         let labels = HashMap::from([(RUN_LABEL.to_string(), plan.run_id.clone())]);
         let default = [super::NetworkSpec {
