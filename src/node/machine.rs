@@ -12,7 +12,7 @@
 //! before a death is declared and flooded, refutation by incarnation, degree repair, and
 //! retries of dead members and genesis addresses so that split networks merge again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -204,29 +204,32 @@ pub struct MachineCounters {
     pub members_declared_dead: u64,
 }
 
+/// Tables are `BTreeMap`s, not `HashMap`s: iteration order decides the order of dials and
+/// sends, and a per-process random hash order would make seeded runs (the simulator's
+/// tests) differ from one run to the next.
 pub struct Machine {
     cfg: Config,
     start: Instant,
     rng: StdRng,
     incarnation: u64,
     next_conn: ConnId,
-    conns: HashMap<ConnId, Conn>,
+    conns: BTreeMap<ConnId, Conn>,
     /// Neighbour id -> its link connection.
-    neighbours: HashMap<String, ConnId>,
+    neighbours: BTreeMap<String, ConnId>,
     members: Members,
     join: Join,
     join_attempt: u32,
     genesis_cursor: usize,
     seen: SeenSet,
     delivered: VecDeque<DeliveredMessage>,
-    suspects: HashMap<String, Suspicion>,
+    suspects: BTreeMap<String, Suspicion>,
     /// Members to probe: (id, addr).
     probe_queue: VecDeque<(String, String)>,
-    retries: HashMap<String, Retry>,
+    retries: BTreeMap<String, Retry>,
     /// Addresses we dialed that turned out to be another name of a member (genesis aliases).
-    aliases: HashMap<String, String>,
+    aliases: BTreeMap<String, String>,
     /// Members recently refused or failed as link targets: not tried again before the instant.
-    link_cooldown: HashMap<String, Instant>,
+    link_cooldown: BTreeMap<String, Instant>,
     next_sync: Instant,
     next_nonce: u64,
     broadcast_seq: u64,
@@ -253,7 +256,7 @@ impl Machine {
         } else {
             Join::Waiting { next: now }
         };
-        let mut retries = HashMap::new();
+        let mut retries = BTreeMap::new();
         for g in &cfg.genesis {
             retries.insert(
                 g.clone(),
@@ -273,17 +276,17 @@ impl Machine {
             start: now,
             incarnation,
             next_conn: 1,
-            conns: HashMap::new(),
-            neighbours: HashMap::new(),
+            conns: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
             join,
             join_attempt: 0,
             genesis_cursor: 0,
             delivered: VecDeque::new(),
-            suspects: HashMap::new(),
+            suspects: BTreeMap::new(),
             probe_queue: VecDeque::new(),
             retries,
-            aliases: HashMap::new(),
-            link_cooldown: HashMap::new(),
+            aliases: BTreeMap::new(),
+            link_cooldown: BTreeMap::new(),
             next_nonce: 1,
             broadcast_seq: 0,
             leaving: false,
@@ -367,6 +370,19 @@ impl Machine {
 
     pub fn delivered(&self) -> impl Iterator<Item = &DeliveredMessage> {
         self.delivered.iter()
+    }
+
+    /// Each neighbour with the connection of its link, so that tests can check that both
+    /// ends of a link are one connection.
+    #[cfg(test)]
+    pub(crate) fn link_conns(&self) -> Vec<(String, ConnId)> {
+        let mut list: Vec<(String, ConnId)> = self
+            .neighbours
+            .iter()
+            .map(|(id, c)| (id.clone(), *c))
+            .collect();
+        list.sort();
+        list
     }
 
     /// Connections the machine tracks (bounded by the driver's caps).
@@ -532,6 +548,7 @@ impl Machine {
             if now >= self.next_sync {
                 self.next_sync = now + self.cfg.sync_interval;
                 self.send_digest();
+                self.probe_random_member();
             }
         }
         self.seen.expire(now);
@@ -1167,6 +1184,28 @@ impl Machine {
             };
             self.dial(now, addr.clone(), Purpose::Probe { id, addr });
             in_flight += 1;
+        }
+    }
+
+    /// Members are otherwise watched only through links, so a member with no link into our
+    /// part of a split network (or that died while only linked across the split) would stay
+    /// listed forever. Now and then, probe a random non-neighbour, as SWIM does: if it cannot
+    /// be reached it becomes a suspect like any other. (Found by the simulator's partition
+    /// test: each half kept the other's unlinked members alive indefinitely.)
+    fn probe_random_member(&mut self) {
+        let mut others: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, _)| {
+                **id != self.cfg.id
+                    && !self.neighbours.contains_key(*id)
+                    && !self.suspects.contains_key(*id)
+            })
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        others.sort();
+        if let Some((id, addr)) = others.choose(&mut self.rng).cloned() {
+            self.queue_probe(id, addr);
         }
     }
 

@@ -5,7 +5,7 @@
 //! the member itself, or a revival flood sent by a node that had one). Tombstones of dead and
 //! departed members are kept for a while so that a stale list cannot resurrect them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::wire::{MemberRecord, MemberState};
@@ -44,7 +44,8 @@ pub enum Evidence {
 #[derive(Debug)]
 pub struct Members {
     self_id: String,
-    table: HashMap<String, Member>,
+    /// Ordered so that lists and iteration are the same from run to run.
+    table: BTreeMap<String, Member>,
     max_members: usize,
     tombstone_ttl: Duration,
 }
@@ -56,7 +57,7 @@ impl Members {
         max_members: usize,
         tombstone_ttl: Duration,
     ) -> Self {
-        let mut table = HashMap::new();
+        let mut table = BTreeMap::new();
         let self_id = self_record.id.clone();
         table.insert(
             self_record.id,

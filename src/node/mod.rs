@@ -13,6 +13,8 @@ pub mod machine;
 pub mod members;
 pub mod metrics;
 pub mod seen;
+#[cfg(test)]
+mod sim;
 pub mod status;
 pub mod wire;
 

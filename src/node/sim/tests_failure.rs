@@ -1,0 +1,231 @@
+//! Nodes that leave, freeze, die or lose links; false deaths; protocol violations.
+
+use std::time::Duration;
+
+use super::fixtures::{formed, until, until_formed};
+use super::{Sim, addr_of, node_config};
+use crate::node::wire::{
+    Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION,
+};
+
+fn declared_dead(sim: &Sim) -> u64 {
+    sim.running()
+        .iter()
+        .map(|n| sim.counters(n).members_declared_dead)
+        .sum()
+}
+
+/// Nobody running lists `gone` as a member.
+fn forgotten(sim: &Sim, gone: &str) -> Result<(), String> {
+    match sim
+        .running()
+        .into_iter()
+        .find(|n| sim.members(n).iter().any(|m| m == gone))
+    {
+        Some(n) => Err(format!("{n} still lists {gone}")),
+        None => Ok(()),
+    }
+}
+
+#[test]
+fn a_node_that_leaves_is_forgotten_at_once_and_its_neighbours_repair() {
+    let mut sim = formed(12, |_| {});
+    let before = sim.neighbours("n05");
+    assert!(before.len() >= 2);
+    sim.leave("n05");
+    // The leave is flooded before the connections close: no waiting for timeouts.
+    forgotten(&sim, "n05").unwrap();
+    for n in &before {
+        assert!(!sim.neighbours(n).contains(&"n05".to_string()), "{n}");
+        assert!(
+            sim.suspects(n).is_empty(),
+            "{n} suspects {:?}",
+            sim.suspects(n)
+        );
+    }
+    assert_eq!(sim.running().len(), 11);
+    until_formed(&mut sim, 2);
+    assert_eq!(declared_dead(&sim), 0, "a leave is not a death");
+}
+
+#[test]
+fn a_frozen_neighbour_is_suspected_then_declared_dead_and_routed_around() {
+    let mut sim = formed(12, |_| {});
+    let cfg = node_config("x", &[]);
+    // Silence is counted from the last frame n05 sent, up to one heartbeat before it froze.
+    let silent_for = cfg.heartbeat_timeout - cfg.heartbeat_interval;
+    let (hb_timeout, suspect_timeout) = (cfg.heartbeat_timeout, cfg.suspect_timeout);
+    let neighbours = sim.neighbours("n05");
+    sim.freeze("n05");
+
+    let suspected = until(&mut sim, "a suspicion of n05", |s| {
+        match neighbours
+            .iter()
+            .any(|n| s.suspects(n).contains(&"n05".into()))
+        {
+            true => Ok(()),
+            false => Err("no neighbour suspects n05".into()),
+        }
+    });
+    assert!(
+        suspected >= silent_for && suspected <= hb_timeout + Duration::from_millis(200),
+        "suspected after {suspected:?}, the heartbeat timeout is {hb_timeout:?}"
+    );
+    let removed = suspected + until(&mut sim, "n05 removed", |s| forgotten(s, "n05"));
+    assert!(
+        removed >= suspected + suspect_timeout,
+        "removed after {removed:?}: before the suspicion could time out"
+    );
+    assert!(removed <= suspected + suspect_timeout + Duration::from_secs(1));
+    until_formed(&mut sim, 2);
+    assert!(declared_dead(&sim) >= 1);
+}
+
+#[test]
+fn a_killed_node_is_suspected_at_once_and_declared_dead_after_the_suspicion_timeout() {
+    let mut sim = formed(12, |_| {});
+    let suspect_timeout = node_config("x", &[]).suspect_timeout;
+    let neighbours = sim.neighbours("n05");
+    sim.kill("n05");
+    sim.deliver_due();
+    for n in &neighbours {
+        assert_eq!(sim.suspects(n), ["n05"], "{n} saw the connection close");
+        assert!(sim.members(n).contains(&"n05".to_string()), "not dead yet");
+    }
+    let removed = until(&mut sim, "n05 removed", |s| forgotten(s, "n05"));
+    assert!(removed >= suspect_timeout, "removed after {removed:?}");
+    assert!(removed <= suspect_timeout + Duration::from_secs(1));
+    until_formed(&mut sim, 2);
+}
+
+#[test]
+fn links_lost_to_faults_are_redialed_up_to_the_target_degree() {
+    let mut sim = formed(12, |_| {});
+    let degree = sim.machine("n03").target_degree();
+    for peer in sim.neighbours("n03") {
+        assert!(sim.break_link("n03", &peer));
+    }
+    assert!(sim.neighbours("n03").is_empty());
+    until(&mut sim, "degrees back at target", |s| {
+        s.check_degrees(degree)
+    });
+    until_formed(&mut sim, degree);
+    assert_eq!(declared_dead(&sim), 0, "lost links are not deaths");
+    assert!(sim.neighbours("n03").len() >= degree);
+}
+
+#[test]
+fn a_node_wrongly_declared_dead_refutes_with_a_higher_incarnation() {
+    let mut sim = formed(8, |_| {});
+    let via = sim
+        .neighbours("n02")
+        .into_iter()
+        .find(|n| n != "n04")
+        .unwrap();
+    let lie = Flood::membership(
+        MemberEvent::Dead {
+            member: MemberRecord {
+                id: "n04".into(),
+                addr: addr_of("n04"),
+                incarnation: 1,
+                state: MemberState::Dead,
+            },
+        },
+        &via,
+        0.0,
+    );
+    assert!(sim.inject(&via, "n02", Message::Broadcast(lie)));
+
+    let events = sim.member_events();
+    let dead_at = events
+        .iter()
+        .position(|e| matches!(&e.event, MemberEvent::Dead { member } if member.id == "n04"))
+        .expect("the lie was flooded");
+    let refuted = events.iter().skip(dead_at).find_map(|e| match &e.event {
+        MemberEvent::Joined { member } if member.id == "n04" => Some((e, member.incarnation)),
+        _ => None,
+    });
+    let (refutation, incarnation) = refuted.expect("n04 refuted");
+    assert_eq!(refutation.origin, "n04", "refuted by the node itself");
+    assert_eq!(incarnation, 2);
+    until_formed(&mut sim, 2);
+    // And it stays alive: no one probes it to death again.
+    sim.run_for(Duration::from_secs(20));
+    sim.check_formed(2).unwrap();
+}
+
+#[test]
+fn a_frame_before_hello_closes_only_that_connection() {
+    let mut sim = formed(5, |_| {});
+    let neighbours = sim.neighbours("n02");
+    let bad = sim.counters("n02").bad_frames;
+
+    let raw = sim.connect_raw("n02");
+    assert!(!sim.raw_closed(raw));
+    sim.send_raw(raw, Message::GiveNodesInNetwork);
+    assert!(sim.raw_closed(raw), "a question before hello is refused");
+    assert!(sim.raw_received(raw).is_empty(), "and not answered");
+    assert_eq!(sim.counters("n02").bad_frames, bad + 1);
+
+    assert_eq!(sim.neighbours("n02"), neighbours, "the links are untouched");
+    sim.run_for(Duration::from_secs(5));
+    sim.check_formed(2).unwrap();
+}
+
+#[test]
+fn a_query_connection_cannot_flood_and_a_wrong_version_is_refused() {
+    let mut sim = formed(5, |_| {});
+    let hello = |version, intent| {
+        Message::Hello(Hello {
+            version,
+            id: "stranger".into(),
+            addr: "stranger:1".into(),
+            incarnation: 1,
+            intent,
+        })
+    };
+    let query = sim.connect_raw("n02");
+    sim.send_raw(query, hello(PROTOCOL_VERSION, Intent::Query));
+    assert!(matches!(sim.raw_received(query), [Message::Hello(h)] if h.id == "n02"));
+    sim.send_raw(query, Message::GiveNodesInNetwork);
+    assert!(
+        matches!(sim.raw_received(query).last(), Some(Message::NodesInNetwork { members }) if members.len() == 5)
+    );
+    let id = "f".repeat(64);
+    let flood = Flood {
+        id: id.clone(),
+        title: "#BROADCAST".into(),
+        message: "spam".into(),
+        time: 0.0,
+        origin: "stranger".into(),
+        hops: 0,
+        event: None,
+    };
+    sim.send_raw(query, Message::Broadcast(flood));
+    assert!(sim.raw_closed(query));
+    assert!(sim.delivered("n02").iter().all(|m| m.id != id));
+
+    let old = sim.connect_raw("n03");
+    sim.send_raw(old, hello(PROTOCOL_VERSION + 1, Intent::Link));
+    assert!(sim.raw_closed(old));
+    assert!(matches!(
+        sim.raw_received(old),
+        [Message::Disconnect { .. }]
+    ));
+    assert!(!sim.neighbours("n03").contains(&"stranger".into()));
+    sim.check_formed(2).unwrap();
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let mut sim = formed(3, |_| {});
+    let hello_timeout = node_config("x", &[]).hello_timeout;
+    let raw = sim.connect_raw("n01");
+    let took = until(&mut sim, "the silent connection closed", |s| {
+        match s.raw_closed(raw) {
+            true => Ok(()),
+            false => Err("still open".into()),
+        }
+    });
+    assert!(took >= hello_timeout && took <= hello_timeout + Duration::from_millis(200));
+}

@@ -1,0 +1,144 @@
+//! Forming networks: alone, in pairs, one by one and all at once, and joining while no
+//! genesis answers.
+
+use std::time::Duration;
+
+use super::Sim;
+use super::fixtures::{name, until_formed};
+
+#[test]
+fn a_genesis_alone_is_joined_and_alone() {
+    let mut sim = Sim::new();
+    sim.spawn("g", &[]);
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.joined("g"));
+    assert!(sim.neighbours("g").is_empty());
+    assert_eq!(sim.members("g"), ["g"]);
+}
+
+#[test]
+fn the_first_candidate_becomes_the_genesis_neighbour() {
+    let mut sim = Sim::new();
+    sim.spawn("g", &[]);
+    sim.spawn("a", &["g"]);
+    assert!(!sim.joined("a"), "nothing happened yet, a cannot be joined");
+    until_formed(&mut sim, 1);
+    assert_eq!(sim.neighbours("g"), ["a"]);
+    assert_eq!(sim.neighbours("a"), ["g"]);
+    assert_eq!(sim.members("a"), ["a", "g"]);
+    assert_eq!(
+        sim.open_pipes_between("a", "g"),
+        1,
+        "one link, queries hung up"
+    );
+    // Stays so: heartbeats keep an idle link alive.
+    sim.run_for(Duration::from_secs(30));
+    sim.check_formed(1).unwrap();
+    assert_eq!(sim.counters("a").members_declared_dead, 0);
+}
+
+#[test]
+fn a_third_node_links_to_both() {
+    let mut sim = Sim::new();
+    sim.spawn("g", &[]);
+    sim.spawn("a", &["g"]);
+    until_formed(&mut sim, 1);
+    sim.spawn("b", &["g"]);
+    until_formed(&mut sim, 2);
+    assert_eq!(sim.neighbours("b"), ["a", "g"]);
+}
+
+#[test]
+fn fifty_nodes_joining_one_by_one_form_one_overlay() {
+    let mut sim = Sim::new();
+    sim.spawn("n00", &[]);
+    for i in 1..50 {
+        sim.spawn(&name(i), &["n00"]);
+        sim.run_for(Duration::from_millis(500));
+    }
+    until_formed(&mut sim, 2);
+    assert_eq!(sim.running().len(), 50);
+    // The genesis holds no special place: it is not everyone's neighbour.
+    assert!(sim.neighbours("n00").len() < 49);
+    assert_eq!(
+        sim.counters("n00").members_declared_dead,
+        0,
+        "nobody died, nobody may be declared dead"
+    );
+    for n in sim.running() {
+        for m in sim.running() {
+            assert!(sim.open_pipes_between(&n, &m) <= 1, "{n} and {m}");
+        }
+    }
+}
+
+#[test]
+fn fifty_nodes_joining_at_once_form_one_overlay() {
+    let mut sim = Sim::new();
+    sim.set_latency_ticks(1);
+    sim.spawn("n00", &[]);
+    for i in 1..50 {
+        sim.spawn(&name(i), &["n00"]);
+    }
+    until_formed(&mut sim, 2);
+    // Formed is stable: nothing is torn down once the joins are over.
+    sim.run_for(Duration::from_secs(20));
+    sim.check_formed(2).unwrap();
+    let declared: u64 = sim
+        .running()
+        .iter()
+        .map(|n| sim.counters(n).members_declared_dead)
+        .sum();
+    assert_eq!(declared, 0);
+}
+
+#[test]
+fn a_candidate_retries_with_back_off_until_the_genesis_comes_up() {
+    let mut sim = Sim::new();
+    sim.spawn("a", &["g"]);
+    sim.run_for(Duration::from_secs(20));
+    assert!(
+        !sim.joined("a"),
+        "no genesis answered, a must not claim to be joined"
+    );
+    assert!(sim.neighbours("a").is_empty());
+    let attempts = sim.dials_from("a").len();
+    // Back-off: from 200 ms doubling to a 5 s ceiling (+ jitter up to half) gives a handful
+    // of attempts in 20 s, not one per tick (200).
+    assert!(
+        (4..=15).contains(&attempts),
+        "{attempts} join attempts in 20 s"
+    );
+    sim.spawn("g", &[]);
+    until_formed(&mut sim, 1);
+    assert_eq!(sim.neighbours("a"), ["g"]);
+}
+
+#[test]
+fn seeded_runs_repeat_exactly() {
+    let run = || {
+        let mut sim = Sim::new();
+        sim.set_latency_ticks(1);
+        sim.spawn("n00", &[]);
+        for i in 1..25 {
+            sim.spawn(&name(i), &["n00"]);
+        }
+        sim.run_for(Duration::from_secs(15));
+        let left: Vec<String> = (0..12).map(name).collect();
+        sim.partition(&[&left]);
+        sim.run_for(Duration::from_secs(15));
+        sim.heal();
+        sim.kill("n07");
+        sim.run_for(Duration::from_secs(15));
+        let dials: Vec<Vec<String>> = sim.running().iter().map(|n| sim.dials_from(n)).collect();
+        let events: Vec<String> = sim
+            .member_events()
+            .iter()
+            .map(|e| format!("{:?} {} {:?}", e.at, e.origin, e.event))
+            .collect();
+        (sim.graph(), dials, events)
+    };
+    let first = run();
+    assert!(first.2.len() >= 25, "joins and a death were flooded");
+    assert!(first == run(), "the same seeds gave a different run");
+}
