@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod image;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;

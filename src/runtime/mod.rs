@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod compose;
+pub mod docker;
+
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub mod local;
 

@@ -1,0 +1,528 @@
+//! The Docker runtime: every node a container of the peerlab image on user-defined networks.
+//!
+//! Everything a run creates carries the `peerlab.run=<run_id>` label, and teardown (as well
+//! as `peerlab down`) finds what to remove by that label rather than by its own
+//! bookkeeping, so containers of a crashed orchestrator or a half-finished start are
+//! removed too. The image is built from the running executable when missing and never
+//! pulled (see [`crate::image`]).
+//!
+//! Nodes address each other by container name (`<run_id>-<node>:7070`), which Docker's
+//! embedded DNS resolves on every user-defined network the container is on; the node name
+//! is also a network alias, so a topology's own names work inside the run too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+
+use super::compose::{DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command};
+use super::{
+    NODE_LABEL, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime, RuntimeError,
+    TeardownReport,
+};
+
+const NAME: &str = "docker";
+/// Seconds a graceful stop waits (the node floods a leave) before Docker kills it.
+const STOP_GRACE_SECS: i32 = 5;
+/// Containers saved and removed at once: enough to tear 300 nodes down quickly, few enough
+/// not to swamp the engine with log streams.
+const TEARDOWN_CONCURRENCY: usize = 16;
+/// Longest hostname Docker and DNS accept.
+const MAX_HOSTNAME: usize = 63;
+
+/// Runs a plan's nodes as containers; see the module docs.
+pub struct DockerRuntime {
+    docker: Docker,
+    plan: Option<RunPlan>,
+    /// Node name to container name, for the nodes started so far.
+    started: Mutex<BTreeMap<String, String>>,
+}
+
+impl DockerRuntime {
+    /// Connect to the engine (`DOCKER_HOST` or the local socket); fails with advice when
+    /// none answers.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        Ok(Self::with_client(connect().await?))
+    }
+
+    /// Use an already connected client.
+    pub fn with_client(docker: Docker) -> Self {
+        DockerRuntime {
+            docker,
+            plan: None,
+            started: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn plan(&self) -> Result<&RunPlan, RuntimeError> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Failed("the Docker runtime was not prepared".into()))
+    }
+
+    fn container_of(&self, node: &str) -> Result<String, RuntimeError> {
+        let started = self.started.lock().map_err(|_| poisoned())?;
+        started
+            .get(node)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Failed(format!("node `{node}` was not started")))
+    }
+}
+
+/// Docker name of a node's container; also the host part of its peer address.
+pub fn container_name(run_id: &str, node: &str) -> String {
+    format!("{run_id}-{node}")
+}
+
+/// Docker name of a topology network in a run.
+pub fn network_name(run_id: &str, network: &str) -> String {
+    format!("{run_id}-{network}")
+}
+
+/// Topology networks of a node (the run's default network when it names none).
+fn node_networks(node: &NodeSpec) -> Vec<String> {
+    if node.networks.is_empty() {
+        vec![DEFAULT_NETWORK.to_string()]
+    } else {
+        node.networks.clone()
+    }
+}
+
+fn poisoned() -> RuntimeError {
+    RuntimeError::Failed("internal state of the Docker runtime is poisoned".into())
+}
+
+fn failed(what: String) -> impl FnOnce(DockerError) -> RuntimeError {
+    move |e| RuntimeError::Failed(format!("{what}: {e}"))
+}
+
+async fn connect() -> Result<Docker, RuntimeError> {
+    crate::image::connect().await.map_err(RuntimeError::Failed)
+}
+
+/// Docker object names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn valid_docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn is_peerlab_image(image: &str) -> bool {
+    let repository = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
+    repository == "peerlab" || image == crate::DEFAULT_IMAGE
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
+        let refuse = |reason: String| {
+            Err(RuntimeError::Unsupported {
+                runtime: NAME,
+                reason,
+            })
+        };
+        if !plan.nodes.iter().any(|n| n.genesis) {
+            return refuse("the plan has no genesis node to start the network".into());
+        }
+        for node in &plan.nodes {
+            let container = container_name(&plan.run_id, &node.name);
+            if !valid_docker_name(&container) {
+                return refuse(format!(
+                    "container name `{container}` (run id + node name) is not a valid Docker \
+                     name; use letters, digits, `_`, `.` and `-`"
+                ));
+            }
+            if container.len() > MAX_HOSTNAME {
+                return refuse(format!(
+                    "container name `{container}` is longer than {MAX_HOSTNAME} characters, so \
+                     other nodes cannot resolve it; shorten the topology or group name"
+                ));
+            }
+            for net in &node.networks {
+                if !plan.networks.iter().any(|n| &n.name == net) {
+                    return refuse(format!(
+                        "node `{}` is on network `{net}`, which the plan does not declare",
+                        node.name
+                    ));
+                }
+            }
+        }
+        for net in &plan.networks {
+            if !valid_docker_name(&network_name(&plan.run_id, &net.name)) {
+                return refuse(format!(
+                    "network name `{}` is not a valid Docker name",
+                    net.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, plan: &RunPlan) -> Result<(), RuntimeError> {
+        self.check_support(plan)?;
+        self.plan = Some(plan.clone());
+        if is_peerlab_image(&plan.image) {
+            let built = crate::image::ensure_image(&self.docker, &plan.image)
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("{e:#}")))?;
+            if built {
+                tracing::info!(image = %plan.image, "built the node image from this executable");
+            }
+        } else {
+            match self.docker.inspect_image(&plan.image).await {
+                Ok(_) => {}
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    return Err(RuntimeError::Failed(format!(
+                        "image {} is not present locally and peerlab never pulls; `docker pull {}` \
+                         or build it first",
+                        plan.image, plan.image
+                    )));
+                }
+                Err(e) => return Err(failed(format!("cannot inspect image {}", plan.image))(e)),
+            }
+        }
+        let labels = HashMap::from([(RUN_LABEL.to_string(), plan.run_id.clone())]);
+        let default = [super::NetworkSpec {
+            name: DEFAULT_NETWORK.into(),
+            subnet: None,
+        }];
+        let networks = if plan.networks.is_empty() {
+            &default[..]
+        } else {
+            &plan.networks[..]
+        };
+        for net in networks {
+            let name = network_name(&plan.run_id, &net.name);
+            let ipam = net.subnet.as_ref().map(|subnet| Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                ipam,
+                labels: Some(labels.clone()),
+                ..Default::default()
+            };
+            self.docker
+                .create_network(request)
+                .await
+                .map_err(failed(format!(
+                    "cannot create network {name}{}",
+                    net.subnet
+                        .as_ref()
+                        .map(|s| format!(" ({s}; is the subnet already in use?)"))
+                        .unwrap_or_default()
+                )))?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, node: &NodeSpec) -> Result<NodeEndpoint, RuntimeError> {
+        let plan = self.plan()?;
+        let container = container_name(&plan.run_id, &node.name);
+        let networks = node_networks(node);
+        let endpoint = |net: &str| {
+            (
+                network_name(&plan.run_id, net),
+                EndpointSettings {
+                    aliases: Some(vec![node.name.clone()]),
+                    ..Default::default()
+                },
+            )
+        };
+        let status_port = format!("{STATUS_PORT}/tcp");
+        let body = ContainerCreateBody {
+            image: Some(plan.image.clone()),
+            hostname: Some(node.name.clone()),
+            cmd: Some(node_command(plan, node, |n| {
+                container_name(&plan.run_id, &n.name)
+            })),
+            labels: Some(HashMap::from([
+                (RUN_LABEL.to_string(), plan.run_id.clone()),
+                (NODE_LABEL.to_string(), node.name.clone()),
+            ])),
+            exposed_ports: Some(vec![format!("{PEER_PORT}/tcp"), status_port.clone()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    status_port.clone(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
+                ..Default::default()
+            }),
+            // API versions before 1.44 accept one network at create; the rest are connected below.
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([endpoint(&networks[0])])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&container)
+            .build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(failed(format!("cannot create container {container}")))?;
+        self.started
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(node.name.clone(), container.clone());
+        for net in &networks[1..] {
+            let (name, settings) = endpoint(net);
+            let request = NetworkConnectRequest {
+                container: container.clone(),
+                endpoint_config: Some(settings),
+            };
+            self.docker
+                .connect_network(&name, request)
+                .await
+                .map_err(failed(format!(
+                    "cannot connect {container} to network {name}"
+                )))?;
+        }
+        self.docker
+            .start_container(&container, None)
+            .await
+            .map_err(failed(format!("cannot start container {container}")))?;
+        let inspect = self
+            .docker
+            .inspect_container(&container, None)
+            .await
+            .map_err(failed(format!("cannot inspect container {container}")))?;
+        let host_port = inspect
+            .network_settings
+            .and_then(|s| s.ports)
+            .and_then(|mut ports| ports.remove(&status_port))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::Failed(format!(
+                    "container {container} started but Docker published no port for its status \
+                     socket ({status_port}); did it exit at once? see `docker logs {container}`"
+                ))
+            })?;
+        Ok(NodeEndpoint {
+            name: node.name.clone(),
+            peer_addr: format!("{container}:{PEER_PORT}"),
+            status_url: format!("http://127.0.0.1:{host_port}"),
+        })
+    }
+
+    async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
+        let container = self.container_of(node)?;
+        let what = format!("cannot {action:?} container {container}").to_lowercase();
+        let result = match action {
+            NodeAction::Kill => {
+                let options = KillContainerOptionsBuilder::default()
+                    .signal("SIGKILL")
+                    .build();
+                self.docker.kill_container(&container, Some(options)).await
+            }
+            NodeAction::Stop => {
+                let options = StopContainerOptionsBuilder::default()
+                    .t(STOP_GRACE_SECS)
+                    .build();
+                self.docker.stop_container(&container, Some(options)).await
+            }
+            NodeAction::Pause => self.docker.pause_container(&container).await,
+            NodeAction::Resume => self.docker.unpause_container(&container).await,
+        };
+        result.map_err(failed(what))
+    }
+
+    async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
+        let Some(plan) = self.plan.as_ref() else {
+            return Ok(TeardownReport::default());
+        };
+        let logs = plan.run_dir.join("logs");
+        let report = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
+        self.started.lock().map_err(|_| poisoned())?.clear();
+        Ok(report)
+    }
+}
+
+/// Remove the containers and networks of one run (or of every run), found by label, for
+/// `peerlab down [RUN|--all]`. Safe to repeat: a second call removes nothing.
+pub async fn remove_leftovers(run_id: Option<&str>) -> Result<TeardownReport, RuntimeError> {
+    remove_by_label(&connect().await?, run_id, None).await
+}
+
+/// Like [`remove_leftovers`] for one run, first saving each container's output to
+/// `<logs_dir>/<node>.log` (for `peerlab down RUN` of a run started by `peerlab up`).
+pub async fn remove_run_saving_logs(
+    run_id: &str,
+    logs_dir: &Path,
+) -> Result<TeardownReport, RuntimeError> {
+    remove_by_label(&connect().await?, Some(run_id), Some(logs_dir)).await
+}
+
+/// Runs that have containers or networks, with their number of containers (for `peerlab ps`).
+pub async fn list_runs() -> Result<Vec<(String, usize)>, RuntimeError> {
+    let docker = connect().await?;
+    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+    for (labels, _) in labelled_containers(&docker, None).await? {
+        if let Some(run) = labels.get(RUN_LABEL) {
+            *runs.entry(run.clone()).or_default() += 1;
+        }
+    }
+    for (labels, _) in labelled_networks(&docker, None).await? {
+        if let Some(run) = labels.get(RUN_LABEL) {
+            runs.entry(run.clone()).or_default();
+        }
+    }
+    Ok(runs.into_iter().collect())
+}
+
+fn label_filter(run_id: Option<&str>) -> HashMap<&'static str, Vec<String>> {
+    let label = match run_id {
+        Some(run) => format!("{RUN_LABEL}={run}"),
+        None => RUN_LABEL.to_string(),
+    };
+    HashMap::from([("label", vec![label])])
+}
+
+/// (labels, id) of every container, running or not, with the run label.
+async fn labelled_containers(
+    docker: &Docker,
+    run_id: Option<&str>,
+) -> Result<Vec<(HashMap<String, String>, String)>, RuntimeError> {
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&label_filter(run_id))
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(failed("cannot list containers".into()))?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| Some((c.labels.unwrap_or_default(), c.id?)))
+        .collect())
+}
+
+/// (labels, id) of every network with the run label.
+async fn labelled_networks(
+    docker: &Docker,
+    run_id: Option<&str>,
+) -> Result<Vec<(HashMap<String, String>, String)>, RuntimeError> {
+    let options = ListNetworksOptionsBuilder::default()
+        .filters(&label_filter(run_id))
+        .build();
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(failed("cannot list networks".into()))?;
+    Ok(networks
+        .into_iter()
+        .filter_map(|n| Some((n.labels.unwrap_or_default(), n.id?)))
+        .collect())
+}
+
+async fn remove_by_label(
+    docker: &Docker,
+    run_id: Option<&str>,
+    logs_dir: Option<&Path>,
+) -> Result<TeardownReport, RuntimeError> {
+    let mut report = TeardownReport::default();
+    let containers = labelled_containers(docker, run_id).await?;
+    if let Some(dir) = logs_dir.filter(|_| !containers.is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let removals = containers.into_iter().map(|(labels, id)| async move {
+        if let (Some(dir), Some(node)) = (logs_dir, labels.get(NODE_LABEL)) {
+            if let Err(e) = save_logs(docker, &id, &dir.join(format!("{node}.log"))).await {
+                tracing::warn!(container = %id, "could not save logs: {e}");
+            }
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => Ok(true),
+            // Removed meanwhile by a concurrent teardown: gone, but not by this one.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(format!("container {id}: {e}")),
+        }
+    });
+    let mut results = futures::stream::iter(removals).buffer_unordered(TEARDOWN_CONCURRENCY);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(removed) => report.containers_removed += usize::from(removed),
+            Err(e) => report.leftovers.push(e),
+        }
+    }
+    for (_, id) in labelled_networks(docker, run_id).await? {
+        match docker.remove_network(&id).await {
+            Ok(()) => report.networks_removed += 1,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => report.leftovers.push(format!("network {id}: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+async fn save_logs(docker: &Docker, container: &str, path: &Path) -> Result<(), String> {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = docker.logs(container, Some(options));
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.map_err(|e| e.to_string())?.into_bytes());
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_peerlab_images_are_built_locally() {
+        assert!(is_peerlab_image("peerlab:0.1.0"));
+        assert!(is_peerlab_image("peerlab"));
+        assert!(!is_peerlab_image("registry.example:5000/other:1"));
+        assert!(!is_peerlab_image("nginx:latest"));
+    }
+
+    #[test]
+    fn docker_names() {
+        assert!(valid_docker_name("quickstart-1a2b-genesis-0"));
+        assert!(!valid_docker_name("-x"));
+        assert!(!valid_docker_name("a b"));
+        assert_eq!(container_name("r-1", "peers-2"), "r-1-peers-2");
+        assert_eq!(network_name("r-1", "lan"), "r-1-lan");
+    }
+}
