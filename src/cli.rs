@@ -229,6 +229,12 @@ pub struct ComposeArgs {
     /// Where to write the compose file (default: standard output).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Override the topology's seed (node randomness).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Export groups with a `start_delay` anyway, starting them at once (compose cannot delay).
+    #[arg(long)]
+    pub drop_delays: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,11 +9,13 @@ use rand::RngExt;
 use crate::cli::{
     Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
 };
+use crate::cli::{ComposeArgs, ImageArgs, ImageCommand};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::run::{RunOutcome, Stage, execute};
 use crate::orchestrator::{RenderOptions, summary_text, to_dot_with, to_svg_with, write_junit};
+use crate::runtime::docker::{self, DockerRuntime};
 use crate::runtime::local::{self, LocalRuntime};
 use crate::runtime::{RunPlan, Runtime, RuntimeError, TeardownReport};
 use crate::topology::{self, Topology};
@@ -35,10 +37,8 @@ pub async fn dispatch(command: Command) -> u8 {
         Command::Down(args) => down(args).await,
         Command::Validate(args) => validate(args),
         Command::Schema => schema(),
-        Command::Compose(_) | Command::Image(_) => {
-            eprintln!("error: this subcommand needs the Docker support of this build");
-            exit::BAD_INPUT
-        }
+        Command::Compose(args) => compose(args),
+        Command::Image(args) => image(args).await,
     }
 }
 
@@ -158,13 +158,19 @@ fn load_topology(file: &Path) -> Result<Topology, u8> {
 async fn select_runtime(choice: RuntimeChoice) -> Result<Box<dyn Runtime>, RuntimeError> {
     match choice {
         RuntimeChoice::Local => Ok(Box::new(LocalRuntime::new()?)),
-        RuntimeChoice::Docker => Err(RuntimeError::Failed(
-            "the docker runtime is not available in this build; use --runtime local".into(),
-        )),
-        RuntimeChoice::Auto => {
-            eprintln!("runtime: local processes (auto)");
-            Ok(Box::new(LocalRuntime::new()?))
-        }
+        RuntimeChoice::Docker => Ok(Box::new(DockerRuntime::connect().await?)),
+        RuntimeChoice::Auto => match DockerRuntime::connect().await {
+            Ok(docker) => {
+                eprintln!(
+                    "runtime: docker (auto: an engine answered; --runtime local to use processes)"
+                );
+                Ok(Box::new(docker))
+            }
+            Err(_) => {
+                eprintln!("runtime: local processes (auto: no Docker engine answered)");
+                Ok(Box::new(LocalRuntime::new()?))
+            }
+        },
     }
 }
 
@@ -472,31 +478,136 @@ async fn up(args: UpArgs) -> u8 {
 }
 
 async fn ps(args: PsArgs) -> u8 {
-    let mut runs: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    // (run id, runtime) -> nodes
+    let mut runs: std::collections::BTreeMap<(String, &str), usize> =
+        std::collections::BTreeMap::new();
     for p in local::scan_processes() {
-        *runs.entry(p.run_id).or_default() += 1;
+        *runs.entry((p.run_id, "local")).or_default() += 1;
     }
-    if runs.is_empty() {
-        println!("no runs are up (local processes)");
-    } else {
-        println!("{:<32}  {:<8}  {:>5}  logs", "run", "runtime", "nodes");
-        for (run, count) in &runs {
-            let logs: PathBuf = args.runs_dir.join(run).join("logs");
-            println!("{run:<32}  {:<8}  {count:>5}  {}", "local", logs.display());
+    // No engine simply means no Docker runs.
+    if let Ok(docker_runs) = docker::list_runs().await {
+        for (run, containers) in docker_runs {
+            *runs.entry((run, "docker")).or_default() += containers;
         }
     }
+    if runs.is_empty() {
+        println!("no runs are up");
+        return exit::PASSED;
+    }
+    println!("{:<32}  {:<8}  {:>5}  logs", "run", "runtime", "nodes");
+    for ((run, runtime), count) in &runs {
+        let logs: PathBuf = args.runs_dir.join(run).join("logs");
+        println!("{run:<32}  {runtime:<8}  {count:>5}  {}", logs.display());
+    }
+    println!("\ntake one down with `peerlab down RUN`, all of them with `peerlab down --all`");
     exit::PASSED
 }
 
 async fn down(args: DownArgs) -> u8 {
     let target = if args.all { None } else { args.run.as_deref() };
-    let report = local::stop_processes(target).await;
-    match (target, report.processes_stopped) {
-        (Some(run), 0) => {
-            eprintln!("no processes of run {run} are running (see `peerlab ps`)");
+    let processes = local::stop_processes(target).await;
+    let containers = match target {
+        Some(run) => {
+            docker::remove_run_saving_logs(run, &args.runs_dir.join(run).join("logs")).await
         }
-        (None, 0) => eprintln!("nothing to take down"),
-        (_, n) => eprintln!("stopped {n} node processes"),
+        None => docker::remove_leftovers(None).await,
+    };
+    let mut code = exit::PASSED;
+    let containers = match containers {
+        Ok(report) => report,
+        Err(e) => {
+            // Without an engine there is nothing of Docker to take down.
+            if DockerRuntime::connect().await.is_ok() {
+                eprintln!("error: removing containers failed: {e}");
+                code = exit::RUNTIME_FAILED;
+            }
+            TeardownReport::default()
+        }
+    };
+    let stopped = processes.processes_stopped;
+    let removed = containers.containers_removed;
+    let networks = containers.networks_removed;
+    if stopped + removed + networks == 0 {
+        match target {
+            Some(run) => eprintln!("nothing of run {run} is up (see `peerlab ps`)"),
+            None => eprintln!("nothing to take down"),
+        }
+    } else {
+        eprintln!(
+            "stopped {stopped} node processes, removed {removed} containers and {networks} networks"
+        );
     }
-    exit::PASSED
+    for l in containers.leftovers {
+        eprintln!("warning: could not remove {l}");
+        code = exit::RUNTIME_FAILED;
+    }
+    code
+}
+
+fn compose(args: ComposeArgs) -> u8 {
+    let topology = match load_topology(&args.file) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or(topology.seed);
+    let mut plan = make_plan(&topology, seed, Path::new(".peerlab/runs"), true);
+    // A compose project is named after the topology, not after one run.
+    plan.run_id = topology.name.clone();
+    let options = crate::runtime::compose::ExportOptions {
+        drop_start_delays: args.drop_delays,
+    };
+    let text = match crate::runtime::compose::export_with(&plan, options) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    match &args.output {
+        Some(path) => match std::fs::write(path, text) {
+            Ok(()) => {
+                eprintln!(
+                    "wrote {}; start it with `docker-compose -f {} up -d` (or `docker compose`)",
+                    path.display(),
+                    path.display()
+                );
+                exit::PASSED
+            }
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                exit::RUNTIME_FAILED
+            }
+        },
+        None => {
+            print!("{text}");
+            exit::PASSED
+        }
+    }
+}
+
+async fn image(args: ImageArgs) -> u8 {
+    let ImageCommand::Build { tag } = args.command;
+    let docker = match crate::image::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME_FAILED;
+        }
+    };
+    eprintln!(
+        "building {tag} from {}",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    match crate::image::build_image(&docker, &tag, |line| eprintln!("  {line}")).await {
+        Ok(()) => {
+            eprintln!("built {tag}; `peerlab run --runtime docker FILE` uses it");
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: building {tag} failed: {e:#}");
+            exit::RUNTIME_FAILED
+        }
+    }
 }

@@ -12,10 +12,9 @@ use async_trait::async_trait;
 
 pub mod compose;
 pub mod docker;
-
-/// Label (Docker) / marker (local) that ties every resource to its run.
 pub mod local;
 
+/// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
 /// Label carrying the node name inside a run.
 pub const NODE_LABEL: &str = "peerlab.node";
