@@ -352,6 +352,7 @@ impl Runtime for DockerRuntime {
             }
             NodeAction::Pause => self.docker.pause_container(&container).await,
             NodeAction::Resume => self.docker.unpause_container(&container).await,
+            NodeAction::Start => self.docker.start_container(&container, None).await,
         };
         result.map_err(failed(what))
     }

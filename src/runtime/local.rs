@@ -299,6 +299,12 @@ impl Runtime for LocalRuntime {
                 .ok_or_else(|| RuntimeError::Failed(format!("{node} is not running")))?
         };
         let signal = match action {
+            NodeAction::Start => {
+                return Err(RuntimeError::Unsupported {
+                    runtime: "local",
+                    reason: format!("restarting {node} is not implemented yet"),
+                });
+            }
             NodeAction::Kill => Signal::SIGKILL,
             NodeAction::Stop => Signal::SIGTERM,
             NodeAction::Pause => Signal::SIGSTOP,

@@ -84,6 +84,21 @@ pub enum NodeAction {
     Pause,
     /// SIGCONT / docker unpause.
     Resume,
+    /// Start again a node that was killed or stopped, on the same address.
+    Start,
+}
+
+/// Link conditions applied to a node's links (by the node itself, or by the kernel where
+/// the runtime can): kernel netem is missing on many machines, so every runtime must be able
+/// to fall back to the node's own shaping.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkShape {
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// Probability in 0..=1 that a frame is dropped.
+    pub loss: f64,
+    /// Bytes per second, `None` for unlimited.
+    pub rate: Option<u64>,
 }
 
 /// What teardown removed, so callers can prove nothing is left behind.
@@ -124,6 +139,35 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, node: &NodeSpec) -> Result<NodeEndpoint, RuntimeError>;
     /// Apply a process-level action to a started node.
     async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError>;
+    /// Cut the links between every pair of sides (node names per side). With `one_way`,
+    /// only traffic from `sides[0]` to the others is dropped.
+    async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
+        let _ = (sides, one_way);
+        Err(RuntimeError::Unsupported {
+            runtime: self.name(),
+            reason: "partitions are not implemented by this runtime yet".into(),
+        })
+    }
+    /// Undo every partition.
+    async fn heal(&self) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: self.name(),
+            reason: "partitions are not implemented by this runtime yet".into(),
+        })
+    }
+    /// Shape the links of `nodes` (towards `peers` only, when given).
+    async fn shape(
+        &self,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        let _ = (nodes, peers, shape);
+        Err(RuntimeError::Unsupported {
+            runtime: self.name(),
+            reason: "link shaping is not implemented by this runtime yet".into(),
+        })
+    }
     /// Remove everything this run created. Must be safe to call more than once.
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError>;
 }
