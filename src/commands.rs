@@ -285,6 +285,50 @@ fn graph_format(path: &Path) -> Option<&'static str> {
     }
 }
 
+/// A run about to start: topology loaded, runtime chosen, plan accepted by the runtime.
+struct Started {
+    topology: Topology,
+    seed: u64,
+    runtime: Box<dyn Runtime>,
+    plan: RunPlan,
+}
+
+/// What `run` and `up` share before anything starts; an `Err` is the exit code.
+async fn begin(
+    verb: &str,
+    file: &Path,
+    choice: RuntimeChoice,
+    seed: Option<u64>,
+    runs_dir: &Path,
+    detach: bool,
+) -> Result<Started, u8> {
+    let topology = load_topology(file)?;
+    let seed = seed.unwrap_or(topology.seed);
+    let runtime = select_runtime(choice).await.map_err(|e| {
+        eprintln!("error: {e}");
+        exit::RUNTIME_FAILED
+    })?;
+    let plan = make_plan(&topology, seed, runs_dir, detach);
+    if let Err(e) = runtime.check_support(&plan) {
+        eprintln!("error: {e}");
+        return Err(exit::BAD_INPUT);
+    }
+    eprintln!(
+        "{verb} {} of {}: {} nodes on the {} runtime, seed {seed}; logs in {}",
+        plan.run_id,
+        file.display(),
+        plan.nodes.len(),
+        runtime.name(),
+        plan.run_dir.join("logs").display()
+    );
+    Ok(Started {
+        topology,
+        seed,
+        runtime,
+        plan,
+    })
+}
+
 async fn run(args: RunArgs) -> u8 {
     if let Some(graph) = &args.graph {
         if graph_format(graph).is_none() {
@@ -295,31 +339,24 @@ async fn run(args: RunArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     }
-    let topology = match load_topology(&args.file) {
-        Ok(t) => t,
+    let Started {
+        topology,
+        seed,
+        mut runtime,
+        plan,
+    } = match begin(
+        "run",
+        &args.file,
+        args.runtime,
+        args.seed,
+        &args.runs_dir,
+        args.keep,
+    )
+    .await
+    {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let seed = args.seed.unwrap_or(topology.seed);
-    let mut runtime = match select_runtime(args.runtime).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::RUNTIME_FAILED;
-        }
-    };
-    let plan = make_plan(&topology, seed, &args.runs_dir, args.keep);
-    if let Err(e) = runtime.check_support(&plan) {
-        eprintln!("error: {e}");
-        return exit::BAD_INPUT;
-    }
-    eprintln!(
-        "run {} of {}: {} nodes on the {} runtime, seed {seed}; logs in {}",
-        plan.run_id,
-        args.file.display(),
-        plan.nodes.len(),
-        runtime.name(),
-        plan.run_dir.join("logs").display()
-    );
     let ended = drive(runtime.as_mut(), &plan, &topology, seed, Stage::AllChecks).await;
     let outcome = match ended {
         Ended::Finished(outcome) => outcome,
@@ -428,31 +465,24 @@ fn print_endpoints(outcome: &RunOutcome, plan: &RunPlan) {
 }
 
 async fn up(args: UpArgs) -> u8 {
-    let topology = match load_topology(&args.file) {
-        Ok(t) => t,
+    let Started {
+        topology,
+        seed,
+        mut runtime,
+        plan,
+    } = match begin(
+        "up",
+        &args.file,
+        args.runtime,
+        args.seed,
+        &args.runs_dir,
+        true,
+    )
+    .await
+    {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let seed = args.seed.unwrap_or(topology.seed);
-    let mut runtime = match select_runtime(args.runtime).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::RUNTIME_FAILED;
-        }
-    };
-    let plan = make_plan(&topology, seed, &args.runs_dir, true);
-    if let Err(e) = runtime.check_support(&plan) {
-        eprintln!("error: {e}");
-        return exit::BAD_INPUT;
-    }
-    eprintln!(
-        "up {} of {}: {} nodes on the {} runtime; logs in {}",
-        plan.run_id,
-        args.file.display(),
-        plan.nodes.len(),
-        runtime.name(),
-        plan.run_dir.join("logs").display()
-    );
     let outcome = match drive(
         runtime.as_mut(),
         &plan,

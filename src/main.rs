@@ -8,43 +8,30 @@ use peerlab::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (log_format, single_thread) = match &cli.command {
+        // One thread per node keeps hundreds of local nodes cheap (memory and context switches).
+        Command::Node(args) => (args.log_format, true),
+        _ => (LogFormat::Pretty, false),
+    };
+    init_tracing(log_format);
+    let mut builder = if single_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let msg = format!("cannot start the async runtime: {e}");
+            return fail(exit::RUNTIME_FAILED, &msg);
+        }
+    };
     match cli.command {
-        Command::Node(args) => {
-            init_tracing(args.log_format);
-            // One thread per node keeps hundreds of local nodes cheap (memory and context switches).
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    return fail(
-                        exit::RUNTIME_FAILED,
-                        &format!("cannot start the async runtime: {e}"),
-                    );
-                }
-            };
-            match runtime.block_on(peerlab::node::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(exit::RUNTIME_FAILED, &format!("{e:#}")),
-            }
-        }
-        command => {
-            init_tracing(LogFormat::Pretty);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    return fail(
-                        exit::RUNTIME_FAILED,
-                        &format!("cannot start the async runtime: {e}"),
-                    );
-                }
-            };
-            ExitCode::from(runtime.block_on(peerlab::commands::dispatch(command)))
-        }
+        Command::Node(args) => match runtime.block_on(peerlab::node::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(exit::RUNTIME_FAILED, &format!("{e:#}")),
+        },
+        command => ExitCode::from(runtime.block_on(peerlab::commands::dispatch(command))),
     }
 }
 
