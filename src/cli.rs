@@ -16,9 +16,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "peerlab runs a p2p node with a status socket, and an orchestrator that brings up \
                   whole networks from a YAML topology (as local processes or Docker containers), \
                   checks that they formed, injects faults and reports.",
-    after_help = "Start here:\n  peerlab run topologies/quickstart.yaml     run a genesis + 4 peers end to end\n  \
-                  peerlab node --help                          run one node by hand\n  \
-                  peerlab status 127.0.0.1:7071                what a node sees"
+    after_help = concat!(
+        "Start here:\n",
+        "  peerlab run topologies/quickstart.yaml   run a genesis + 4 peers end to end\n",
+        "  peerlab node --help                      run one node by hand\n",
+        "  peerlab status 127.0.0.1:7071            what a node sees\n",
+        "\nDocs: README.md, docs/topology.md, docs/status-api.md, docs/protocol.md"
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,6 +38,11 @@ pub enum Command {
     /// Show what a node sees: neighbours, members, counters.
     Status(StatusArgs),
     /// Run a topology end to end: start it, check it, report, tear it down.
+    #[command(
+        after_help = "Exit codes: 0 every check passed, 1 a check failed, 2 bad input or usage \
+                            (nothing was started), 3 the runtime failed, 130 interrupted.\n\
+                            Example: peerlab run topologies/fifty.yaml --runtime local --report r.json --graph overlay.svg"
+    )]
     Run(RunArgs),
     /// Start a topology and leave it running; prints how to reach every node.
     Up(UpArgs),
