@@ -474,6 +474,9 @@ impl Machine {
                     debug!(conn, reason, "refused");
                     self.close(now, conn);
                 }
+                Message::NodesToConnect { nodes } if self.is_joining_link(conn) => {
+                    self.on_redirect(now, nodes);
+                }
                 other => {
                     warn!(
                         conn,
@@ -629,9 +632,9 @@ impl Machine {
             return;
         }
         let outbound = self.conns.get(&conn).is_some_and(|c| c.purpose.is_some());
-        // The node itself says it is alive: the strongest evidence there is.
-        self.learn_first_hand(now, &hello);
         if outbound {
+            // The node itself says it is alive: the strongest evidence there is.
+            self.learn_first_hand(now, &hello);
             self.on_hello_answer(now, conn, hello);
         } else {
             self.on_hello_inbound(now, conn, hello);
@@ -660,10 +663,16 @@ impl Machine {
                 self.forget(now, mine, true);
             }
             if self.neighbours.len() >= self.cfg.max_peers {
+                // Point the candidate at our neighbours: the nodes near the genesis fill up
+                // first, and a redirect saves it a whole new join attempt.
+                let nodes = self.redirect_candidates(&hello.id);
+                self.send(conn, Message::NodesToConnect { nodes });
                 self.refuse(now, conn, "no room for another link");
                 return;
             }
         }
+        // Accepted: only now does its hello count as evidence (a refused stranger is no member).
+        self.learn_first_hand(now, &hello);
         let answer = self.hello(hello.intent);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Open;
@@ -875,6 +884,51 @@ impl Machine {
             pending,
             deadline: now + self.cfg.hello_timeout * 2,
         };
+    }
+
+    /// Is `conn` one of the links our join is waiting for?
+    fn is_joining_link(&self, conn: ConnId) -> bool {
+        matches!(&self.join, Join::Linking { pending, .. } if pending.contains(&conn))
+    }
+
+    /// A full node refused our join link and suggested its neighbours: try two of them.
+    fn on_redirect(&mut self, now: Instant, nodes: Vec<MemberRecord>) {
+        let dialing: HashSet<String> = self
+            .conns
+            .values()
+            .filter_map(|c| c.dialed.clone())
+            .collect();
+        let fresh: Vec<MemberRecord> = nodes
+            .into_iter()
+            .filter(|n| {
+                n.id != self.cfg.id
+                    && !self.neighbours.contains_key(&n.id)
+                    && !dialing.contains(&n.addr)
+            })
+            .take(2)
+            .collect();
+        for node in fresh {
+            debug!(peer = %node.id, "redirected; linking");
+            let link = self.dial(now, node.addr, Purpose::Link);
+            if let Join::Linking { pending, .. } = &mut self.join {
+                pending.insert(link);
+            }
+        }
+    }
+
+    /// Up to `degree` random neighbours other than `except`, for a redirect.
+    fn redirect_candidates(&mut self, except: &str) -> Vec<MemberRecord> {
+        let mut ids: Vec<String> = self
+            .neighbours
+            .keys()
+            .filter(|id| id.as_str() != except)
+            .cloned()
+            .collect();
+        ids.shuffle(&mut self.rng);
+        ids.truncate(self.cfg.degree.max(2));
+        ids.iter()
+            .filter_map(|id| self.members.record(id))
+            .collect()
     }
 
     /// A link attempt of the join finished (either way).

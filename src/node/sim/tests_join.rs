@@ -142,3 +142,57 @@ fn seeded_runs_repeat_exactly() {
     assert!(first.2.len() >= 25, "joins and a death were flooded");
     assert!(first == run(), "the same seeds gave a different run");
 }
+
+#[test]
+fn a_full_node_refuses_a_link_but_points_at_its_neighbours() {
+    use super::node_config;
+    use crate::node::wire::{Hello, Intent, Message, PROTOCOL_VERSION};
+    let mut sim = Sim::new();
+    let mut genesis = node_config("g", &[]);
+    genesis.degree = 2;
+    genesis.max_peers = 2;
+    sim.spawn_with(genesis);
+    sim.spawn("a", &["g"]);
+    until_formed(&mut sim, 1);
+    sim.spawn("b", &["g"]);
+    until_formed(&mut sim, 2);
+    assert_eq!(sim.neighbours("g"), ["a", "b"], "g is full");
+
+    let pipe = sim.connect_raw("g");
+    sim.send_raw(
+        pipe,
+        Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            id: "z".into(),
+            addr: "z:1".into(),
+            incarnation: 1,
+            intent: Intent::Link,
+        }),
+    );
+    let got = sim.raw_received(pipe);
+    let offered: Vec<String> = got
+        .iter()
+        .find_map(|m| match m {
+            Message::NodesToConnect { nodes } => Some(nodes.iter().map(|n| n.id.clone()).collect()),
+            _ => None,
+        })
+        .expect("a redirect before the refusal");
+    let mut offered = offered;
+    offered.sort();
+    assert_eq!(offered, ["a", "b"]);
+    assert!(
+        matches!(got.last(), Some(Message::Disconnect { .. })),
+        "then a refusal: {got:?}"
+    );
+    assert!(sim.raw_closed(pipe));
+    assert_eq!(
+        sim.neighbours("g"),
+        ["a", "b"],
+        "the refusal changed nothing"
+    );
+    assert_eq!(
+        sim.members("g"),
+        ["a", "b", "g"],
+        "a refused stranger is no member"
+    );
+}
