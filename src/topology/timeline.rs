@@ -343,7 +343,7 @@ impl Resolver<'_> {
                 TargetPart::Random { count, .. } => {
                     if *count > pool.len() {
                         return Err(format!(
-                            "`{}` asks for {count} node(s) but only {} can be {verb}ed at this point ({}); expected at most {}",
+                            "`{}` asks for {count} node(s) but only {} are eligible for `{verb}` at this point ({}); expected at most {}",
                             target.text,
                             pool.len(),
                             self.describe_pool(of),
@@ -366,7 +366,7 @@ impl Resolver<'_> {
         }
         if chosen.is_empty() {
             return Err(format!(
-                "`{}` selects no node that can be {verb}ed at this point ({}); check the earlier steps and the node names",
+                "`{}` selects no node eligible for `{verb}` at this point ({}); check the earlier steps and the node names",
                 target.text,
                 self.describe_all(target)
             ));
