@@ -249,14 +249,6 @@ fn bad_files_are_reported_at_their_line_with_path_and_expectation() {
             "is not a duration",
         ),
         (
-            "non-empty scenario",
-            format!("{HEAD}scenario:\n  - kill: genesis-0\n"),
-            5,
-            0,
-            "scenario",
-            "not supported yet",
-        ),
-        (
             "duplicate key",
             format!("{HEAD}name: again\n"),
             4,

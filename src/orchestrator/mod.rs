@@ -14,6 +14,7 @@ pub mod progress;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod summary;
 mod text;
 

@@ -11,6 +11,7 @@ use super::broadcast::BroadcastStats;
 use super::graph::{Overlay, OverlaySummary};
 use super::model::{CheckResult, NodeObservation};
 use super::text::short_id;
+use crate::topology::ResolvedStep;
 
 /// Facts about the run that the checks do not compute.
 #[derive(Debug, Clone)]
@@ -60,6 +61,9 @@ pub struct Report {
     pub nodes: Vec<NodeView>,
     pub broadcast: Option<BroadcastStats>,
     pub overlay: OverlaySummary,
+    /// The fault timeline as resolved for this run's seed; empty without a scenario.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenario: Vec<ResolvedStep>,
 }
 
 impl Report {
@@ -118,6 +122,7 @@ impl Report {
             nodes,
             broadcast,
             overlay: overlay.summary(),
+            scenario: Vec::new(),
         };
         report.add_checks(checks);
         report

@@ -12,6 +12,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::Mutex;
 
 use super::progress::Progress;
+use super::scenario;
 use super::{
     BroadcastExpectation, BroadcastStats, CheckResult, FormationExpectation, InjectedBroadcast,
     NodeObservation, Overlay, Report, RunMeta, evaluate_broadcast, evaluate_formation,
@@ -19,7 +20,7 @@ use super::{
 use crate::client::StatusClient;
 use crate::runtime::{NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError};
 use crate::status_api::DeliveredMessage;
-use crate::topology::Topology;
+use crate::topology::{Topology, resolve};
 
 /// Nodes started at once.
 const START_CONCURRENCY: usize = 16;
@@ -27,7 +28,7 @@ const START_CONCURRENCY: usize = 16;
 const POLL_CONCURRENCY: usize = 64;
 /// Polling cadence: quick for small runs, gentler for large ones, where hundreds of status
 /// requests a round would otherwise compete with the nodes for the CPU.
-fn poll_interval(nodes: usize) -> Duration {
+pub(super) fn poll_interval(nodes: usize) -> Duration {
     Duration::from_millis((nodes as u64 * 3).clamp(150, 1000))
 }
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,21 +47,30 @@ pub enum Stage {
     AllChecks,
 }
 
-struct Observer {
+pub(super) struct Observer {
     http: reqwest::Client,
     t0: Instant,
     /// Started nodes, in plan order as they come up.
-    endpoints: Mutex<Vec<NodeEndpoint>>,
+    pub(super) endpoints: Mutex<Vec<NodeEndpoint>>,
     ready_after: Mutex<HashMap<String, Duration>>,
 }
 
 impl Observer {
-    fn client(&self, ep: &NodeEndpoint) -> StatusClient {
+    pub(super) async fn endpoint_map(&self) -> HashMap<String, NodeEndpoint> {
+        self.endpoints
+            .lock()
+            .await
+            .iter()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect()
+    }
+
+    pub(super) fn client(&self, ep: &NodeEndpoint) -> StatusClient {
         StatusClient::with_http(&ep.status_url, self.http.clone())
     }
 
     /// Asks `/ready` of every started node not yet ready; records when each first was.
-    async fn poll_ready(&self) {
+    pub(super) async fn poll_ready(&self) {
         let pending: Vec<NodeEndpoint> = {
             let ready = self.ready_after.lock().await;
             self.endpoints
@@ -88,12 +98,15 @@ impl Observer {
         }
     }
 
-    async fn observe(&self, specs: &[NodeSpec]) -> Vec<NodeObservation> {
+    /// Observes the given nodes only: a killed or paused node elsewhere in the run costs
+    /// nothing (a paused one would hold every poll for the request timeout).
+    pub(super) async fn observe(&self, specs: &[NodeSpec]) -> Vec<NodeObservation> {
         let endpoints: HashMap<String, NodeEndpoint> = self
             .endpoints
             .lock()
             .await
             .iter()
+            .filter(|e| specs.iter().any(|s| s.name == e.name))
             .map(|e| (e.name.clone(), e.clone()))
             .collect();
         let ready = self.ready_after.lock().await.clone();
@@ -152,13 +165,35 @@ pub async fn execute(
         endpoints: Mutex::new(Vec::new()),
         ready_after: Mutex::new(HashMap::new()),
     });
-    let total = plan.nodes.len();
+    let timeline = resolve(topology, seed).map_err(|e| RuntimeError::Unsupported {
+        runtime: runtime.name(),
+        reason: format!(
+            "scenario step {} (line {}) cannot be resolved with seed {seed}: {}",
+            e.step, e.line, e.message
+        ),
+    })?;
+    if stage == Stage::AllChecks {
+        scenario::check_support(runtime, &timeline).await?;
+    }
+    // Nodes of `start: manual` groups wait for a scenario `join`.
+    let initial: Vec<NodeSpec> = plan
+        .nodes
+        .iter()
+        .filter(|n| {
+            !topology
+                .groups
+                .iter()
+                .any(|g| g.manual && g.name == n.group)
+        })
+        .cloned()
+        .collect();
+    let total = initial.len();
     let within = topology.checks.formation.within;
     let deadline = observer.t0 + within;
 
     // Start the nodes while watching them become ready, so each time-to-ready is honest.
     progress.phase("starting", total as u64);
-    let start_all = start_nodes(runtime, plan, &observer, progress);
+    let start_all = start_nodes(runtime, &initial, &observer, progress);
     let watch = async {
         loop {
             observer.poll_ready().await;
@@ -197,7 +232,7 @@ pub async fn execute(
     };
     progress.phase("forming", 1);
     let (observations, mut checks, formed_at) = loop {
-        let observations = observer.observe(&plan.nodes).await;
+        let observations = observer.observe(&initial).await;
         let checks = evaluate_formation(&observations, &expectation);
         let passing = checks.iter().filter(|c| c.passed).count();
         progress.update(
@@ -232,6 +267,13 @@ pub async fn execute(
             broadcast_stats = Some(stats);
             checks.extend(results);
         }
+        if !timeline.is_empty() {
+            if formed_at.is_some() {
+                checks.extend(scenario::play(runtime, &observer, plan, &timeline, progress).await?);
+            } else {
+                progress.line("scenario skipped: the network never formed");
+            }
+        }
     }
 
     let meta = RunMeta {
@@ -243,7 +285,8 @@ pub async fn execute(
         formation_time: formed_at,
     };
     let overlay = Overlay::build(&observations);
-    let report = Report::new(meta, &observations, &overlay, checks, broadcast_stats);
+    let mut report = Report::new(meta, &observations, &overlay, checks, broadcast_stats);
+    report.scenario = timeline;
     let endpoints = observer.endpoints.lock().await.clone();
     progress.finish();
     Ok(RunOutcome {
@@ -275,20 +318,20 @@ fn formation_deadline_check(formed_at: Option<Duration>, within: Duration) -> Ch
 
 async fn start_nodes(
     runtime: &dyn Runtime,
-    plan: &RunPlan,
+    nodes: &[NodeSpec],
     observer: &Observer,
     progress: &mut Progress,
 ) -> Result<(), RuntimeError> {
     let mut done = 0u64;
     // Genesis nodes one by one: everyone else needs their addresses.
-    for spec in plan.nodes.iter().filter(|n| n.genesis) {
+    for spec in nodes.iter().filter(|n| n.genesis) {
         let ep = runtime.start(spec).await?;
         observer.endpoints.lock().await.push(ep);
         done += 1;
         progress.update(done, &format!("started {}", spec.name));
     }
     let t0 = observer.t0;
-    let mut starts = futures::stream::iter(plan.nodes.iter().filter(|n| !n.genesis))
+    let mut starts = futures::stream::iter(nodes.iter().filter(|n| !n.genesis))
         .map(|spec| async move {
             tokio::time::sleep_until((t0 + spec.start_after).into()).await;
             (spec.name.clone(), runtime.start(spec).await)
@@ -393,7 +436,7 @@ fn senders_matching(patterns: &[String], names: &[String], live: &[String]) -> V
         .collect()
 }
 
-fn unix_now() -> f64 {
+pub(super) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -55,6 +55,19 @@ pub fn summary_text(report: &Report) -> String {
         out.push('\n');
         broadcast_table(&mut out, b);
     }
+    if !report.scenario.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "scenario (seed {}):", report.seed);
+        for step in &report.scenario {
+            let _ = writeln!(
+                out,
+                "  {:>3}. {:>8}  {}",
+                step.index,
+                format!("+{}", crate::topology::duration_text(step.at)),
+                step.text
+            );
+        }
+    }
     out.push('\n');
     check_list(&mut out, report);
     out

@@ -43,6 +43,7 @@ pub struct LocalNode {
 
 #[derive(Debug, Deserialize)]
 struct PortsFile {
+    listen: String,
     status: String,
     advertise: String,
 }
@@ -50,6 +51,10 @@ struct PortsFile {
 struct Started {
     child: Child,
     endpoint: NodeEndpoint,
+    /// Bound peer and status addresses, reused when the node is started again so that
+    /// its neighbours and the orchestrator find it where it was.
+    listen: String,
+    status: String,
 }
 
 pub struct LocalRuntime {
@@ -176,18 +181,131 @@ impl Runtime for LocalRuntime {
     }
 
     async fn start(&self, node: &NodeSpec) -> Result<NodeEndpoint, RuntimeError> {
-        let plan = self.plan()?;
         let ip = self
             .addresses
             .get(&node.name)
             .ok_or_else(|| RuntimeError::Failed(format!("{} is not in the plan", node.name)))?;
+        let any = format!("{ip}:0");
+        self.spawn(node, &any, &any, false).await
+    }
+
+    async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
+        if action == NodeAction::Start {
+            return self.start_again(node).await;
+        }
+        let pid = {
+            let nodes = lock(&self.nodes);
+            let started = nodes
+                .get(node)
+                .ok_or_else(|| RuntimeError::Failed(format!("no node named {node} in this run")))?;
+            started
+                .child
+                .id()
+                .ok_or_else(|| RuntimeError::Failed(format!("{node} is not running")))?
+        };
+        let signal = match action {
+            NodeAction::Kill | NodeAction::Start => Signal::SIGKILL,
+            NodeAction::Stop => Signal::SIGTERM,
+            NodeAction::Pause => Signal::SIGSTOP,
+            NodeAction::Resume => Signal::SIGCONT,
+        };
+        kill(Pid::from_raw(pid as i32), signal)
+            .map_err(|e| RuntimeError::Failed(format!("cannot signal {node}: {e}")))?;
+        Ok(())
+    }
+
+    async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
+        let mut report = TeardownReport::default();
+        let started: Vec<(String, Started)> = lock(&self.nodes).drain().collect();
+        let mut waiting = Vec::new();
+        for (name, mut s) in started {
+            if let Some(pid) = s.child.id() {
+                // A stopped (paused) node cannot handle SIGTERM until it is continued.
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            waiting.push(async move {
+                match tokio::time::timeout(STOP_GRACE, s.child.wait()).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        let _ = s.child.start_kill();
+                        match tokio::time::timeout(Duration::from_secs(2), s.child.wait()).await {
+                            Ok(_) => Ok(()),
+                            Err(_) => Err(format!("{name}: process did not exit")),
+                        }
+                    }
+                }
+            });
+        }
+        for outcome in futures::future::join_all(waiting).await {
+            match outcome {
+                Ok(()) => report.processes_stopped += 1,
+                Err(e) => report.leftovers.push(e),
+            }
+        }
+        if let Some(plan) = &self.plan {
+            let _ = std::fs::remove_file(plan.run_dir.join("state.json"));
+        }
+        Ok(report)
+    }
+}
+
+impl LocalRuntime {
+    /// Starts a killed or stopped node again on the addresses it had bound, once its old
+    /// process is gone (a stopped node may still be flooding its leave).
+    async fn start_again(&self, name: &str) -> Result<(), RuntimeError> {
+        let spec = self
+            .plan()?
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Failed(format!("no node named {name} in this run")))?;
+        let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(2);
+        let (listen, status) = loop {
+            {
+                let mut nodes = lock(&self.nodes);
+                let started = nodes.get_mut(name).ok_or_else(|| {
+                    RuntimeError::Failed(format!(
+                        "{name} was never started, so it cannot be started again"
+                    ))
+                })?;
+                if let Ok(Some(_)) = started.child.try_wait() {
+                    break (started.listen.clone(), started.status.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Failed(format!(
+                    "{name} is still running; kill or stop it before starting it again"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.spawn(&spec, &listen, &status, true).await.map(|_| ())
+    }
+
+    /// Spawns `peerlab node` for `node` and waits for its ports file. `append` keeps the
+    /// log of an earlier life of the node.
+    async fn spawn(
+        &self,
+        node: &NodeSpec,
+        listen: &str,
+        status: &str,
+        append: bool,
+    ) -> Result<NodeEndpoint, RuntimeError> {
+        let plan = self.plan()?;
         let ports_path = plan
             .run_dir
             .join("ports")
             .join(format!("{}.json", node.name));
         let _ = std::fs::remove_file(&ports_path);
         let log_path = plan.run_dir.join("logs").join(format!("{}.log", node.name));
-        let log = std::fs::File::create(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)?;
         let log_err = log.try_clone()?;
 
         let genesis: Vec<String> = {
@@ -203,9 +321,9 @@ impl Runtime for LocalRuntime {
             .arg("--name")
             .arg(&node.name)
             .arg("--listen")
-            .arg(format!("{ip}:0"))
+            .arg(listen)
             .arg("--status")
-            .arg(format!("{ip}:0"))
+            .arg(status)
             .arg("--ports-file")
             .arg(&ports_path)
             .arg("--seed")
@@ -274,80 +392,22 @@ impl Runtime for LocalRuntime {
             status_url: format!("http://{}", ports.status),
         };
         if node.genesis {
-            lock(&self.genesis).push((node.name.clone(), ports.advertise));
+            let mut known = lock(&self.genesis);
+            if !known.iter().any(|(n, _)| *n == node.name) {
+                known.push((node.name.clone(), ports.advertise));
+            }
         }
         lock(&self.nodes).insert(
             node.name.clone(),
             Started {
                 child,
                 endpoint: endpoint.clone(),
+                listen: ports.listen,
+                status: ports.status,
             },
         );
         self.write_state();
         Ok(endpoint)
-    }
-
-    async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
-        let pid = {
-            let nodes = lock(&self.nodes);
-            let started = nodes
-                .get(node)
-                .ok_or_else(|| RuntimeError::Failed(format!("no node named {node} in this run")))?;
-            started
-                .child
-                .id()
-                .ok_or_else(|| RuntimeError::Failed(format!("{node} is not running")))?
-        };
-        let signal = match action {
-            NodeAction::Start => {
-                return Err(RuntimeError::Unsupported {
-                    runtime: "local",
-                    reason: format!("restarting {node} is not implemented yet"),
-                });
-            }
-            NodeAction::Kill => Signal::SIGKILL,
-            NodeAction::Stop => Signal::SIGTERM,
-            NodeAction::Pause => Signal::SIGSTOP,
-            NodeAction::Resume => Signal::SIGCONT,
-        };
-        kill(Pid::from_raw(pid as i32), signal)
-            .map_err(|e| RuntimeError::Failed(format!("cannot signal {node}: {e}")))?;
-        Ok(())
-    }
-
-    async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
-        let mut report = TeardownReport::default();
-        let started: Vec<(String, Started)> = lock(&self.nodes).drain().collect();
-        let mut waiting = Vec::new();
-        for (name, mut s) in started {
-            if let Some(pid) = s.child.id() {
-                // A stopped (paused) node cannot handle SIGTERM until it is continued.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-            waiting.push(async move {
-                match tokio::time::timeout(STOP_GRACE, s.child.wait()).await {
-                    Ok(_) => Ok(()),
-                    Err(_) => {
-                        let _ = s.child.start_kill();
-                        match tokio::time::timeout(Duration::from_secs(2), s.child.wait()).await {
-                            Ok(_) => Ok(()),
-                            Err(_) => Err(format!("{name}: process did not exit")),
-                        }
-                    }
-                }
-            });
-        }
-        for outcome in futures::future::join_all(waiting).await {
-            match outcome {
-                Ok(()) => report.processes_stopped += 1,
-                Err(e) => report.leftovers.push(e),
-            }
-        }
-        if let Some(plan) = &self.plan {
-            let _ = std::fs::remove_file(plan.run_dir.join("state.json"));
-        }
-        Ok(report)
     }
 }
 

@@ -8,9 +8,10 @@
 use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Location;
+
+use super::scenario_file::StepFile;
 
 /// A value with the location of its YAML node, so that validation can point at it.
 ///
@@ -100,10 +101,9 @@ pub(crate) struct TopologyFile {
     /// What must hold for the run to pass.
     #[serde(default)]
     pub checks: Option<Spanned<ChecksFile>>,
-    /// Fault steps; reserved for a later version, only an empty list is accepted today.
+    /// Fault steps played in order once the network formed (see docs/topology.md).
     #[serde(default)]
-    #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub scenario: Option<Spanned<Vec<IgnoredAny>>>,
+    pub scenario: Option<Spanned<Vec<Spanned<StepFile>>>>,
 }
 
 /// Settings of `peerlab node`; each maps to the flag of the same name.
@@ -164,6 +164,17 @@ pub(crate) struct GroupFile {
     /// Networks the group's nodes are attached to (names from `networks`).
     #[serde(default)]
     pub networks: Option<Vec<Spanned<String>>>,
+    /// `auto` (default): started with the run; `manual`: started only by a scenario `join`.
+    #[serde(default)]
+    pub start: Option<Spanned<StartMode>>,
+}
+
+/// When a group's nodes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StartMode {
+    Auto,
+    Manual,
 }
 
 /// A user-defined network.

@@ -9,7 +9,10 @@
 mod diagnostic;
 mod file;
 mod model;
+mod scenario;
+mod scenario_file;
 mod syntax;
+mod timeline;
 mod validate;
 
 use std::path::Path;
@@ -18,6 +21,12 @@ pub use diagnostic::{Diagnostic, TopologyError};
 pub use model::{
     BroadcastChecks, Checks, FormationChecks, GENESIS, Group, Network, NodeSettings, Topology,
     duration_text,
+};
+pub use scenario::{
+    Action, ExpectBroadcast, Expectation, Fault, Selector, Step, Target, TargetPart, When,
+};
+pub use timeline::{
+    ResolveError, ResolvedAction, ResolvedExpect, ResolvedStep, ShapeView, describe, resolve,
 };
 
 /// Reads, parses and validates a topology file. A file that cannot be read is reported as a

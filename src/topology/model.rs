@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use super::scenario::Step;
 use crate::runtime::{NetworkSpec, NodeSpec};
 
 /// Group name of the genesis nodes (and the prefix of their names).
@@ -28,6 +29,9 @@ pub struct Topology {
     /// User-defined networks; empty means one default network.
     pub networks: Vec<Network>,
     pub checks: Checks,
+    /// Fault steps played after formation; the report carries them resolved instead.
+    #[serde(skip)]
+    pub scenario: Vec<Step>,
 }
 
 /// A group of identical nodes.
@@ -42,6 +46,8 @@ pub struct Group {
     /// Effective settings: built-in defaults, then `defaults`, then the group's own.
     pub settings: NodeSettings,
     pub networks: Vec<String>,
+    /// `start: manual`: not started with the run, only by a scenario `join`.
+    pub manual: bool,
 }
 
 /// Settings of `peerlab node`, fully resolved.

@@ -6,13 +6,14 @@
 
 mod checks;
 mod networks;
+mod scenario;
 mod settings;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::diagnostic::{Sink, TopologyError};
-use super::file::{DurationText, GenesisFile, GroupFile, Spanned, TopologyFile};
+use super::file::{DurationText, GenesisFile, GroupFile, Spanned, StartMode, TopologyFile};
 use super::model::{Checks, FormationChecks, GENESIS, Group, Topology};
 use checks::checks;
 use networks::{network_refs, networks, reachability};
@@ -58,6 +59,7 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
         genesis,
         groups,
         networks,
+        scenario: Vec::new(),
         checks: Checks {
             formation: FormationChecks {
                 within: Duration::ZERO,
@@ -79,15 +81,7 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
         &topology,
     );
 
-    if let Some(scenario) = &file.scenario
-        && !scenario.value.is_empty()
-    {
-        s.report(
-            scenario.at,
-            "scenario",
-            "fault scenarios are not supported yet; expected an empty list (`scenario: []`) or no `scenario` key",
-        );
-    }
+    topology.scenario = scenario::scenario(s, file.scenario.as_ref(), &topology);
 
     sink.into_result(topology)
 }
@@ -155,6 +149,7 @@ fn genesis(s: &mut Sink, file: &GenesisFile, layers: &Layers, declared: &[&str])
         stagger: Duration::ZERO,
         settings: layers.resolve(s, file.settings.as_ref(), "genesis.settings"),
         networks: network_refs(s, file.networks.as_ref(), "genesis.networks", declared),
+        manual: false,
     }
 }
 
@@ -198,6 +193,10 @@ fn groups(s: &mut Sink, files: &[GroupFile], layers: &Layers, declared: &[&str])
                 &format!("{path}.networks"),
                 declared,
             ),
+            manual: file
+                .start
+                .as_ref()
+                .is_some_and(|m| m.value == StartMode::Manual),
         });
     }
     out

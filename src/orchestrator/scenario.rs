@@ -1,0 +1,289 @@
+//! Plays a resolved fault timeline against the runtime once the network formed.
+//!
+//! Steps run in order, each no earlier than its planned offset; an `expect` polls until
+//! its checks hold over the live nodes or its deadline passes, and becomes check results
+//! in the report. A runtime that cannot do a step ends the run with an
+//! [`RuntimeError::Unsupported`] naming the step (exit 2), though [`check_support`] catches
+//! this before any node starts where it can.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::progress::Progress;
+use super::run::{Observer, poll_interval, unix_now};
+use super::{
+    BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, evaluate_broadcast,
+    evaluate_formation,
+};
+use crate::runtime::{LinkShape, NodeAction, NodeSpec, RunPlan, Runtime, RuntimeError};
+use crate::status_api::DeliveredMessage;
+use crate::topology::{Fault, ResolvedAction, ResolvedExpect, ResolvedStep};
+
+const POLL_CONCURRENCY: usize = 64;
+
+/// Asks the runtime, before anything starts, whether it can partition and shape when the
+/// timeline needs it. Both probes are no-ops on a runtime that can.
+pub async fn check_support(
+    runtime: &dyn Runtime,
+    timeline: &[ResolvedStep],
+) -> Result<(), RuntimeError> {
+    let first = |want: fn(&ResolvedAction) -> bool| timeline.iter().find(|s| want(&s.action));
+    if let Some(step) =
+        first(|a| matches!(a, ResolvedAction::Partition { .. } | ResolvedAction::Heal))
+    {
+        runtime.heal().await.map_err(|e| name_step(e, step))?;
+    }
+    if let Some(step) = first(|a| matches!(a, ResolvedAction::Shape { .. })) {
+        runtime
+            .shape(&[], None, LinkShape::default())
+            .await
+            .map_err(|e| name_step(e, step))?;
+    }
+    Ok(())
+}
+
+/// Says which step a runtime error came from, keeping its kind (and so its exit code).
+fn name_step(e: RuntimeError, step: &ResolvedStep) -> RuntimeError {
+    let at = format!("scenario step {} ({})", step.index, step.text);
+    match e {
+        RuntimeError::Unsupported { runtime, reason } => RuntimeError::Unsupported {
+            runtime,
+            reason: format!("{at}: {reason}"),
+        },
+        other => RuntimeError::Failed(format!("{at}: {other}")),
+    }
+}
+
+/// Plays every step; returns the check results of the `expect` steps.
+pub(super) async fn play(
+    runtime: &dyn Runtime,
+    observer: &Observer,
+    plan: &RunPlan,
+    timeline: &[ResolvedStep],
+    progress: &mut Progress,
+) -> Result<Vec<CheckResult>, RuntimeError> {
+    let t0 = Instant::now();
+    let mut previous_end = t0;
+    let mut last_fault = "formation".to_string();
+    let mut checks = Vec::new();
+    progress.phase("scenario", timeline.len() as u64);
+    for step in timeline {
+        let due = match step.after {
+            Some(after) => previous_end + after,
+            None => t0 + step.at,
+        };
+        tokio::time::sleep_until(due.into()).await;
+        progress.line(&format!(
+            "[{:>6.1}s] step {}: {}",
+            t0.elapsed().as_secs_f64(),
+            step.index,
+            step.text
+        ));
+        match &step.action {
+            ResolvedAction::Expect(e) => {
+                let results = expect(observer, plan, e, progress).await;
+                for mut r in results {
+                    r.name = format!("expect#{} {} after {last_fault}", step.index, r.name);
+                    progress.line(&format!(
+                        "           {} {}: {}",
+                        if r.passed { "ok  " } else { "FAIL" },
+                        r.name,
+                        r.measured
+                    ));
+                    checks.push(r);
+                }
+            }
+            action => {
+                apply(runtime, observer, plan, action)
+                    .await
+                    .map_err(|e| name_step(e, step))?;
+                if !matches!(
+                    action,
+                    ResolvedAction::Wait { .. } | ResolvedAction::Broadcast { .. }
+                ) {
+                    last_fault = step.text.clone();
+                }
+            }
+        }
+        previous_end = Instant::now();
+        progress.update(step.index as u64, &step.text);
+    }
+    Ok(checks)
+}
+
+async fn apply(
+    runtime: &dyn Runtime,
+    observer: &Observer,
+    plan: &RunPlan,
+    action: &ResolvedAction,
+) -> Result<(), RuntimeError> {
+    match action {
+        ResolvedAction::Fault { fault, nodes } => {
+            for node in nodes {
+                match fault {
+                    Fault::Kill => runtime.act(node, NodeAction::Kill).await?,
+                    Fault::Stop => runtime.act(node, NodeAction::Stop).await?,
+                    Fault::Start => runtime.act(node, NodeAction::Start).await?,
+                    Fault::Pause => runtime.act(node, NodeAction::Pause).await?,
+                    Fault::Resume => runtime.act(node, NodeAction::Resume).await?,
+                    Fault::Restart => {
+                        runtime.act(node, NodeAction::Stop).await?;
+                        runtime.act(node, NodeAction::Start).await?;
+                    }
+                }
+            }
+        }
+        ResolvedAction::Partition { sides, one_way } => runtime.partition(sides, *one_way).await?,
+        ResolvedAction::Heal => runtime.heal().await?,
+        ResolvedAction::Shape {
+            nodes,
+            peers,
+            shape,
+        } => {
+            runtime
+                .shape(nodes, peers.as_deref(), (*shape).into())
+                .await?
+        }
+        ResolvedAction::Join { nodes } => {
+            for name in nodes {
+                let spec = spec_of(plan, name)?;
+                let ep = runtime.start(spec).await?;
+                observer.endpoints.lock().await.push(ep);
+            }
+        }
+        ResolvedAction::Broadcast { from } => {
+            inject(observer, plan, from).await;
+        }
+        ResolvedAction::Wait { duration } => tokio::time::sleep(*duration).await,
+        ResolvedAction::Expect(_) => {}
+    }
+    Ok(())
+}
+
+fn spec_of<'a>(plan: &'a RunPlan, name: &str) -> Result<&'a NodeSpec, RuntimeError> {
+    plan.nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| RuntimeError::Failed(format!("{name} is not in the run plan")))
+}
+
+/// Polls the formation checks over the live nodes until they hold or the deadline passes,
+/// then (when asked) injects broadcasts and waits for their delivery within what is left.
+async fn expect(
+    observer: &Observer,
+    plan: &RunPlan,
+    e: &ResolvedExpect,
+    progress: &mut Progress,
+) -> Vec<CheckResult> {
+    let started = Instant::now();
+    let deadline = started + e.within;
+    let live: Vec<NodeSpec> = plan
+        .nodes
+        .iter()
+        .filter(|n| e.live.contains(&n.name))
+        .cloned()
+        .collect();
+    let formation = FormationExpectation {
+        all_ready: e.all_ready,
+        connected: e.connected,
+        min_degree: e.min_degree,
+        max_degree: e.max_degree,
+        full_membership: e.full_membership,
+    };
+    let any_formation = formation != FormationExpectation::default();
+    let mut results = Vec::new();
+    if any_formation {
+        let mut checks;
+        loop {
+            observer.poll_ready().await;
+            let observations = observer.observe(&live).await;
+            checks = evaluate_formation(&observations, &formation);
+            if checks.iter().all(|c| c.passed) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(poll_interval(live.len())).await;
+        }
+        let took = started.elapsed().as_secs_f64();
+        for c in &mut checks {
+            if c.passed {
+                c.measured = format!("{} (held after {took:.1}s)", c.measured);
+            } else if let Some(m) = &mut c.message {
+                *m = format!(
+                    "{m} (still failing after {took:.1}s, deadline {:?})",
+                    e.within
+                );
+            }
+        }
+        results.extend(checks);
+    }
+    if !e.broadcast_from.is_empty() {
+        let injected = inject(observer, plan, &e.broadcast_from).await;
+        let names: Vec<String> = e.live.clone();
+        let ids: Vec<String> = injected.iter().map(|b| b.id.clone()).collect();
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let until = Instant::now() + remaining;
+        let delivered = loop {
+            let delivered = messages(observer, &names).await;
+            let complete = delivered
+                .values()
+                .filter(|msgs| ids.iter().all(|id| msgs.iter().any(|m| &m.id == id)))
+                .count();
+            if complete == names.len() || Instant::now() >= until {
+                break delivered;
+            }
+            tokio::time::sleep(poll_interval(names.len())).await;
+        };
+        let expectation = BroadcastExpectation {
+            deliver_within: remaining,
+            reliability: e.reliability,
+        };
+        let (_, checks) = evaluate_broadcast(&injected, &delivered, &expectation, &names);
+        results.extend(checks);
+    }
+    progress.update(0, "expect done");
+    results
+}
+
+async fn inject(observer: &Observer, plan: &RunPlan, from: &[String]) -> Vec<InjectedBroadcast> {
+    let endpoints = observer.endpoint_map().await;
+    let mut injected = Vec::new();
+    for (i, sender) in from.iter().enumerate() {
+        let Some(ep) = endpoints.get(sender) else {
+            continue;
+        };
+        let message = format!("peerlab scenario {} #{i} from {sender}", plan.run_id);
+        let sent_at_unix = unix_now();
+        if let Ok(id) = observer.client(ep).broadcast("#BROADCAST", &message).await {
+            injected.push(InjectedBroadcast {
+                id,
+                from: sender.clone(),
+                sent_at_unix,
+            });
+        }
+    }
+    injected
+}
+
+async fn messages(
+    observer: &Observer,
+    names: &[String],
+) -> BTreeMap<String, Vec<DeliveredMessage>> {
+    let endpoints = observer.endpoint_map().await;
+    let targets: Vec<_> = names
+        .iter()
+        .filter_map(|n| endpoints.get(n).cloned())
+        .collect();
+    futures::stream::iter(targets)
+        .map(|ep| async move {
+            let msgs = observer.client(&ep).messages().await.ok();
+            (ep.name, msgs)
+        })
+        .buffer_unordered(POLL_CONCURRENCY)
+        .filter_map(|(name, msgs)| async move { msgs.map(|m| (name, m)) })
+        .collect::<BTreeMap<_, _>>()
+        .await
+}

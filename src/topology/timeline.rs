@@ -1,0 +1,553 @@
+//! Timeline resolution: a scenario's symbolic steps become concrete node names at planned
+//! offsets, for one seed.
+//!
+//! Resolution walks the steps in order and tracks what each node is (not started, up,
+//! paused, down), so a target only picks nodes that the step can act on: `random 2 of
+//! peers` after a kill never picks the dead node. One random generator, seeded once, walks
+//! the whole timeline, so a seed gives the same timeline on every run and every machine.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Serialize, Serializer};
+
+use super::model::{Topology, duration_text, node_name};
+use super::scenario::{Action, Expectation, Fault, Selector, Target, TargetPart, When};
+use crate::runtime::LinkShape;
+
+/// Keeps scenario choices apart from every other use of the run seed.
+const SCENARIO_SALT: u64 = 0x7363_656e_6172_696f;
+
+/// A step with its nodes chosen and its planned offset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedStep {
+    /// 1-based position in the scenario.
+    pub index: usize,
+    /// Planned offset from the moment the network formed. Steps never run earlier; an
+    /// `expect` that takes a while pushes the steps placed `after` it back.
+    #[serde(serialize_with = "as_text")]
+    pub at: Duration,
+    /// Set when the step was placed relative to the previous one.
+    #[serde(serialize_with = "opt_as_text")]
+    pub after: Option<Duration>,
+    pub action: ResolvedAction,
+    /// One line for people: `kill peers-2, peers-5`.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ResolvedAction {
+    Fault {
+        fault: Fault,
+        nodes: Vec<String>,
+    },
+    Partition {
+        sides: Vec<Vec<String>>,
+        one_way: bool,
+    },
+    Heal,
+    Shape {
+        nodes: Vec<String>,
+        peers: Option<Vec<String>>,
+        shape: ShapeView,
+    },
+    Join {
+        nodes: Vec<String>,
+    },
+    /// One sender per message.
+    Broadcast {
+        from: Vec<String>,
+    },
+    Wait {
+        #[serde(serialize_with = "as_text")]
+        duration: Duration,
+    },
+    Expect(ResolvedExpect),
+}
+
+/// An `expect` with the live nodes it is evaluated over.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedExpect {
+    #[serde(serialize_with = "as_text")]
+    pub within: Duration,
+    pub all_ready: bool,
+    pub connected: bool,
+    pub min_degree: Option<usize>,
+    pub max_degree: Option<usize>,
+    pub full_membership: bool,
+    /// Senders of the broadcasts to inject, one per message; empty: no broadcast check.
+    pub broadcast_from: Vec<String>,
+    pub reliability: f64,
+    /// Nodes up at this point of the timeline (not killed, stopped, paused or not joined).
+    pub live: Vec<String>,
+}
+
+/// [`LinkShape`] as the report shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ShapeView {
+    #[serde(serialize_with = "as_text")]
+    pub delay: Duration,
+    #[serde(serialize_with = "as_text")]
+    pub jitter: Duration,
+    pub loss: f64,
+    /// Bytes per second.
+    pub rate: Option<u64>,
+}
+
+impl From<ShapeView> for LinkShape {
+    fn from(v: ShapeView) -> LinkShape {
+        LinkShape {
+            delay: v.delay,
+            jitter: v.jitter,
+            loss: v.loss,
+            rate: v.rate,
+        }
+    }
+}
+
+/// A step that cannot be resolved (for this seed), with its position for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveError {
+    /// 1-based step index.
+    pub step: usize,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    Up,
+    Paused,
+    Down,
+}
+
+struct Node {
+    name: String,
+    group: String,
+    state: State,
+}
+
+/// Resolves the topology's scenario for `seed` (the topology's, or `--seed`).
+pub fn resolve(topology: &Topology, seed: u64) -> Result<Vec<ResolvedStep>, ResolveError> {
+    let mut nodes: Vec<Node> = std::iter::once(&topology.genesis)
+        .chain(&topology.groups)
+        .flat_map(|g| {
+            (0..g.count).map(move |i| Node {
+                name: node_name(&g.name, i),
+                group: g.name.clone(),
+                state: if g.manual {
+                    State::NotStarted
+                } else {
+                    State::Up
+                },
+            })
+        })
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed ^ SCENARIO_SALT);
+    let mut cursor = Duration::ZERO;
+    let mut out = Vec::with_capacity(topology.scenario.len());
+    for (i, step) in topology.scenario.iter().enumerate() {
+        let fail = |message: String| ResolveError {
+            step: i + 1,
+            line: step.line,
+            column: step.column,
+            message,
+        };
+        let (at, after) = match step.when {
+            When::At(at) if at < cursor => {
+                return Err(fail(format!(
+                    "`at: {}` comes before the previous step, planned at {}; expected steps in time order (use `after` for relative times)",
+                    duration_text(at),
+                    duration_text(cursor)
+                )));
+            }
+            When::At(at) => (at, None),
+            When::After(d) => (cursor + d, Some(d)),
+        };
+        let mut resolver = Resolver {
+            nodes: &mut nodes,
+            rng: &mut rng,
+        };
+        let action = resolver.action(&step.action).map_err(fail)?;
+        cursor = match &action {
+            ResolvedAction::Wait { duration } => at + *duration,
+            _ => at,
+        };
+        out.push(ResolvedStep {
+            index: i + 1,
+            at,
+            after,
+            text: describe(&action),
+            action,
+        });
+    }
+    Ok(out)
+}
+
+struct Resolver<'a> {
+    nodes: &'a mut Vec<Node>,
+    rng: &'a mut StdRng,
+}
+
+impl Resolver<'_> {
+    fn action(&mut self, action: &Action) -> Result<ResolvedAction, String> {
+        use State::*;
+        Ok(match action {
+            Action::Fault { fault, target } => {
+                let (eligible, after): (&[State], State) = match fault {
+                    Fault::Kill | Fault::Stop => (&[Up, Paused], Down),
+                    Fault::Start => (&[Down], Up),
+                    Fault::Restart => (&[Up], Up),
+                    Fault::Pause => (&[Up], Paused),
+                    Fault::Resume => (&[Paused], Up),
+                };
+                let nodes = self.pick(target, eligible, fault.keyword())?;
+                self.set(&nodes, after);
+                ResolvedAction::Fault {
+                    fault: *fault,
+                    nodes,
+                }
+            }
+            Action::Partition { sides, one_way } => ResolvedAction::Partition {
+                sides: sides
+                    .iter()
+                    .map(|s| self.pick(s, &[Up, Paused, Down], "partition"))
+                    .collect::<Result<_, _>>()?,
+                one_way: *one_way,
+            },
+            Action::Heal => ResolvedAction::Heal,
+            Action::Shape {
+                nodes,
+                peers,
+                shape,
+            } => ResolvedAction::Shape {
+                nodes: self.pick(nodes, &[Up, Paused, Down], "shape")?,
+                peers: peers
+                    .as_ref()
+                    .map(|p| self.pick(p, &[Up, Paused, Down], "shape"))
+                    .transpose()?,
+                shape: ShapeView {
+                    delay: shape.delay,
+                    jitter: shape.jitter,
+                    loss: shape.loss,
+                    rate: shape.rate,
+                },
+            },
+            Action::Join { group, count } => {
+                let waiting: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| &n.group == group && n.state == NotStarted)
+                    .map(|n| n.name.clone())
+                    .collect();
+                let wanted = count.unwrap_or(waiting.len());
+                if wanted == 0 || wanted > waiting.len() {
+                    return Err(format!(
+                        "join of {wanted} node(s) of `{group}`, but {} of its nodes are still waiting to start; expected a count from 1 to {} (or a larger `count` on the group)",
+                        waiting.len(),
+                        waiting.len()
+                    ));
+                }
+                let nodes = waiting[..wanted].to_vec();
+                self.set(&nodes, Up);
+                ResolvedAction::Join { nodes }
+            }
+            Action::Broadcast { count, from } => ResolvedAction::Broadcast {
+                from: self.senders(*count, from.as_ref())?,
+            },
+            Action::Wait(d) => ResolvedAction::Wait { duration: *d },
+            Action::Expect(e) => ResolvedAction::Expect(self.expect(e)?),
+        })
+    }
+
+    fn expect(&mut self, e: &Expectation) -> Result<ResolvedExpect, String> {
+        let live = self.in_states(&[State::Up]);
+        if live.is_empty() {
+            return Err("expect runs when no node is up; expected at least one live node (start or resume some first)".into());
+        }
+        let (broadcast_from, reliability) = match &e.broadcast {
+            Some(b) => (self.senders(b.count, b.from.as_ref())?, b.reliability),
+            None => (Vec::new(), 1.0),
+        };
+        Ok(ResolvedExpect {
+            within: e.within,
+            all_ready: e.all_ready,
+            connected: e.connected,
+            min_degree: e.min_degree,
+            max_degree: e.max_degree,
+            full_membership: e.full_membership,
+            broadcast_from,
+            reliability,
+            live,
+        })
+    }
+
+    fn senders(&mut self, count: usize, from: Option<&Target>) -> Result<Vec<String>, String> {
+        let candidates = match from {
+            Some(t) => self.pick(t, &[State::Up], "broadcast")?,
+            None => self.in_states(&[State::Up]),
+        };
+        if candidates.is_empty() {
+            return Err("no node is up to broadcast from; expected at least one live node".into());
+        }
+        Ok((0..count)
+            .map(|_| candidates[self.rng.random_range(0..candidates.len())].clone())
+            .collect())
+    }
+
+    fn in_states(&self, states: &[State]) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| states.contains(&n.state))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    fn set(&mut self, names: &[String], state: State) {
+        for n in self.nodes.iter_mut().filter(|n| names.contains(&n.name)) {
+            n.state = state;
+        }
+    }
+
+    /// Nodes in `eligible` states selected by `target`, in start order.
+    fn pick(
+        &mut self,
+        target: &Target,
+        eligible: &[State],
+        verb: &str,
+    ) -> Result<Vec<String>, String> {
+        let mut chosen: Vec<usize> = Vec::new();
+        for part in &target.parts {
+            let of = match part {
+                TargetPart::Every(s)
+                | TargetPart::Share { of: s, .. }
+                | TargetPart::Random { of: s, .. } => s,
+            };
+            let pool: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    eligible.contains(&n.state)
+                        && of.matches(&n.name, &n.group)
+                        && !chosen.contains(&i)
+                })
+                .collect();
+            let wanted = match part {
+                TargetPart::Every(_) => pool.len(),
+                TargetPart::Share { percent, .. } => ((pool.len() * *percent as usize + 50) / 100)
+                    .max(1)
+                    .min(pool.len()),
+                TargetPart::Random { count, .. } => {
+                    if *count > pool.len() {
+                        return Err(format!(
+                            "`{}` asks for {count} node(s) but only {} are eligible for `{verb}` at this point ({}); expected at most {}",
+                            target.text,
+                            pool.len(),
+                            self.describe_pool(of),
+                            pool.len()
+                        ));
+                    }
+                    *count
+                }
+            };
+            if wanted == pool.len() {
+                chosen.extend(pool);
+            } else {
+                let mut picked: Vec<usize> = rand::seq::index::sample(self.rng, pool.len(), wanted)
+                    .into_iter()
+                    .map(|k| pool[k])
+                    .collect();
+                picked.sort_unstable();
+                chosen.extend(picked);
+            }
+        }
+        if chosen.is_empty() {
+            return Err(format!(
+                "`{}` selects no node eligible for `{verb}` at this point ({}); check the earlier steps and the node names",
+                target.text,
+                self.describe_all(target)
+            ));
+        }
+        chosen.sort_unstable();
+        Ok(chosen
+            .into_iter()
+            .map(|i| self.nodes[i].name.clone())
+            .collect())
+    }
+
+    fn describe_pool(&self, of: &Selector) -> String {
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| of.matches(&n.name, &n.group))
+            .map(|n| format!("{} {}", n.name, state_word(n.state)))
+            .take(8)
+            .collect();
+        if states.is_empty() {
+            "it matches no node".into()
+        } else {
+            states.join(", ")
+        }
+    }
+
+    fn describe_all(&self, target: &Target) -> String {
+        let mut parts = Vec::new();
+        for part in &target.parts {
+            let (TargetPart::Every(s)
+            | TargetPart::Share { of: s, .. }
+            | TargetPart::Random { of: s, .. }) = part;
+            parts.push(self.describe_pool(s));
+        }
+        parts.join("; ")
+    }
+}
+
+fn state_word(state: State) -> &'static str {
+    match state {
+        State::NotStarted => "not started",
+        State::Up => "up",
+        State::Paused => "paused",
+        State::Down => "down",
+    }
+}
+
+/// One line per step for progress lines and the summary.
+pub fn describe(action: &ResolvedAction) -> String {
+    match action {
+        ResolvedAction::Fault { fault, nodes } => {
+            format!("{} {}", fault.keyword(), nodes.join(", "))
+        }
+        ResolvedAction::Partition { sides, one_way } => {
+            let sides: Vec<String> = sides
+                .iter()
+                .map(|s| format!("[{}]", s.join(", ")))
+                .collect();
+            let sep = if *one_way { " -/-> " } else { " | " };
+            format!("partition {}", sides.join(sep))
+        }
+        ResolvedAction::Heal => "heal".into(),
+        ResolvedAction::Shape {
+            nodes,
+            peers,
+            shape,
+        } => format!(
+            "shape {}{}: delay {} jitter {} loss {} rate {}",
+            nodes.join(", "),
+            peers
+                .as_ref()
+                .map_or_else(String::new, |p| format!(" towards {}", p.join(", "))),
+            duration_text(shape.delay),
+            duration_text(shape.jitter),
+            shape.loss,
+            shape
+                .rate
+                .map_or_else(|| "unlimited".into(), |r| format!("{r}B/s"))
+        ),
+        ResolvedAction::Join { nodes } => format!("join {}", nodes.join(", ")),
+        ResolvedAction::Broadcast { from } => {
+            format!("broadcast {} from {}", from.len(), from.join(", "))
+        }
+        ResolvedAction::Wait { duration } => format!("wait {}", duration_text(*duration)),
+        ResolvedAction::Expect(e) => {
+            let mut what = Vec::new();
+            if e.all_ready {
+                what.push("all ready".to_string());
+            }
+            if e.connected {
+                what.push("connected".to_string());
+            }
+            if let Some(d) = e.min_degree {
+                what.push(format!("min degree {d}"));
+            }
+            if let Some(d) = e.max_degree {
+                what.push(format!("max degree {d}"));
+            }
+            if e.full_membership {
+                what.push("full membership".to_string());
+            }
+            if !e.broadcast_from.is_empty() {
+                what.push(format!("{} broadcast(s) delivered", e.broadcast_from.len()));
+            }
+            format!(
+                "expect {} over {} live nodes within {}",
+                what.join(", "),
+                e.live.len(),
+                duration_text(e.within)
+            )
+        }
+    }
+}
+
+fn as_text<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&duration_text(*d))
+}
+
+fn opt_as_text<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&duration_text(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHURN: &str = "name: t\nseed: 7\ngenesis: {count: 2}\ngroups:\n  - {name: peers, count: 10}\n  - {name: late, count: 3, start: manual}\nscenario:\n  - at: 5s\n    kill: random 3 of peers\n  - after: 2s\n    kill: random 3 of peers\n  - wait: 1s\n  - start: 50% of peers\n  - join: {group: late, count: 2}\n  - expect: {connected: true, broadcast: {count: 2}}\n";
+
+    fn timeline(seed: u64) -> Vec<ResolvedStep> {
+        let topology = crate::topology::parse_str(CHURN, "t.yaml").unwrap();
+        resolve(&topology, seed).unwrap()
+    }
+
+    fn killed(steps: &[ResolvedStep], i: usize) -> Vec<String> {
+        match &steps[i].action {
+            ResolvedAction::Fault { nodes, .. } => nodes.clone(),
+            other => panic!("not a fault: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_timeline_other_seed_other_choices() {
+        assert_eq!(timeline(7), timeline(7));
+        let differs = (8..20).any(|seed| timeline(seed) != timeline(7));
+        assert!(differs, "twelve other seeds all chose the same nodes");
+    }
+
+    #[test]
+    fn offsets_and_liveness_follow_the_steps() {
+        let steps = timeline(7);
+        let at: Vec<Duration> = steps.iter().map(|s| s.at).collect();
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(
+            at,
+            vec![secs(5), secs(7), secs(7), secs(8), secs(8), secs(8)]
+        );
+        let first = killed(&steps, 0);
+        let second = killed(&steps, 1);
+        assert_eq!((first.len(), second.len()), (3, 3));
+        assert!(
+            first.iter().all(|n| !second.contains(n)),
+            "{first:?} {second:?}"
+        );
+        // 50% of the six dead peers, all of them among the killed ones.
+        let restarted = killed(&steps, 3);
+        assert_eq!(restarted.len(), 3);
+        assert!(
+            restarted
+                .iter()
+                .all(|n| first.contains(n) || second.contains(n))
+        );
+        let ResolvedAction::Expect(e) = &steps[5].action else {
+            panic!("not an expect");
+        };
+        // 2 genesis + 4 peers never killed + 3 restarted + 2 joined.
+        assert_eq!(e.live.len(), 11);
+        assert!(e.live.contains(&"late-1".to_string()) && !e.live.contains(&"late-2".to_string()));
+        assert_eq!(e.broadcast_from.len(), 2);
+        assert!(e.broadcast_from.iter().all(|n| e.live.contains(n)));
+    }
+}
