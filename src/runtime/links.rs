@@ -16,7 +16,7 @@ use super::{LinkShape, NodeEndpoint, RuntimeError};
 use crate::node::faults::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
 
 /// How long one admin call may take (a paused node never answers).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Nodes carrying faults this run applied.
 #[derive(Debug, Default)]
@@ -244,7 +244,7 @@ impl LinkFaults {
         let response = request.send().await.map_err(|e| AdminError::Unreachable {
             node: node.name.clone(),
             path: path.to_string(),
-            error: e.to_string(),
+            error: error_chain(&e),
         })?;
         let status = response.status();
         if !status.is_success() {
@@ -298,4 +298,15 @@ fn first_error(results: Vec<Result<FaultsReport, AdminError>>) -> Result<(), Run
     } else {
         Err(RuntimeError::Failed(errors.join("; ")))
     }
+}
+
+/// reqwest's message hides the cause (refused, timed out); show the whole chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
