@@ -103,9 +103,10 @@ pub async fn drive(
     let mut printed = 0u64;
 
     loop {
-        let now = Instant::now();
+        // Time is read as each event is handled, not before waiting for one: a `now` taken
+        // before the wait would stamp frames and broadcasts up to a tick early.
         tokio::select! {
-            _ = ticker.tick() => machine.tick(now),
+            _ = ticker.tick() => machine.tick(Instant::now()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     if links.len() >= opts.max_connections {
@@ -113,7 +114,7 @@ pub async fn drive(
                         debug!(%remote, "connection refused: at the connection cap");
                         drop(stream);
                     } else {
-                        let conn = machine.on_accepted(now);
+                        let conn = machine.on_accepted(Instant::now());
                         let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
                         links.insert(conn, handle, PeerIdentity::accepted(remote));
                     }
@@ -129,11 +130,11 @@ pub async fn drive(
                     let addr = links.dialing.remove(&conn).unwrap_or_default();
                     let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
                     links.insert(conn, handle, PeerIdentity::dialed(&addr));
-                    machine.on_connected(now, conn);
+                    machine.on_connected(Instant::now(), conn);
                 }
                 Event::Dialed { conn, result: Err(e) } => {
                     links.dialing.remove(&conn);
-                    machine.on_dial_failed(now, conn, &e.to_string());
+                    machine.on_dial_failed(Instant::now(), conn, &e.to_string());
                 }
                 Event::Frame { conn, msg } => {
                     if let Some(peer) = links.peers.get_mut(&conn) {
@@ -143,17 +144,17 @@ pub async fn drive(
                         }
                         // A blocked peer's frames vanish, as on a cut link.
                         if !faults.drop_incoming(peer) {
-                            machine.on_frame(now, conn, msg);
+                            machine.on_frame(Instant::now(), conn, msg);
                         }
                     }
                 }
                 Event::BadFrame { conn } => {
                     links.close(conn);
-                    machine.on_bad_frame(now, conn);
+                    machine.on_bad_frame(Instant::now(), conn);
                 }
                 Event::Closed { conn } => {
                     links.close(conn);
-                    machine.on_closed(now, conn);
+                    machine.on_closed(Instant::now(), conn);
                 }
             },
             Some(command) = commands.recv() => match command {
@@ -164,17 +165,17 @@ pub async fn drive(
                     let _ = reply.send(machine.delivered().cloned().collect());
                 }
                 Command::Broadcast { request, reply } => {
-                    let id = machine.broadcast(now, &request.title, &request.message);
+                    let id = machine.broadcast(Instant::now(), &request.title, &request.message);
                     let _ = reply.send(id);
                 }
-                Command::Leave => machine.leave(now),
+                Command::Leave => machine.leave(Instant::now()),
                 Command::Faults { change, reply } => {
                     let _ = reply.send(change_faults(&mut faults, change));
                 }
             },
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    machine.leave(now);
+                    machine.leave(Instant::now());
                 }
             }
         }
