@@ -3,6 +3,8 @@
 //! The reader turns frames into [`Event`]s for the driver; the writer drains a bounded queue.
 //! Both ends are bounded: a peer that sends garbage is cut off at its first bad frame, and
 //! a peer too slow to read its queue is disconnected instead of growing our memory.
+//! Shaped frames (see [`super::faults`]) wait in the same bounded queue for their release
+//! time and the link's token bucket, so shaping costs no extra memory.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::codec::{CodecError, MessageCodec};
 use super::driver::Event;
+use super::faults::{DelayLine, TokenBucket};
 use super::machine::ConnId;
 use super::metrics::WireCounters;
 use super::wire::Message;
@@ -23,9 +26,29 @@ use super::wire::Message;
 /// Frames queued for one connection before it counts as too slow.
 pub const SEND_QUEUE: usize = 1024;
 
+/// One frame to send, with the shaping the driver decided for it.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub msg: Message,
+    /// Held back until then (delay and jitter); `None` sends at once.
+    pub not_before: Option<std::time::Instant>,
+    /// The link's rate in bytes/s, when limited.
+    pub rate: Option<u64>,
+}
+
+impl From<Message> for Outgoing {
+    fn from(msg: Message) -> Self {
+        Outgoing {
+            msg,
+            not_before: None,
+            rate: None,
+        }
+    }
+}
+
 /// The driver's handle on a connection.
 pub struct ConnectionHandle {
-    pub outbox: mpsc::Sender<Message>,
+    pub outbox: mpsc::Sender<Outgoing>,
     reader: AbortHandle,
 }
 
@@ -45,14 +68,26 @@ pub fn spawn(
 ) -> ConnectionHandle {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
-    let (outbox, mut queue) = mpsc::channel::<Message>(SEND_QUEUE);
+    let (outbox, mut queue) = mpsc::channel::<Outgoing>(SEND_QUEUE);
 
     let write_counters = counters.clone();
     writers.spawn(async move {
         let mut sink = FramedWrite::new(write_half, MessageCodec::default());
-        while let Some(msg) = queue.recv().await {
+        let mut line = DelayLine::default();
+        let mut bucket: Option<TokenBucket> = None;
+        while let Some(out) = queue.recv().await {
+            if let Some(due) = out.not_before {
+                let at = line.release(due);
+                if at > std::time::Instant::now() {
+                    // What is already encoded must not wait behind this frame's delay.
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                }
+            }
             let before = sink.write_buffer().len();
-            if let Err(e) = sink.feed(msg).await {
+            if let Err(e) = sink.feed(out.msg).await {
                 debug!(conn, error = %e, "write failed");
                 return;
             }
@@ -61,6 +96,18 @@ pub fn spawn(
             write_counters
                 .bytes_out
                 .fetch_add(encoded as u64, Ordering::Relaxed);
+            if let Some(rate) = out.rate {
+                let now = std::time::Instant::now();
+                let wait = bucket
+                    .get_or_insert_with(|| TokenBucket::new(now, rate))
+                    .charge(now, encoded, rate);
+                if !wait.is_zero() {
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
             // Flush when nothing else is waiting, so bursts go out in few syscalls.
             if queue.is_empty() && sink.flush().await.is_err() {
                 return;

@@ -3,6 +3,8 @@
 //! One task owns the machine. Everything else (accepting, dialing, connection readers, the
 //! status socket, stdin) talks to it through channels, and every output the machine emits
 //! is carried out here. Keeping this loop thin is what keeps the protocol testable.
+//! Link faults ([`Faults`]) filter what goes in and out here, by peer, so the machine sees
+//! a cut or slow link exactly as a real network would show it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::connection::{self, ConnectionHandle};
+use super::connection::{self, ConnectionHandle, Outgoing};
+use super::faults::{Faults, PeerIdentity, SendPlan};
 use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
-use super::status::Command;
+use super::status::{Command, FaultChange};
 use super::wire::Message;
 use crate::status_api::{Counters, NodeStatus};
 
@@ -45,6 +48,40 @@ pub struct DriverOptions {
     pub tick: Duration,
     /// Print delivered broadcasts on stdout (interactive `--stdin` mode).
     pub echo_deliveries: bool,
+    /// The node's seed: link loss and jitter draw from it.
+    pub seed: u64,
+}
+
+/// The connections and what is known of the peer behind each.
+#[derive(Default)]
+struct Links {
+    handles: HashMap<ConnId, ConnectionHandle>,
+    peers: HashMap<ConnId, PeerIdentity>,
+    /// Addresses of dials in flight, so a connected dial knows its peer.
+    dialing: HashMap<ConnId, String>,
+}
+
+impl Links {
+    fn insert(&mut self, conn: ConnId, handle: ConnectionHandle, peer: PeerIdentity) {
+        self.handles.insert(conn, handle);
+        self.peers.insert(conn, peer);
+    }
+
+    /// Closes a connection; false when it was already gone.
+    fn close(&mut self, conn: ConnId) -> bool {
+        self.peers.remove(&conn);
+        match self.handles.remove(&conn) {
+            Some(handle) => {
+                handle.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
 }
 
 /// Runs the node until it leaves (a signal, `Command::Leave`, or stdin's end).
@@ -58,26 +95,28 @@ pub async fn drive(
     let started = Instant::now();
     let counters = Arc::new(WireCounters::default());
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
-    let mut conns: HashMap<ConnId, ConnectionHandle> = HashMap::new();
+    let mut links = Links::default();
+    let mut faults = Faults::new(opts.seed);
     let mut writers = JoinSet::new();
     let mut ticker = tokio::time::interval(opts.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut printed = 0u64;
 
     loop {
-        let now = Instant::now();
+        // Time is read as each event is handled, not before waiting for one: a `now` taken
+        // before the wait would stamp frames and broadcasts up to a tick early.
         tokio::select! {
-            _ = ticker.tick() => machine.tick(now),
+            _ = ticker.tick() => machine.tick(Instant::now()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    if conns.len() >= opts.max_connections {
+                    if links.len() >= opts.max_connections {
                         counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         debug!(%remote, "connection refused: at the connection cap");
                         drop(stream);
                     } else {
-                        let conn = machine.on_accepted(now);
+                        let conn = machine.on_accepted(Instant::now());
                         let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
-                        conns.insert(conn, handle);
+                        links.insert(conn, handle, PeerIdentity::accepted(remote));
                     }
                 }
                 Err(e) => {
@@ -88,27 +127,34 @@ pub async fn drive(
             },
             Some(event) = events.recv() => match event {
                 Event::Dialed { conn, result: Ok(stream) } => {
+                    let addr = links.dialing.remove(&conn).unwrap_or_default();
                     let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
-                    conns.insert(conn, handle);
-                    machine.on_connected(now, conn);
+                    links.insert(conn, handle, PeerIdentity::dialed(&addr));
+                    machine.on_connected(Instant::now(), conn);
                 }
-                Event::Dialed { conn, result: Err(e) } => machine.on_dial_failed(now, conn, &e.to_string()),
+                Event::Dialed { conn, result: Err(e) } => {
+                    links.dialing.remove(&conn);
+                    machine.on_dial_failed(Instant::now(), conn, &e.to_string());
+                }
                 Event::Frame { conn, msg } => {
-                    if conns.contains_key(&conn) {
-                        machine.on_frame(now, conn, msg);
+                    if let Some(peer) = links.peers.get_mut(&conn) {
+                        if let Message::Hello(hello) = &msg {
+                            peer.id = Some(hello.id.clone());
+                            peer.addr = Some(hello.addr.clone());
+                        }
+                        // A blocked peer's frames vanish, as on a cut link.
+                        if !faults.drop_incoming(peer) {
+                            machine.on_frame(Instant::now(), conn, msg);
+                        }
                     }
                 }
                 Event::BadFrame { conn } => {
-                    if let Some(handle) = conns.remove(&conn) {
-                        handle.close();
-                    }
-                    machine.on_bad_frame(now, conn);
+                    links.close(conn);
+                    machine.on_bad_frame(Instant::now(), conn);
                 }
                 Event::Closed { conn } => {
-                    if let Some(handle) = conns.remove(&conn) {
-                        handle.close();
-                    }
-                    machine.on_closed(now, conn);
+                    links.close(conn);
+                    machine.on_closed(Instant::now(), conn);
                 }
             },
             Some(command) = commands.recv() => match command {
@@ -119,14 +165,17 @@ pub async fn drive(
                     let _ = reply.send(machine.delivered().cloned().collect());
                 }
                 Command::Broadcast { request, reply } => {
-                    let id = machine.broadcast(now, &request.title, &request.message);
+                    let id = machine.broadcast(Instant::now(), &request.title, &request.message);
                     let _ = reply.send(id);
                 }
-                Command::Leave => machine.leave(now),
+                Command::Leave => machine.leave(Instant::now()),
+                Command::Faults { change, reply } => {
+                    let _ = reply.send(change_faults(&mut faults, change));
+                }
             },
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    machine.leave(now);
+                    machine.leave(Instant::now());
                 }
             }
         }
@@ -134,13 +183,13 @@ pub async fn drive(
         if opts.echo_deliveries || tracing::enabled!(tracing::Level::INFO) {
             printed = report_deliveries(&machine, printed, opts.echo_deliveries);
         }
-        if apply_outputs(&mut machine, &mut conns, &events_tx, &opts) {
+        if apply_outputs(&mut machine, &mut links, &mut faults, &events_tx, &opts) {
             break;
         }
     }
 
     // Leaving: closing every outbox lets each writer flush the leave flood, then exit.
-    for (_, handle) in conns.drain() {
+    for (_, handle) in links.handles.drain() {
         handle.close();
     }
     let flush = async { while writers.join_next().await.is_some() {} };
@@ -153,10 +202,37 @@ pub async fn drive(
     info!("left the network");
 }
 
+fn change_faults(
+    faults: &mut Faults,
+    change: FaultChange,
+) -> Result<crate::node::faults::FaultsReport, String> {
+    match change {
+        FaultChange::Block(req) => {
+            faults.block(&req)?;
+            info!(peers = ?req.peers, direction = ?req.direction, "links blocked");
+        }
+        FaultChange::Unblock(req) => {
+            faults.unblock(&req);
+            info!(peers = ?req.peers, "links unblocked");
+        }
+        FaultChange::Shape(req) => {
+            faults.set_shape(&req)?;
+            info!(?req, "links shaped");
+        }
+        FaultChange::ClearShape => {
+            faults.clear_shape();
+            info!("link shaping cleared");
+        }
+        FaultChange::Report => {}
+    }
+    Ok(faults.report())
+}
+
 /// Carries out what the machine asked for. Returns true when the node must exit.
 fn apply_outputs(
     machine: &mut Machine,
-    conns: &mut HashMap<ConnId, ConnectionHandle>,
+    links: &mut Links,
+    faults: &mut Faults,
     events: &mpsc::Sender<Event>,
     opts: &DriverOptions,
 ) -> bool {
@@ -166,6 +242,26 @@ fn apply_outputs(
             Output::Dial { conn, addr } => {
                 let events = events.clone();
                 let timeout = opts.connect_timeout;
+                let known: Vec<String> = machine
+                    .members()
+                    .into_iter()
+                    .chain(machine.suspects())
+                    .filter(|m| m.addr == addr)
+                    .map(|m| m.id)
+                    .collect();
+                if faults.blocks_dial(&addr, &known) {
+                    // A cut link: the SYN goes unanswered until the dial times out.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        let result = Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        ));
+                        let _ = events.send(Event::Dialed { conn, result }).await;
+                    });
+                    continue;
+                }
+                links.dialing.insert(conn, addr.clone());
                 tokio::spawn(async move {
                     let result = match tokio::time::timeout(
                         timeout,
@@ -183,21 +279,36 @@ fn apply_outputs(
                 });
             }
             Output::Send { conn, msg } => {
-                let Some(handle) = conns.get(&conn) else {
+                let (Some(handle), Some(peer)) = (links.handles.get(&conn), links.peers.get(&conn))
+                else {
                     continue;
                 };
-                if handle.outbox.try_send(msg).is_err() {
-                    warn!(conn, "peer is not reading its frames; disconnecting it");
-                    if let Some(handle) = conns.remove(&conn) {
-                        handle.close();
+                let now = Instant::now();
+                let (out, shaped) = match faults.plan_send(now, peer) {
+                    SendPlan::Drop => continue,
+                    SendPlan::Now => (Outgoing::from(msg), false),
+                    SendPlan::Shaped { not_before, rate } => (
+                        Outgoing {
+                            msg,
+                            not_before: Some(not_before),
+                            rate,
+                        },
+                        true,
+                    ),
+                };
+                if handle.outbox.try_send(out).is_err() {
+                    if shaped {
+                        // A shaped link's full queue drops at the tail, as a router would.
+                        faults.count_tail_drop();
+                        continue;
                     }
-                    machine.on_closed(Instant::now(), conn);
+                    warn!(conn, "peer is not reading its frames; disconnecting it");
+                    links.close(conn);
+                    machine.on_closed(now, conn);
                 }
             }
             Output::Close { conn } => {
-                if let Some(handle) = conns.remove(&conn) {
-                    handle.close();
-                }
+                links.close(conn);
             }
             Output::Exit => exit = true,
         }

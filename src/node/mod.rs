@@ -4,11 +4,13 @@
 //!   state machine; [`members`] and [`seen`] are its bounded tables.
 //! - [`wire`] and [`codec`]: messages and length-delimited JSON frames.
 //! - [`driver`] and [`connection`]: the thin tokio layer that runs the machine over TCP.
+//! - [`faults`]: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - [`status`]: the HTTP status socket the orchestrator checks.
 
 pub mod codec;
 pub mod connection;
 pub mod driver;
+pub mod faults;
 pub mod machine;
 pub mod members;
 pub mod metrics;
@@ -134,6 +136,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(1),
         tick: Duration::from_millis(100).min(args.heartbeat_interval / 2),
         echo_deliveries: args.stdin,
+        seed,
     };
     driver::drive(machine, listener, commands, shutdown, opts).await;
     let _ = shutdown_tx.send(true);

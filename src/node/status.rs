@@ -8,8 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::faults::{BlockRequest, FaultsReport, ShapeRequest, UnblockRequest};
 use super::metrics;
 use crate::status_api::{
     ApiError, BroadcastAccepted, BroadcastRequest, DeliveredMessage, NodeStatus,
@@ -27,6 +29,20 @@ pub enum Command {
         reply: oneshot::Sender<String>,
     },
     Leave,
+    /// Link faults (`/admin/*`): applied by the driver, answered with what is in force.
+    Faults {
+        change: FaultChange,
+        reply: oneshot::Sender<Result<FaultsReport, String>>,
+    },
+}
+
+/// One change to the node's link faults; `Report` changes nothing.
+pub enum FaultChange {
+    Block(BlockRequest),
+    Unblock(UnblockRequest),
+    Shape(ShapeRequest),
+    ClearShape,
+    Report,
 }
 
 pub fn router(commands: mpsc::Sender<Command>) -> Router {
@@ -37,6 +53,10 @@ pub fn router(commands: mpsc::Sender<Command>) -> Router {
         .route("/messages", get(messages))
         .route("/metrics", get(metrics_text))
         .route("/broadcast", post(broadcast))
+        .route("/admin/block", post(admin_block))
+        .route("/admin/unblock", post(admin_unblock))
+        .route("/admin/shape", post(admin_shape).delete(admin_clear_shape))
+        .route("/admin/faults", get(admin_faults))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(commands)
 }
@@ -123,4 +143,77 @@ async fn broadcast(
         Some(id) => Json(BroadcastAccepted { id }).into_response(),
         None => unavailable(),
     }
+}
+
+/// Parses an admin body; an empty body means `T::default()` where `allow_empty` says so.
+fn admin_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+    allow_empty: bool,
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    if allow_empty && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("expected a JSON body {shape}: {e}"),
+        ))
+    })
+}
+
+async fn apply_faults(commands: &mpsc::Sender<Command>, change: FaultChange) -> Response {
+    match ask(commands, |reply| Command::Faults { change, reply }).await {
+        Some(Ok(report)) => Json(report).into_response(),
+        Some(Err(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        None => unavailable(),
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+struct BlockBody {
+    peers: Option<Vec<String>>,
+    #[serde(default)]
+    direction: super::faults::Direction,
+}
+
+async fn admin_block(State(commands): Commands, body: Bytes) -> Response {
+    const SHAPE: &str = r#"{"peers": ["id or host:port", ...], "direction": "both"|"in"|"out"}"#;
+    let req = match admin_body::<BlockBody>(&body, false, SHAPE) {
+        Ok(BlockBody {
+            peers: Some(peers),
+            direction,
+        }) if !peers.is_empty() => BlockRequest { peers, direction },
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("name the peers to block: {SHAPE}"),
+            );
+        }
+        Err(resp) => return *resp,
+    };
+    apply_faults(&commands, FaultChange::Block(req)).await
+}
+
+async fn admin_unblock(State(commands): Commands, body: Bytes) -> Response {
+    match admin_body::<UnblockRequest>(&body, true, r#"{"peers": [...]} or none for all"#) {
+        Ok(req) => apply_faults(&commands, FaultChange::Unblock(req)).await,
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_shape(State(commands): Commands, body: Bytes) -> Response {
+    const SHAPE: &str = r#"{"delay_ms": 100, "jitter_ms": 10, "loss": 0.1, "rate_bytes_per_sec": 100000, "peers": [...]}"#;
+    match admin_body::<ShapeRequest>(&body, false, SHAPE) {
+        Ok(req) => apply_faults(&commands, FaultChange::Shape(req)).await,
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_clear_shape(State(commands): Commands) -> Response {
+    apply_faults(&commands, FaultChange::ClearShape).await
+}
+
+async fn admin_faults(State(commands): Commands) -> Response {
+    apply_faults(&commands, FaultChange::Report).await
 }

@@ -29,9 +29,10 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::compose::{DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command};
+use super::links::LinkFaults;
 use super::{
-    NODE_LABEL, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime, RuntimeError,
-    TeardownReport,
+    LinkShape, NODE_LABEL, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
+    RuntimeError, TeardownReport,
 };
 
 const NAME: &str = "docker";
@@ -49,6 +50,9 @@ pub struct DockerRuntime {
     plan: Option<RunPlan>,
     /// Node name to container name, for the nodes started so far.
     started: Mutex<BTreeMap<String, String>>,
+    /// Endpoints of started nodes, for link faults through their admin endpoints.
+    endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
+    links: LinkFaults,
 }
 
 impl DockerRuntime {
@@ -64,6 +68,8 @@ impl DockerRuntime {
             docker,
             plan: None,
             started: Mutex::new(BTreeMap::new()),
+            endpoints: Mutex::new(BTreeMap::new()),
+            links: LinkFaults::new(),
         }
     }
 
@@ -79,6 +85,79 @@ impl DockerRuntime {
             .get(node)
             .cloned()
             .ok_or_else(|| RuntimeError::Failed(format!("node `{node}` was not started")))
+    }
+}
+
+/// Link faults go through the nodes' admin endpoints (see `docs/docker.md`): no NET_ADMIN,
+/// no netem, and the same behaviour as the local runtime.
+impl DockerRuntime {
+    fn remember_endpoint(&self, endpoint: &NodeEndpoint) -> Result<(), RuntimeError> {
+        self.endpoints
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(endpoint.name.clone(), endpoint.clone());
+        Ok(())
+    }
+
+    fn endpoints(&self, names: &[String]) -> Result<Vec<NodeEndpoint>, RuntimeError> {
+        let known = self.endpoints.lock().map_err(|_| poisoned())?;
+        names
+            .iter()
+            .map(|name| {
+                known.get(name).cloned().ok_or_else(|| {
+                    RuntimeError::Failed(format!("node `{name}` was not started in this run"))
+                })
+            })
+            .collect()
+    }
+
+    fn all_endpoints(&self) -> Vec<NodeEndpoint> {
+        match self.endpoints.lock() {
+            Ok(known) => known.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    async fn partition_links(
+        &self,
+        sides: &[Vec<String>],
+        one_way: bool,
+    ) -> Result<(), RuntimeError> {
+        let sides: Vec<Vec<NodeEndpoint>> = sides
+            .iter()
+            .map(|side| self.endpoints(side))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<Vec<&NodeEndpoint>> = sides.iter().map(|s| s.iter().collect()).collect();
+        self.links.partition(&refs, one_way).await
+    }
+
+    async fn heal_links(&self) -> Result<(), RuntimeError> {
+        let all = self.all_endpoints();
+        self.links.heal(&all.iter().collect::<Vec<_>>()).await
+    }
+
+    async fn shape_links(
+        &self,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        let nodes = self.endpoints(nodes)?;
+        let peers = peers.map(|p| self.endpoints(p)).transpose()?;
+        let node_refs: Vec<&NodeEndpoint> = nodes.iter().collect();
+        let peer_refs: Option<Vec<&NodeEndpoint>> = peers.as_ref().map(|p| p.iter().collect());
+        self.links
+            .shape(&node_refs, peer_refs.as_deref(), shape)
+            .await
+    }
+
+    async fn clear_links(&self) -> Vec<String> {
+        let all = self.all_endpoints();
+        let left = self.links.clear(&all.iter().collect::<Vec<_>>()).await;
+        if let Ok(mut known) = self.endpoints.lock() {
+            known.clear();
+        }
+        left
     }
 }
 
@@ -327,11 +406,13 @@ impl Runtime for DockerRuntime {
                      socket ({status_port}); did it exit at once? see `docker logs {container}`"
                 ))
             })?;
-        Ok(NodeEndpoint {
+        let endpoint = NodeEndpoint {
             name: node.name.clone(),
             peer_addr: format!("{container}:{PEER_PORT}"),
             status_url: format!("http://127.0.0.1:{host_port}"),
-        })
+        };
+        self.remember_endpoint(&endpoint)?;
+        Ok(endpoint)
     }
 
     async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
@@ -357,12 +438,31 @@ impl Runtime for DockerRuntime {
         result.map_err(failed(what))
     }
 
+    async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
+        self.partition_links(sides, one_way).await
+    }
+
+    async fn heal(&self) -> Result<(), RuntimeError> {
+        self.heal_links().await
+    }
+
+    async fn shape(
+        &self,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        self.shape_links(nodes, peers, shape).await
+    }
+
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
         let Some(plan) = self.plan.as_ref() else {
             return Ok(TeardownReport::default());
         };
+        let leftovers = self.clear_links().await;
         let logs = plan.run_dir.join("logs");
-        let report = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
+        let mut report = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
+        report.leftovers.extend(leftovers);
         self.started.lock().map_err(|_| poisoned())?.clear();
         Ok(report)
     }

@@ -17,7 +17,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::{NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport};
+use super::links::LinkFaults;
+use super::{
+    LinkShape, NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
+};
 
 /// How long a node may take to bind and write its ports file.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,6 +68,8 @@ pub struct LocalRuntime {
     nodes: Mutex<HashMap<String, Started>>,
     /// Genesis peer addresses, known once the genesis nodes have started.
     genesis: Mutex<Vec<(String, String)>>,
+    /// Partitions and shaping applied through the nodes' admin endpoints.
+    links: LinkFaults,
 }
 
 impl LocalRuntime {
@@ -85,6 +90,7 @@ impl LocalRuntime {
             addresses: HashMap::new(),
             nodes: Mutex::new(HashMap::new()),
             genesis: Mutex::new(Vec::new()),
+            links: LinkFaults::new(),
         }
     }
 
@@ -121,6 +127,68 @@ impl LocalRuntime {
         if let Ok(text) = serde_json::to_string_pretty(&state) {
             let _ = std::fs::write(plan.run_dir.join("state.json"), text);
         }
+    }
+}
+
+/// Link faults: the nodes cut and shape their own links (loopback has no other way).
+impl LocalRuntime {
+    /// Endpoints of the named nodes, refusing names that are not running in this run.
+    fn endpoints(&self, names: &[String]) -> Result<Vec<NodeEndpoint>, RuntimeError> {
+        let nodes = lock(&self.nodes);
+        names
+            .iter()
+            .map(|name| {
+                nodes.get(name).map(|s| s.endpoint.clone()).ok_or_else(|| {
+                    RuntimeError::Failed(format!("no node named {name} was started in this run"))
+                })
+            })
+            .collect()
+    }
+
+    fn all_endpoints(&self) -> Vec<NodeEndpoint> {
+        lock(&self.nodes)
+            .values()
+            .map(|s| s.endpoint.clone())
+            .collect()
+    }
+
+    async fn partition_links(
+        &self,
+        sides: &[Vec<String>],
+        one_way: bool,
+    ) -> Result<(), RuntimeError> {
+        let sides: Vec<Vec<NodeEndpoint>> = sides
+            .iter()
+            .map(|side| self.endpoints(side))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<Vec<&NodeEndpoint>> = sides.iter().map(|s| s.iter().collect()).collect();
+        self.links.partition(&refs, one_way).await
+    }
+
+    async fn heal_links(&self) -> Result<(), RuntimeError> {
+        let all = self.all_endpoints();
+        self.links.heal(&all.iter().collect::<Vec<_>>()).await
+    }
+
+    async fn shape_links(
+        &self,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        let nodes = self.endpoints(nodes)?;
+        let peers = peers.map(|p| self.endpoints(p)).transpose()?;
+        let node_refs: Vec<&NodeEndpoint> = nodes.iter().collect();
+        let peer_refs: Option<Vec<&NodeEndpoint>> = peers.as_ref().map(|p| p.iter().collect());
+        self.links
+            .shape(&node_refs, peer_refs.as_deref(), shape)
+            .await
+    }
+
+    /// Undoes every link fault before the processes go; returns what could not be undone.
+    async fn clear_links(&self) -> Vec<String> {
+        let all = self.all_endpoints();
+        self.links.clear(&all.iter().collect::<Vec<_>>()).await
     }
 }
 
@@ -214,8 +282,29 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
+    async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
+        self.partition_links(sides, one_way).await
+    }
+
+    async fn heal(&self) -> Result<(), RuntimeError> {
+        self.heal_links().await
+    }
+
+    async fn shape(
+        &self,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        self.shape_links(nodes, peers, shape).await
+    }
+
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
-        let mut report = TeardownReport::default();
+        // Faults first: a node must not be left blocked or shaped if teardown stops early.
+        let mut report = TeardownReport {
+            leftovers: self.clear_links().await,
+            ..TeardownReport::default()
+        };
         let started: Vec<(String, Started)> = lock(&self.nodes).drain().collect();
         let mut waiting = Vec::new();
         for (name, mut s) in started {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 pub mod compose;
 pub mod docker;
+pub mod links;
 pub mod local;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.

@@ -1,0 +1,562 @@
+//! Link faults the node applies to itself when told to (`/admin/*` on the status socket).
+//!
+//! Kernel netem is missing on many machines and iptables needs privileges, so the node can cut
+//! and shape its own links. Faults are applied in the driver and connection layer, by peer,
+//! never inside the protocol: the state machine sees exactly what a real network would show
+//! it (silence, timeouts, late frames), so failure detection and healing are tested as they are.
+//!
+//! - Blocks drop frames silently in the blocked direction and make dials time out.
+//! - Shaping delays (with jitter, order kept), loses (seeded) and rate-limits outgoing frames.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::LinkShape;
+
+/// Which traffic a block drops, seen from the node that applies it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Nothing flows either way.
+    #[default]
+    Both,
+    /// Frames from the peer are dropped; ours still reach it.
+    In,
+    /// Frames to the peer are dropped and dials to it time out; its frames still arrive.
+    Out,
+}
+
+impl Direction {
+    fn drops_out(self) -> bool {
+        matches!(self, Direction::Both | Direction::Out)
+    }
+
+    fn drops_in(self) -> bool {
+        matches!(self, Direction::Both | Direction::In)
+    }
+
+    /// Blocking one direction on top of the other blocks both.
+    fn merge(self, other: Direction) -> Direction {
+        if self == other { self } else { Direction::Both }
+    }
+}
+
+/// `POST /admin/block`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockRequest {
+    /// Node ids, advertised `host:port` addresses, or bare IPs.
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// `POST /admin/unblock`; no `peers` lifts every block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnblockRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
+}
+
+/// `POST /admin/shape`: applies to links towards `peers`, or to every link without it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShapeRequest {
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Probability in 0..=1 that an outgoing frame is dropped.
+    #[serde(default)]
+    pub loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bytes_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
+}
+
+impl ShapeRequest {
+    pub fn new(shape: LinkShape, peers: Option<Vec<String>>) -> Self {
+        ShapeRequest {
+            delay_ms: shape.delay.as_millis() as u64,
+            jitter_ms: shape.jitter.as_millis() as u64,
+            loss: shape.loss,
+            rate_bytes_per_sec: shape.rate,
+            peers,
+        }
+    }
+
+    fn shape(&self) -> LinkShape {
+        LinkShape {
+            delay: Duration::from_millis(self.delay_ms),
+            jitter: Duration::from_millis(self.jitter_ms),
+            loss: self.loss,
+            rate: self.rate_bytes_per_sec,
+        }
+    }
+}
+
+/// `GET /admin/faults` (and the answer of every other admin call): what is in force now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultsReport {
+    /// Blocked peer -> direction.
+    pub blocked: BTreeMap<String, Direction>,
+    /// Shapes in force: one per peer, and `"*"` for every other link.
+    pub shaped: BTreeMap<String, ShapeRequest>,
+    /// Outgoing frames dropped by blocks.
+    pub dropped_out: u64,
+    /// Incoming frames dropped by blocks.
+    pub dropped_in: u64,
+    /// Dials made to time out by blocks.
+    pub dials_blocked: u64,
+    /// Outgoing frames dropped by shaping (loss, or a full delay queue).
+    pub lost: u64,
+}
+
+impl FaultsReport {
+    /// True when no fault is in force (counters are history, not faults).
+    pub fn is_clear(&self) -> bool {
+        self.blocked.is_empty() && self.shaped.is_empty()
+    }
+}
+
+/// Key of the shape that applies to every link without its own.
+pub const ALL_LINKS: &str = "*";
+
+/// What the driver knows of the peer behind a connection. Inbound connections are known by
+/// their first frame (the hello); before that only by the remote IP.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerIdentity {
+    pub dialed: Option<String>,
+    pub remote_ip: Option<IpAddr>,
+    pub id: Option<String>,
+    pub addr: Option<String>,
+}
+
+impl PeerIdentity {
+    pub fn dialed(addr: &str) -> Self {
+        PeerIdentity {
+            dialed: Some(addr.to_string()),
+            ..Default::default()
+        }
+    }
+
+    pub fn accepted(remote: SocketAddr) -> Self {
+        PeerIdentity {
+            remote_ip: Some(remote.ip()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a block/shape key (id, `host:port`, or bare IP) names this peer.
+    pub fn matches(&self, key: &str) -> bool {
+        let named = [&self.dialed, &self.id, &self.addr]
+            .into_iter()
+            .flatten()
+            .any(|k| k == key);
+        if named {
+            return true;
+        }
+        let Ok(ip) = key.parse::<IpAddr>() else {
+            return false;
+        };
+        self.remote_ip == Some(ip)
+            || [&self.dialed, &self.addr]
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.parse::<SocketAddr>().ok())
+                .any(|a| a.ip() == ip)
+    }
+}
+
+/// How the driver must treat one outgoing frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SendPlan {
+    /// No fault: queue it as usual.
+    Now,
+    /// Dropped silently (blocked or lost).
+    Drop,
+    /// Queue it with its own release time and the link's rate.
+    Shaped {
+        not_before: Instant,
+        rate: Option<u64>,
+    },
+}
+
+/// Faults in force on one node, and their counters. Owned by the driver.
+#[derive(Debug)]
+pub struct Faults {
+    blocked: BTreeMap<String, Direction>,
+    shaped: BTreeMap<String, LinkShape>,
+    rng: StdRng,
+    report: FaultsReport,
+}
+
+impl Faults {
+    /// `seed` is the node's seed, so loss and jitter repeat with the run.
+    pub fn new(seed: u64) -> Self {
+        Faults {
+            blocked: BTreeMap::new(),
+            shaped: BTreeMap::new(),
+            rng: StdRng::seed_from_u64(seed ^ 0x6c69_6e6b),
+            report: FaultsReport::default(),
+        }
+    }
+
+    pub fn block(&mut self, req: &BlockRequest) -> Result<(), String> {
+        if req.peers.iter().any(|p| p.trim().is_empty()) {
+            return Err("a peer to block is empty; name peers by id, host:port or IP".into());
+        }
+        for peer in &req.peers {
+            let direction = match self.blocked.get(peer) {
+                Some(d) => d.merge(req.direction),
+                None => req.direction,
+            };
+            self.blocked.insert(peer.clone(), direction);
+        }
+        Ok(())
+    }
+
+    pub fn unblock(&mut self, req: &UnblockRequest) {
+        match &req.peers {
+            None => self.blocked.clear(),
+            Some(peers) => {
+                for p in peers {
+                    self.blocked.remove(p);
+                }
+            }
+        }
+    }
+
+    pub fn set_shape(&mut self, req: &ShapeRequest) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&req.loss) {
+            return Err(format!("loss must be within 0..=1, got {}", req.loss));
+        }
+        if req.rate_bytes_per_sec == Some(0) {
+            return Err("rate_bytes_per_sec must be above 0 (block the peer to cut it)".into());
+        }
+        let shape = req.shape();
+        match &req.peers {
+            None => {
+                self.shaped.insert(ALL_LINKS.to_string(), shape);
+            }
+            Some(peers) => {
+                for p in peers {
+                    self.shaped.insert(p.clone(), shape);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn clear_shape(&mut self) {
+        self.shaped.clear();
+    }
+
+    pub fn report(&self) -> FaultsReport {
+        FaultsReport {
+            blocked: self.blocked.clone(),
+            shaped: self
+                .shaped
+                .iter()
+                .map(|(k, s)| (k.clone(), ShapeRequest::new(*s, None)))
+                .collect(),
+            ..self.report.clone()
+        }
+    }
+
+    /// Whether frames from this peer must be dropped (counts the drop).
+    pub fn drop_incoming(&mut self, peer: &PeerIdentity) -> bool {
+        let drop = self.direction_for(peer).is_some_and(Direction::drops_in);
+        if drop {
+            self.report.dropped_in += 1;
+        }
+        drop
+    }
+
+    /// Whether a dial to `addr` (a member known as `known_ids`) must time out (counts it).
+    pub fn blocks_dial(&mut self, addr: &str, known_ids: &[String]) -> bool {
+        if self.blocked.is_empty() {
+            return false;
+        }
+        let mut peer = PeerIdentity::dialed(addr);
+        let blocked = std::iter::once(None)
+            .chain(known_ids.iter().map(Some))
+            .any(|id| {
+                peer.id = id.cloned();
+                self.direction_for(&peer).is_some_and(Direction::drops_out)
+            });
+        if blocked {
+            self.report.dials_blocked += 1;
+        }
+        blocked
+    }
+
+    /// Decides the fate of one outgoing frame to `peer`.
+    pub fn plan_send(&mut self, now: Instant, peer: &PeerIdentity) -> SendPlan {
+        if self.direction_for(peer).is_some_and(Direction::drops_out) {
+            self.report.dropped_out += 1;
+            return SendPlan::Drop;
+        }
+        let Some(shape) = self.shape_for(peer) else {
+            return SendPlan::Now;
+        };
+        if shape.loss > 0.0 && self.rng.random_bool(shape.loss.min(1.0)) {
+            self.report.lost += 1;
+            return SendPlan::Drop;
+        }
+        let mut delay = shape.delay;
+        if !shape.jitter.is_zero() {
+            let j = shape.jitter.as_secs_f64();
+            let offset = self.rng.random_range(-j..=j);
+            delay = Duration::from_secs_f64((delay.as_secs_f64() + offset).max(0.0));
+        }
+        SendPlan::Shaped {
+            not_before: now + delay,
+            rate: shape.rate,
+        }
+    }
+
+    /// Counts a frame dropped because a shaped link's queue was full.
+    pub fn count_tail_drop(&mut self) {
+        self.report.lost += 1;
+    }
+
+    fn direction_for(&self, peer: &PeerIdentity) -> Option<Direction> {
+        self.blocked
+            .iter()
+            .filter(|(key, _)| peer.matches(key))
+            .map(|(_, d)| *d)
+            .reduce(Direction::merge)
+    }
+
+    fn shape_for(&self, peer: &PeerIdentity) -> Option<LinkShape> {
+        if self.shaped.is_empty() {
+            return None;
+        }
+        self.shaped
+            .iter()
+            .find(|(key, _)| key.as_str() != ALL_LINKS && peer.matches(key))
+            .or_else(|| self.shaped.get_key_value(ALL_LINKS))
+            .map(|(_, s)| *s)
+    }
+}
+
+/// Keeps a link's frames in order: a frame never leaves before the one queued ahead of it,
+/// whatever jitter it drew (as netem does without reordering).
+#[derive(Debug, Default)]
+pub struct DelayLine {
+    last: Option<Instant>,
+}
+
+impl DelayLine {
+    /// When the next frame, due at `due`, may leave.
+    pub fn release(&mut self, due: Instant) -> Instant {
+        let at = match self.last {
+            Some(last) if last > due => last,
+            _ => due,
+        };
+        self.last = Some(at);
+        at
+    }
+}
+
+/// A token bucket on bytes. Frames are sent first and paid after: a frame larger than the
+/// bucket still goes out, and the link then stays quiet until the debt is repaid, so the
+/// average rate holds for any frame size.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// Burst allowance: a tenth of a second of traffic, at least one typical MTU.
+    fn burst(rate: u64) -> f64 {
+        (rate as f64 / 10.0).max(1500.0)
+    }
+
+    pub fn new(now: Instant, rate: u64) -> Self {
+        TokenBucket {
+            tokens: Self::burst(rate),
+            last: now,
+        }
+    }
+
+    /// Charges `bytes` sent at `now` at `rate` bytes/s; returns how long the link must stay
+    /// quiet before its next frame.
+    pub fn charge(&mut self, now: Instant, bytes: usize, rate: u64) -> Duration {
+        let rate = rate.max(1);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate as f64).min(Self::burst(rate));
+        self.tokens -= bytes as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / rate as f64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn delay_line_keeps_order_despite_jitter() {
+        let t0 = Instant::now();
+        let mut line = DelayLine::default();
+        assert_eq!(line.release(t0 + ms(100)), t0 + ms(100));
+        // Drew less jitter than the frame ahead: waits for it.
+        assert_eq!(line.release(t0 + ms(60)), t0 + ms(100));
+        assert_eq!(line.release(t0 + ms(130)), t0 + ms(130));
+    }
+
+    #[test]
+    fn token_bucket_holds_the_rate_after_the_burst() {
+        let t0 = Instant::now();
+        let rate = 10_000; // burst 1,500 bytes
+        let mut bucket = TokenBucket::new(t0, rate);
+        assert_eq!(bucket.charge(t0, 1_000, rate), Duration::ZERO);
+        // 500 left; 1,500 more puts the link 1,000 bytes in debt: 100 ms at 10 kB/s.
+        assert_eq!(bucket.charge(t0, 1_500, rate), ms(100));
+        // After repaying, the next frame of 1,000 bytes leaves 100 ms of debt again.
+        assert_eq!(bucket.charge(t0 + ms(100), 1_000, rate), ms(100));
+        // A long quiet spell refills only up to the burst.
+        assert_eq!(bucket.charge(t0 + ms(10_000), 1_500, rate), Duration::ZERO);
+        assert_eq!(bucket.charge(t0 + ms(10_000), 100, rate), ms(10));
+    }
+
+    #[test]
+    fn token_bucket_lets_a_huge_frame_through_then_waits() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(t0, 1_000_000);
+        let wait = bucket.charge(t0, 1_100_000, 1_000_000);
+        assert_eq!(wait, Duration::from_secs(1));
+    }
+
+    fn peer(id: &str, addr: &str) -> PeerIdentity {
+        PeerIdentity {
+            id: Some(id.into()),
+            addr: Some(addr.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn blocks_match_ids_addresses_and_ips_by_direction() {
+        let mut f = Faults::new(1);
+        let b = peer("b", "10.0.0.2:7000");
+        let c = peer("c", "10.0.0.3:7000");
+        f.block(&BlockRequest {
+            peers: vec!["b".into()],
+            direction: Direction::Out,
+        })
+        .unwrap();
+        assert_eq!(f.plan_send(Instant::now(), &b), SendPlan::Drop);
+        assert!(!f.drop_incoming(&b));
+        assert_eq!(f.plan_send(Instant::now(), &c), SendPlan::Now);
+        // Out then in on the same peer: both.
+        f.block(&BlockRequest {
+            peers: vec!["b".into()],
+            direction: Direction::In,
+        })
+        .unwrap();
+        assert!(f.drop_incoming(&b));
+        f.block(&BlockRequest {
+            peers: vec!["10.0.0.3".into()],
+            direction: Direction::Both,
+        })
+        .unwrap();
+        assert!(f.drop_incoming(&c));
+        assert!(f.blocks_dial("10.0.0.3:7000", &[]));
+        assert!(f.blocks_dial("10.0.0.9:7000", &["b".into()]));
+        assert!(!f.blocks_dial("10.0.0.9:7000", &["d".into()]));
+        let report = f.report();
+        assert_eq!(report.dropped_out, 1);
+        assert_eq!(report.dropped_in, 2);
+        assert_eq!(report.dials_blocked, 2);
+        f.unblock(&UnblockRequest {
+            peers: Some(vec!["b".into()]),
+        });
+        assert_eq!(f.plan_send(Instant::now(), &b), SendPlan::Now);
+        assert!(f.drop_incoming(&c));
+        f.unblock(&UnblockRequest::default());
+        assert!(f.report().is_clear());
+    }
+
+    #[test]
+    fn an_inbound_connection_is_known_by_ip_before_its_hello() {
+        let p = PeerIdentity::accepted("10.0.0.7:53211".parse().unwrap());
+        assert!(p.matches("10.0.0.7"));
+        assert!(!p.matches("10.0.0.7:53211x"));
+        assert!(!p.matches("10.0.0.8"));
+    }
+
+    #[test]
+    fn shaping_is_seeded_per_peer_and_validated() {
+        let b = peer("b", "10.0.0.2:7000");
+        let c = peer("c", "10.0.0.3:7000");
+        let plans = |seed| {
+            let mut f = Faults::new(seed);
+            f.set_shape(&ShapeRequest {
+                delay_ms: 100,
+                jitter_ms: 20,
+                loss: 0.3,
+                peers: Some(vec!["b".into()]),
+                ..Default::default()
+            })
+            .unwrap();
+            let t0 = Instant::now();
+            let out: Vec<Option<Duration>> = (0..200)
+                .map(|_| match f.plan_send(t0, &b) {
+                    SendPlan::Shaped { not_before, .. } => Some(not_before - t0),
+                    SendPlan::Drop => None,
+                    SendPlan::Now => panic!("b is shaped"),
+                })
+                .collect();
+            assert_eq!(f.plan_send(t0, &c), SendPlan::Now);
+            out
+        };
+        let a = plans(7);
+        assert_eq!(a, plans(7), "same seed, same losses and jitter");
+        let lost = a.iter().filter(|p| p.is_none()).count();
+        assert!((30..=90).contains(&lost), "lost {lost} of 200 at 30 %");
+        for d in a.iter().flatten() {
+            assert!(*d >= ms(80) && *d <= ms(120), "{d:?} outside 100±20 ms");
+        }
+        let mut f = Faults::new(1);
+        assert!(
+            f.set_shape(&ShapeRequest {
+                loss: 1.5,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            f.set_shape(&ShapeRequest {
+                rate_bytes_per_sec: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        f.set_shape(&ShapeRequest {
+            loss: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.plan_send(Instant::now(), &c), SendPlan::Drop);
+        assert!(f.report().shaped.contains_key(ALL_LINKS));
+        f.clear_shape();
+        assert!(f.report().is_clear());
+        assert_eq!(f.report().lost, 1);
+    }
+}

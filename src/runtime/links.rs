@@ -1,0 +1,312 @@
+//! Partitions and link shaping through the nodes' own admin endpoints (`/admin/*`).
+//!
+//! Every runtime can reach every node's status socket, and the node can cut and shape its
+//! own links, so this works everywhere: no NET_ADMIN, no netem, no iptables. Runtimes keep
+//! one [`LinkFaults`] and give it the nodes' endpoints; it remembers which nodes carry
+//! faults, so `heal` and teardown undo them all and verify, through `GET /admin/faults`,
+//! that nothing is left.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::{LinkShape, NodeEndpoint, RuntimeError};
+use crate::node::faults::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
+
+/// How long one admin call may take (a paused node never answers).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Nodes carrying faults this run applied.
+#[derive(Debug, Default)]
+struct Applied {
+    blocked: BTreeSet<String>,
+    shaped: BTreeSet<String>,
+}
+
+/// Link faults applied through the nodes; see the module docs.
+#[derive(Debug)]
+pub struct LinkFaults {
+    http: reqwest::Client,
+    applied: Mutex<Applied>,
+}
+
+impl Default for LinkFaults {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the blocks of one node name: every name and address of the nodes it is cut from.
+fn peer_keys(peers: &[&NodeEndpoint]) -> Vec<String> {
+    peers
+        .iter()
+        .flat_map(|p| [p.name.clone(), p.peer_addr.clone()])
+        .collect()
+}
+
+impl LinkFaults {
+    pub fn new() -> Self {
+        LinkFaults {
+            http: reqwest::Client::builder()
+                .timeout(ADMIN_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            applied: Mutex::new(Applied::default()),
+        }
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
+        match self.applied.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Cuts every pair of sides. Both ways: each node blocks the other sides' nodes in both
+    /// directions. `one_way`: traffic from `sides[0]` to the others is dropped (they block it
+    /// `in`, and `sides[0]` blocks them `out`, so its dials to them time out too), while their
+    /// frames still reach `sides[0]`. TCP needs both ways, so in practice only connections
+    /// already open carry the B-to-A traffic, as with a real one-way drop.
+    pub async fn partition(
+        &self,
+        sides: &[Vec<&NodeEndpoint>],
+        one_way: bool,
+    ) -> Result<(), RuntimeError> {
+        if sides.len() < 2 {
+            return Err(RuntimeError::Failed(
+                "a partition needs at least two sides".into(),
+            ));
+        }
+        let mut requests = Vec::new();
+        for (i, side) in sides.iter().enumerate() {
+            let (others, direction): (Vec<&NodeEndpoint>, Direction) = if !one_way {
+                let others = sides
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .flat_map(|(_, s)| s.iter().copied())
+                    .collect();
+                (others, Direction::Both)
+            } else if i == 0 {
+                let others = sides[1..].iter().flatten().copied().collect();
+                (others, Direction::Out)
+            } else {
+                (sides[0].clone(), Direction::In)
+            };
+            let request = BlockRequest {
+                peers: peer_keys(&others),
+                direction,
+            };
+            for node in side {
+                self.applied().blocked.insert(node.name.clone());
+                requests.push((*node, request.clone()));
+            }
+        }
+        let calls = requests
+            .iter()
+            .map(|(node, request)| self.post(node, "/admin/block", Some(request)));
+        first_error(join_all(calls).await)
+    }
+
+    /// Lifts every block this run applied, and checks that none is left.
+    pub async fn heal(&self, nodes: &[&NodeEndpoint]) -> Result<(), RuntimeError> {
+        let blocked = std::mem::take(&mut self.applied().blocked);
+        let targets: Vec<&NodeEndpoint> = nodes
+            .iter()
+            .copied()
+            .filter(|n| blocked.contains(&n.name))
+            .collect();
+        let unblock = UnblockRequest::default();
+        let results = join_all(
+            targets
+                .iter()
+                .map(|n| self.post(n, "/admin/unblock", Some(&unblock))),
+        )
+        .await;
+        let mut problems = Vec::new();
+        for (node, result) in targets.iter().zip(results) {
+            match result {
+                Ok(report) if report.blocked.is_empty() => {}
+                Ok(report) => problems.push(format!(
+                    "{} still blocks {:?}",
+                    node.name,
+                    report.blocked.keys()
+                )),
+                Err(e) => {
+                    self.applied().blocked.insert(node.name.clone());
+                    problems.push(e.to_string());
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Failed(format!(
+                "could not heal the partition: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Shapes the outgoing links of `nodes` (towards `peers` only, when given). The
+    /// default [`LinkShape`] (no delay, loss or limit) clears every shape on those nodes.
+    pub async fn shape(
+        &self,
+        nodes: &[&NodeEndpoint],
+        peers: Option<&[&NodeEndpoint]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        if shape == LinkShape::default() {
+            let results = join_all(nodes.iter().map(|n| self.delete_shape(n))).await;
+            let mut applied = self.applied();
+            for n in nodes {
+                applied.shaped.remove(&n.name);
+            }
+            drop(applied);
+            return first_error(results);
+        }
+        let request = ShapeRequest::new(shape, peers.map(peer_keys));
+        for n in nodes {
+            self.applied().shaped.insert(n.name.clone());
+        }
+        let results = join_all(
+            nodes
+                .iter()
+                .map(|n| self.post(n, "/admin/shape", Some(&request))),
+        )
+        .await;
+        first_error(results)
+    }
+
+    /// Undoes every fault this run applied; returns what is left (for the teardown report).
+    /// A node that no longer answers took its faults with it: they lived in its process.
+    pub async fn clear(&self, nodes: &[&NodeEndpoint]) -> Vec<String> {
+        let (blocked, shaped) = {
+            let mut applied = self.applied();
+            (
+                std::mem::take(&mut applied.blocked),
+                std::mem::take(&mut applied.shaped),
+            )
+        };
+        let targets: Vec<&NodeEndpoint> = nodes
+            .iter()
+            .copied()
+            .filter(|n| blocked.contains(&n.name) || shaped.contains(&n.name))
+            .collect();
+        let results = join_all(targets.iter().map(|n| self.clear_one(n))).await;
+        results.into_iter().flatten().collect()
+    }
+
+    async fn clear_one(&self, node: &NodeEndpoint) -> Option<String> {
+        let unblock = UnblockRequest::default();
+        if let Err(e) = self.post(node, "/admin/unblock", Some(&unblock)).await {
+            return (!e.is_unreachable()).then(|| e.to_string());
+        }
+        match self.delete_shape(node).await {
+            Ok(report) if report.is_clear() => None,
+            Ok(report) => Some(format!(
+                "{}: link faults left in force: {:?} {:?}",
+                node.name,
+                report.blocked.keys(),
+                report.shaped.keys()
+            )),
+            Err(e) if e.is_unreachable() => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    async fn post<T: serde::Serialize>(
+        &self,
+        node: &NodeEndpoint,
+        path: &str,
+        body: Option<&T>,
+    ) -> Result<FaultsReport, AdminError> {
+        let mut request = self.http.post(format!("{}{path}", node.status_url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(node, path, request).await
+    }
+
+    async fn delete_shape(&self, node: &NodeEndpoint) -> Result<FaultsReport, AdminError> {
+        let request = self.http.delete(format!("{}/admin/shape", node.status_url));
+        self.send(node, "/admin/shape", request).await
+    }
+
+    async fn send(
+        &self,
+        node: &NodeEndpoint,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<FaultsReport, AdminError> {
+        let response = request.send().await.map_err(|e| AdminError::Unreachable {
+            node: node.name.clone(),
+            path: path.to_string(),
+            error: error_chain(&e),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(AdminError::Refused {
+                node: node.name.clone(),
+                path: path.to_string(),
+                error: format!("{status}: {}", text.trim()),
+            });
+        }
+        response
+            .json::<FaultsReport>()
+            .await
+            .map_err(|e| AdminError::Refused {
+                node: node.name.clone(),
+                path: path.to_string(),
+                error: format!("unexpected answer: {e}"),
+            })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("{node} did not answer {path} ({error}); is it running (not paused or killed)?")]
+    Unreachable {
+        node: String,
+        path: String,
+        error: String,
+    },
+    #[error("{node} refused {path}: {error}")]
+    Refused {
+        node: String,
+        path: String,
+        error: String,
+    },
+}
+
+impl AdminError {
+    fn is_unreachable(&self) -> bool {
+        matches!(self, AdminError::Unreachable { .. })
+    }
+}
+
+fn first_error(results: Vec<Result<FaultsReport, AdminError>>) -> Result<(), RuntimeError> {
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Failed(errors.join("; ")))
+    }
+}
+
+/// reqwest's message hides the cause (refused, timed out); show the whole chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
