@@ -32,7 +32,7 @@ const GOALS: [(usize, Duration); 2] = [
     (1000, Duration::from_secs(30)),
 ];
 /// How often node memory and CPU are sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 
 struct Row {
     nodes: usize,
