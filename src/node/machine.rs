@@ -27,6 +27,9 @@ use super::wire::{
 };
 use crate::status_api::{DeliveredMessage, PeerRef};
 
+/// Redirected link attempts per join attempt.
+const MAX_REDIRECTS: usize = 4;
+
 /// Identifies one connection between the driver and the machine.
 pub type ConnId = u64;
 
@@ -226,6 +229,9 @@ pub struct Machine {
     /// Members to probe: (id, addr).
     probe_queue: VecDeque<(String, String)>,
     retries: BTreeMap<String, Retry>,
+    /// Redirected link attempts still allowed in this join attempt: full nodes redirect to
+    /// each other, and without a budget a crowded region would bounce a candidate forever.
+    redirects_left: usize,
     /// Addresses we dialed that turned out to be another name of a member (genesis aliases).
     aliases: BTreeMap<String, String>,
     /// Members recently refused or failed as link targets: not tried again before the instant.
@@ -286,6 +292,7 @@ impl Machine {
             probe_queue: VecDeque::new(),
             retries,
             aliases: BTreeMap::new(),
+            redirects_left: 0,
             link_cooldown: BTreeMap::new(),
             next_nonce: 1,
             broadcast_seq: 0,
@@ -699,11 +706,19 @@ impl Machine {
                         self.aliases.insert(dialed, hello.id.clone());
                     }
                 }
-                if self.neighbours.contains_key(&hello.id) {
+                // Our own dials respect the cap as much as what others ask of us: several
+                // links (joins, repairs, retries) may complete at once.
+                let full = self.neighbours.len() >= self.cfg.max_peers;
+                if full || self.neighbours.contains_key(&hello.id) {
+                    let reason = if full {
+                        "no room for another link"
+                    } else {
+                        "already linked"
+                    };
                     self.send(
                         conn,
                         Message::Disconnect {
-                            reason: "already linked".into(),
+                            reason: reason.into(),
                         },
                     );
                     self.close_quietly(conn);
@@ -787,6 +802,7 @@ impl Machine {
                 let addr = self.cfg.genesis[self.genesis_cursor % self.cfg.genesis.len()].clone();
                 self.genesis_cursor += 1;
                 self.join_attempt += 1;
+                self.redirects_left = MAX_REDIRECTS;
                 info!(attempt = self.join_attempt, genesis = %addr, "asking genesis for a random peer");
                 self.dial(now, addr, Purpose::AskRandom);
                 self.join = Join::AskingRandom;
@@ -905,8 +921,9 @@ impl Machine {
                     && !self.neighbours.contains_key(&n.id)
                     && !dialing.contains(&n.addr)
             })
-            .take(2)
+            .take(2.min(self.redirects_left))
             .collect();
+        self.redirects_left -= fresh.len();
         for node in fresh {
             debug!(peer = %node.id, "redirected; linking");
             let link = self.dial(now, node.addr, Purpose::Link);

@@ -196,3 +196,25 @@ fn a_full_node_refuses_a_link_but_points_at_its_neighbours() {
         "a refused stranger is no member"
     );
 }
+
+#[test]
+fn no_node_ever_holds_more_links_than_max_peers() {
+    use super::node_config;
+    let mut sim = Sim::new();
+    for i in 0..30 {
+        let genesis: &[&str] = if i == 0 { &[] } else { &["n00"] };
+        let mut cfg = node_config(&name(i), genesis);
+        cfg.degree = 3;
+        cfg.max_peers = 5;
+        sim.spawn_with(cfg);
+    }
+    let mut worst = 0;
+    for _ in 0..300 {
+        sim.run_for(Duration::from_millis(100));
+        for n in sim.running() {
+            worst = worst.max(sim.neighbours(&n).len());
+        }
+    }
+    assert!(worst <= 5, "a node held {worst} links with max_peers 5");
+    until_formed(&mut sim, 2);
+}
