@@ -222,9 +222,13 @@ async fn expect(
         let injected = inject(observer, plan, &e.broadcast_from).await;
         let names: Vec<String> = e.live.clone();
         let ids: Vec<String> = injected.iter().map(|b| b.id.clone()).collect();
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
+        // Whole seconds: the deadline is part of the check's name in every report.
+        let remaining = Duration::from_secs(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1),
+        );
         let until = Instant::now() + remaining;
         let delivered = loop {
             let delivered = messages(observer, &names).await;
