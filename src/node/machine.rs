@@ -1299,9 +1299,20 @@ impl Machine {
             .count()
     }
 
+    /// The degree to keep: `--degree`, but never below 2 once the network has three or more
+    /// nodes, so that no single lost link cuts a node off.
+    fn effective_degree(&self) -> usize {
+        if self.members.alive_count() >= 3 {
+            self.cfg.degree.max(2)
+        } else {
+            self.cfg.degree
+        }
+    }
+
     fn repair_degree(&mut self, now: Instant) {
         let have = self.neighbours.len() + self.pending_links();
-        if have >= self.cfg.degree {
+        let target = self.effective_degree();
+        if have >= target {
             return;
         }
         let dialing: HashSet<String> = self
@@ -1323,7 +1334,7 @@ impl Machine {
             .collect();
         candidates.sort();
         candidates.shuffle(&mut self.rng);
-        for (id, addr) in candidates.into_iter().take(self.cfg.degree - have) {
+        for (id, addr) in candidates.into_iter().take(target - have) {
             debug!(peer = %id, "under target degree; linking");
             self.link_cooldown
                 .insert(id, now + self.cfg.hello_timeout * 2);

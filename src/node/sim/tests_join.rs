@@ -218,3 +218,30 @@ fn no_node_ever_holds_more_links_than_max_peers() {
     assert!(worst <= 5, "a node held {worst} links with max_peers 5");
     until_formed(&mut sim, 2);
 }
+
+#[test]
+fn a_degree_of_one_still_gives_every_node_two_links_in_a_network_of_three_or_more() {
+    use super::node_config;
+    let mut sim = Sim::new();
+    for i in 0..6 {
+        let genesis: &[&str] = if i == 0 { &[] } else { &["n00"] };
+        let mut cfg = node_config(&name(i), genesis);
+        cfg.degree = 1;
+        sim.spawn_with(cfg);
+        sim.run_for(Duration::from_millis(300));
+    }
+    until_formed(&mut sim, 2);
+    // Cut one node down to a single link: repair must bring it back to two, not stop at one.
+    let lonely = name(5);
+    let mut links = sim.neighbours(&lonely);
+    while links.len() > 1 {
+        let other = links.pop().expect("a neighbour");
+        assert!(sim.break_link(&lonely, &other));
+    }
+    sim.run_for(Duration::from_secs(10));
+    assert!(
+        sim.neighbours(&lonely).len() >= 2,
+        "{lonely} stayed at {:?}",
+        sim.neighbours(&lonely)
+    );
+}
