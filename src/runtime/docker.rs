@@ -118,42 +118,8 @@ impl DockerRuntime {
         }
     }
 
-    async fn partition_links(
-        &self,
-        sides: &[Vec<String>],
-        one_way: bool,
-    ) -> Result<(), RuntimeError> {
-        let sides: Vec<Vec<NodeEndpoint>> = sides
-            .iter()
-            .map(|side| self.endpoints(side))
-            .collect::<Result<_, _>>()?;
-        let refs: Vec<Vec<&NodeEndpoint>> = sides.iter().map(|s| s.iter().collect()).collect();
-        self.links.partition(&refs, one_way).await
-    }
-
-    async fn heal_links(&self) -> Result<(), RuntimeError> {
-        let all = self.all_endpoints();
-        self.links.heal(&all.iter().collect::<Vec<_>>()).await
-    }
-
-    async fn shape_links(
-        &self,
-        nodes: &[String],
-        peers: Option<&[String]>,
-        shape: LinkShape,
-    ) -> Result<(), RuntimeError> {
-        let nodes = self.endpoints(nodes)?;
-        let peers = peers.map(|p| self.endpoints(p)).transpose()?;
-        let node_refs: Vec<&NodeEndpoint> = nodes.iter().collect();
-        let peer_refs: Option<Vec<&NodeEndpoint>> = peers.as_ref().map(|p| p.iter().collect());
-        self.links
-            .shape(&node_refs, peer_refs.as_deref(), shape)
-            .await
-    }
-
     async fn clear_links(&self) -> Vec<String> {
-        let all = self.all_endpoints();
-        let left = self.links.clear(&all.iter().collect::<Vec<_>>()).await;
+        let left = self.links.clear_all(&self.all_endpoints()).await;
         if let Ok(mut known) = self.endpoints.lock() {
             known.clear();
         }
@@ -439,11 +405,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
-        self.partition_links(sides, one_way).await
+        self.links
+            .partition_named(&|names| self.endpoints(names), sides, one_way)
+            .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
-        self.heal_links().await
+        self.links.heal_all(&self.all_endpoints()).await
     }
 
     async fn shape(
@@ -452,7 +420,9 @@ impl Runtime for DockerRuntime {
         peers: Option<&[String]>,
         shape: LinkShape,
     ) -> Result<(), RuntimeError> {
-        self.shape_links(nodes, peers, shape).await
+        self.links
+            .shape_named(&|names| self.endpoints(names), nodes, peers, shape)
+            .await
     }
 
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {

@@ -46,6 +46,49 @@ fn peer_keys(peers: &[&NodeEndpoint]) -> Vec<String> {
         .collect()
 }
 
+/// Looks nodes up by name in a runtime's bookkeeping, refusing names it did not start.
+pub type Lookup<'a> = &'a (dyn Fn(&[String]) -> Result<Vec<NodeEndpoint>, RuntimeError> + Sync);
+
+/// The same faults addressed by node name: what both runtimes' trait methods need.
+impl LinkFaults {
+    pub async fn partition_named(
+        &self,
+        lookup: Lookup<'_>,
+        sides: &[Vec<String>],
+        one_way: bool,
+    ) -> Result<(), RuntimeError> {
+        let sides: Vec<Vec<NodeEndpoint>> = sides
+            .iter()
+            .map(|side| lookup(side))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<Vec<&NodeEndpoint>> = sides.iter().map(|s| s.iter().collect()).collect();
+        self.partition(&refs, one_way).await
+    }
+
+    pub async fn shape_named(
+        &self,
+        lookup: Lookup<'_>,
+        nodes: &[String],
+        peers: Option<&[String]>,
+        shape: LinkShape,
+    ) -> Result<(), RuntimeError> {
+        let nodes = lookup(nodes)?;
+        let peers = peers.map(lookup).transpose()?;
+        let node_refs: Vec<&NodeEndpoint> = nodes.iter().collect();
+        let peer_refs: Option<Vec<&NodeEndpoint>> = peers.as_ref().map(|p| p.iter().collect());
+        self.shape(&node_refs, peer_refs.as_deref(), shape).await
+    }
+
+    pub async fn heal_all(&self, all: &[NodeEndpoint]) -> Result<(), RuntimeError> {
+        self.heal(&all.iter().collect::<Vec<_>>()).await
+    }
+
+    /// Undoes every fault on these nodes; returns what could not be undone.
+    pub async fn clear_all(&self, all: &[NodeEndpoint]) -> Vec<String> {
+        self.clear(&all.iter().collect::<Vec<_>>()).await
+    }
+}
+
 impl LinkFaults {
     pub fn new() -> Self {
         LinkFaults {

@@ -152,43 +152,9 @@ impl LocalRuntime {
             .collect()
     }
 
-    async fn partition_links(
-        &self,
-        sides: &[Vec<String>],
-        one_way: bool,
-    ) -> Result<(), RuntimeError> {
-        let sides: Vec<Vec<NodeEndpoint>> = sides
-            .iter()
-            .map(|side| self.endpoints(side))
-            .collect::<Result<_, _>>()?;
-        let refs: Vec<Vec<&NodeEndpoint>> = sides.iter().map(|s| s.iter().collect()).collect();
-        self.links.partition(&refs, one_way).await
-    }
-
-    async fn heal_links(&self) -> Result<(), RuntimeError> {
-        let all = self.all_endpoints();
-        self.links.heal(&all.iter().collect::<Vec<_>>()).await
-    }
-
-    async fn shape_links(
-        &self,
-        nodes: &[String],
-        peers: Option<&[String]>,
-        shape: LinkShape,
-    ) -> Result<(), RuntimeError> {
-        let nodes = self.endpoints(nodes)?;
-        let peers = peers.map(|p| self.endpoints(p)).transpose()?;
-        let node_refs: Vec<&NodeEndpoint> = nodes.iter().collect();
-        let peer_refs: Option<Vec<&NodeEndpoint>> = peers.as_ref().map(|p| p.iter().collect());
-        self.links
-            .shape(&node_refs, peer_refs.as_deref(), shape)
-            .await
-    }
-
     /// Undoes every link fault before the processes go; returns what could not be undone.
     async fn clear_links(&self) -> Vec<String> {
-        let all = self.all_endpoints();
-        self.links.clear(&all.iter().collect::<Vec<_>>()).await
+        self.links.clear_all(&self.all_endpoints()).await
     }
 }
 
@@ -283,11 +249,13 @@ impl Runtime for LocalRuntime {
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
-        self.partition_links(sides, one_way).await
+        self.links
+            .partition_named(&|names| self.endpoints(names), sides, one_way)
+            .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
-        self.heal_links().await
+        self.links.heal_all(&self.all_endpoints()).await
     }
 
     async fn shape(
@@ -296,7 +264,9 @@ impl Runtime for LocalRuntime {
         peers: Option<&[String]>,
         shape: LinkShape,
     ) -> Result<(), RuntimeError> {
-        self.shape_links(nodes, peers, shape).await
+        self.links
+            .shape_named(&|names| self.endpoints(names), nodes, peers, shape)
+            .await
     }
 
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
