@@ -29,6 +29,10 @@ use crate::status_api::{DeliveredMessage, PeerRef};
 
 /// Redirected link attempts per join attempt.
 const MAX_REDIRECTS: usize = 4;
+/// How often the seen-ids and tombstone tables are swept.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+/// The suspicion timeout never grows beyond this multiple of `--suspect-timeout`.
+const SUSPICION_SCALE_MAX: f64 = 3.0;
 
 /// Identifies one connection between the driver and the machine.
 pub type ConnId = u64;
@@ -61,6 +65,9 @@ pub struct Config {
     pub max_members: usize,
     pub tombstone_ttl: Duration,
     pub max_probes: usize,
+    /// Up to this many members the suspicion timeout is `suspect_timeout` as given; beyond,
+    /// it grows with log2(members) / log2(this), up to three times.
+    pub suspicion_scale_from: usize,
     /// Raised on every start (wall-clock millis) so a restarted node outranks its old death.
     pub incarnation: u64,
     pub seed: u64,
@@ -92,6 +99,7 @@ impl Config {
             max_members: 10_000,
             tombstone_ttl: Duration::from_secs(60),
             max_probes: 8,
+            suspicion_scale_from: 100,
             incarnation: 1,
             seed: 0,
             unix_start: 0.0,
@@ -237,9 +245,16 @@ pub struct Machine {
     /// Members recently refused or failed as link targets: not tried again before the instant.
     link_cooldown: BTreeMap<String, Instant>,
     next_sync: Instant,
+    /// When `tick` last ran: a late tick means this node was starved of CPU (or frozen),
+    /// and that silence is ours, not our neighbours'.
+    last_tick: Instant,
+    /// Next sweep of the seen-ids and tombstone tables (once a second is plenty).
+    next_housekeeping: Instant,
     next_nonce: u64,
     broadcast_seq: u64,
     leaving: bool,
+    /// Membership floods waiting for the next tick, with the link each came in on.
+    pending_forwards: Vec<(Flood, Option<ConnId>)>,
     counters: MachineCounters,
     out: VecDeque<Output>,
 }
@@ -279,6 +294,8 @@ impl Machine {
             seen: SeenSet::new(cfg.seen_capacity, cfg.seen_max_age),
             rng: StdRng::seed_from_u64(cfg.seed),
             next_sync: now + cfg.sync_interval,
+            last_tick: now,
+            next_housekeeping: now + HOUSEKEEPING_EVERY,
             start: now,
             incarnation,
             next_conn: 1,
@@ -297,6 +314,7 @@ impl Machine {
             next_nonce: 1,
             broadcast_seq: 0,
             leaving: false,
+            pending_forwards: Vec::new(),
             counters: MachineCounters::default(),
             out: VecDeque::new(),
             cfg,
@@ -474,6 +492,16 @@ impl Machine {
             return;
         };
         c.last_heard = now;
+        if c.is_link() {
+            if let Some(peer) = c.peer.as_ref().map(|p| p.id.clone()) {
+                if self.suspects.remove(&peer).is_some() {
+                    info!(member = %peer, "suspected neighbour spoke again; alive");
+                }
+            }
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         if c.phase != Phase::Open {
             match msg {
                 Message::Hello(hello) => self.on_hello(now, conn, hello),
@@ -483,6 +511,11 @@ impl Machine {
                 }
                 Message::NodesToConnect { nodes } if self.is_joining_link(conn) => {
                     self.on_redirect(now, nodes);
+                }
+                Message::NodesToConnect { .. } if self.purpose(conn).is_some() => {
+                    // A redirect for a repair link, or for a join that has moved on: the
+                    // refusal that follows closes this connection; nothing to do.
+                    debug!(conn, "redirect outside a join; ignored");
                 }
                 other => {
                     warn!(
@@ -548,6 +581,7 @@ impl Machine {
         if self.leaving {
             return;
         }
+        self.forgive_own_stall(now);
         self.check_connections(now);
         self.advance_join(now);
         self.advance_suspicions(now);
@@ -561,9 +595,51 @@ impl Machine {
                 self.probe_random_member();
             }
         }
-        self.seen.expire(now);
-        self.members.expire_tombstones(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_EVERY;
+            self.seen.expire(now);
+            self.members.expire_tombstones(now);
+        }
         self.link_cooldown.retain(|_, until| *until > now);
+        self.flush_forwards();
+    }
+
+    /// Lifeguard's lesson (SWIM's successor): a node that was itself starved of CPU, or
+    /// frozen, sees every link as silent when it wakes up, and would blame its neighbours
+    /// for its own pause. When ticks arrive late, the time we were away is not counted
+    /// against anyone: silence clocks, handshake clocks and suspicions all move forward
+    /// by the stall. On a loaded machine this is what keeps a slow node from declaring
+    /// half the network dead, and the network from refuting it all again.
+    fn forgive_own_stall(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        let expected = self.cfg.heartbeat_interval / 2;
+        if gap <= self.cfg.heartbeat_interval {
+            return;
+        }
+        let stall = gap - expected;
+        debug!(
+            ?stall,
+            "this node was stalled; not counting it against its links"
+        );
+        for c in self.conns.values_mut() {
+            c.last_heard = (c.last_heard + stall).min(now);
+            c.opened_at = (c.opened_at + stall).min(now);
+        }
+        for s in self.suspects.values_mut() {
+            s.since = (s.since + stall).min(now);
+        }
+    }
+
+    /// How long a suspect has to answer before it is declared dead. As SWIM's Lifeguard
+    /// does, the timeout grows with the logarithm of the network's size: in a big network
+    /// more nodes watch each member, a false death costs a flood to every node and its
+    /// refutation another, and loaded machines (many nodes on few cores) answer late.
+    fn suspect_timeout(&self) -> Duration {
+        let n = self.members.alive_count().max(1) as f64;
+        let from = self.cfg.suspicion_scale_from.max(2) as f64;
+        let scale = (n.log2() / from.log2()).clamp(1.0, SUSPICION_SCALE_MAX);
+        self.cfg.suspect_timeout.mul_f64(scale)
     }
 
     /// Floods a user broadcast; returns its id. Delivered locally too (0 hops).
@@ -610,7 +686,8 @@ impl Machine {
             self.unix(now),
         );
         self.seen.insert(&flood.id, now);
-        self.forward(&flood, None);
+        self.flush_forwards();
+        self.forward_now(&flood, None);
         info!(neighbours = self.neighbours.len(), "leaving the network");
         self.leaving = true;
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -738,6 +815,18 @@ impl Machine {
             Some(Purpose::Probe { id, .. }) => {
                 if self.suspects.remove(&id).is_some() {
                     info!(member = %id, "suspect answered; alive");
+                }
+                // Alive, yet our link to it says nothing: that connection is broken (a
+                // half-open socket, a cut in one direction). Drop it; repair links anew.
+                let broken = self.neighbours.get(&id).copied().filter(|link| {
+                    self.conns.get(link).is_some_and(|l| {
+                        now.saturating_duration_since(l.last_heard) >= self.cfg.heartbeat_timeout
+                    })
+                });
+                if let Some(link) = broken {
+                    info!(peer = %id, "link silent although its peer answers; replacing it");
+                    self.close(now, link);
+                    self.suspects.remove(&id);
                 }
                 self.send(
                     conn,
@@ -1108,7 +1197,26 @@ impl Machine {
         });
     }
 
+    /// Floods to every neighbour but `except`. User broadcasts go at once; membership
+    /// events wait for the next tick, so that the events of a busy moment (hundreds of
+    /// joins) travel together: a neighbour then wakes once per tick to read them all
+    /// instead of once per event, and on a machine running many nodes it is the wake-ups,
+    /// not the bytes, that cost. Each hop adds at most one tick to a membership change.
     fn forward(&mut self, flood: &Flood, except: Option<ConnId>) {
+        if flood.event.is_some() {
+            self.pending_forwards.push((flood.clone(), except));
+        } else {
+            self.forward_now(flood, except);
+        }
+    }
+
+    fn flush_forwards(&mut self) {
+        for (flood, except) in std::mem::take(&mut self.pending_forwards) {
+            self.forward_now(&flood, except);
+        }
+    }
+
+    fn forward_now(&mut self, flood: &Flood, except: Option<ConnId>) {
         let targets: Vec<ConnId> = self
             .neighbours
             .values()
@@ -1139,9 +1247,15 @@ impl Machine {
         let mut pings = Vec::new();
         for (id, c) in &self.conns {
             if c.is_link() {
-                if now.saturating_duration_since(c.last_heard) >= self.cfg.heartbeat_timeout {
+                let quiet = now.saturating_duration_since(c.last_heard);
+                if quiet >= self.cfg.heartbeat_timeout {
                     silent.push(*id);
-                } else if now.saturating_duration_since(c.last_ping) >= self.cfg.heartbeat_interval
+                }
+                // Any frame from the peer proves it alive, its pings included: ping only a
+                // link that has been quiet, so a link carries one ping-pong per interval
+                // (the side whose clock runs out first asks) rather than one from each side.
+                if quiet >= self.cfg.heartbeat_interval
+                    && now.saturating_duration_since(c.last_ping) >= self.cfg.heartbeat_interval
                 {
                     pings.push(*id);
                 }
@@ -1164,10 +1278,22 @@ impl Machine {
             }
             self.send(conn, Message::Ping { nonce });
         }
+        // A silent link is kept open while its peer is a suspect: a slow peer that speaks
+        // again clears the suspicion without a new link and without any flood. The link
+        // is closed when the suspicion ends in a death, or when a probe finds the peer
+        // alive but this link still silent (a broken connection, see on_hello_answer).
         for conn in silent {
-            let peer = self.peer_id(conn).unwrap_or_default();
-            warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
-            self.close(now, conn);
+            let Some(peer) = self.peer_id(conn) else {
+                continue;
+            };
+            if !self.members.is_alive(&peer) {
+                // Declared dead or gone by others, and silent here too: nothing to wait for.
+                debug!(peer = %peer, "silent link to a member no longer alive; closing it");
+                self.close(now, conn);
+            } else if !self.suspects.contains_key(&peer) {
+                warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
+                self.suspect(now, &peer);
+            }
         }
         for conn in stale {
             debug!(conn, "connection timed out before completing");
@@ -1196,10 +1322,14 @@ impl Machine {
     }
 
     fn advance_suspicions(&mut self, now: Instant) {
+        if self.suspects.is_empty() {
+            return;
+        }
+        let timeout = self.suspect_timeout();
         let mut dead = Vec::new();
         let mut probe = Vec::new();
         for (id, s) in &mut self.suspects {
-            if now.saturating_duration_since(s.since) >= self.cfg.suspect_timeout {
+            if now.saturating_duration_since(s.since) >= timeout {
                 dead.push(id.clone());
             } else if now >= s.next_probe {
                 s.next_probe = now + self.cfg.heartbeat_interval;
@@ -1225,7 +1355,7 @@ impl Machine {
             return;
         }
         rec.state = MemberState::Dead;
-        warn!(member = %id, after = ?self.cfg.suspect_timeout, "member unreachable; declaring it dead");
+        warn!(member = %id, after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
         self.counters.members_declared_dead += 1;
         self.members.apply(&rec, Evidence::Hearsay, now);
         if let Some(conn) = self.neighbours.get(id).copied() {
@@ -1360,10 +1490,18 @@ impl Machine {
         let due: Vec<String> = self
             .retries
             .iter()
-            .filter(|(addr, r)| !r.in_flight && now >= r.next && !self.reachable_member_at(addr))
+            .filter(|(_, r)| !r.in_flight && now >= r.next)
             .map(|(addr, _)| addr.clone())
             .collect();
         for addr in due {
+            if self.reachable_member_at(&addr) {
+                // A living member answers there: nothing to merge. Look again later rather
+                // than on every tick (finding it is a scan of the whole member table).
+                if let Some(r) = self.retries.get_mut(&addr) {
+                    r.next = now + self.cfg.retry_backoff_max;
+                }
+                continue;
+            }
             if self.neighbours.len() >= self.cfg.max_peers {
                 break;
             }

@@ -48,6 +48,9 @@ pub struct Members {
     table: BTreeMap<String, Member>,
     max_members: usize,
     tombstone_ttl: Duration,
+    /// Living members (us included), kept in step with `table`: asked on every tick of
+    /// every node, and counting a table of thousands each time adds up across a machine.
+    alive_count: usize,
 }
 
 impl Members {
@@ -73,6 +76,7 @@ impl Members {
             table,
             max_members: max_members.max(2),
             tombstone_ttl,
+            alive_count: 1,
         }
     }
 
@@ -94,7 +98,7 @@ impl Members {
     }
 
     pub fn alive_count(&self) -> usize {
-        self.alive().count()
+        self.alive_count
     }
 
     /// The living members as records, for lists sent to other nodes.
@@ -138,6 +142,9 @@ impl Members {
                     changed_at: now,
                 },
             );
+            if rec.state == MemberState::Alive {
+                self.alive_count += 1;
+            }
             // A tombstone for a stranger is kept (it blocks stale revivals) but changes nothing.
             return if rec.state == MemberState::Alive {
                 Change::Added
@@ -174,6 +181,11 @@ impl Members {
             }
         };
         if change != Change::Unchanged || newer {
+            match (was_alive, rec.state == MemberState::Alive) {
+                (true, false) => self.alive_count -= 1,
+                (false, true) => self.alive_count += 1,
+                _ => {}
+            }
             known.addr = rec.addr.clone();
             known.incarnation = rec.incarnation;
             known.state = rec.state;
@@ -312,6 +324,26 @@ mod tests {
             m.apply(&rec("c", 1, MemberState::Alive), Evidence::Hearsay, now),
             Change::Added
         );
+    }
+
+    #[test]
+    fn the_living_count_follows_every_change() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let check = |t: &Members| assert_eq!(t.alive_count(), t.alive().count());
+        t.apply(&rec("x", 1, MemberState::Alive), Evidence::Hearsay, now);
+        check(&t);
+        t.apply(&rec("y", 1, MemberState::Dead), Evidence::Hearsay, now);
+        check(&t);
+        t.apply(&rec("x", 1, MemberState::Dead), Evidence::Hearsay, now);
+        check(&t);
+        t.apply(&rec("x", 1, MemberState::Alive), Evidence::FirstHand, now);
+        check(&t);
+        t.apply(&rec("x", 2, MemberState::Left), Evidence::Hearsay, now);
+        check(&t);
+        t.expire_tombstones(now + Duration::from_secs(3600));
+        check(&t);
+        assert_eq!(t.alive_count(), 1, "only ourselves");
     }
 
     #[test]

@@ -33,8 +33,10 @@ fn a_node_that_leaves_is_forgotten_at_once_and_its_neighbours_repair() {
     let before = sim.neighbours("n05");
     assert!(before.len() >= 2);
     sim.leave("n05");
-    // The leave is flooded before the connections close: no waiting for timeouts.
-    forgotten(&sim, "n05").unwrap();
+    // The leave is flooded before the connections close: no waiting for timeouts, only
+    // for membership floods to hop on with the ticks.
+    let took = until(&mut sim, "n05 forgotten", |s| forgotten(s, "n05"));
+    assert!(took <= Duration::from_secs(1), "forgotten after {took:?}");
     for n in &before {
         assert!(!sim.neighbours(n).contains(&"n05".to_string()), "{n}");
         assert!(
@@ -79,6 +81,70 @@ fn a_frozen_neighbour_is_suspected_then_declared_dead_and_routed_around() {
     assert!(removed <= suspected + suspect_timeout + Duration::from_secs(1));
     until_formed(&mut sim, 2);
     assert!(declared_dead(&sim) >= 1);
+}
+
+#[test]
+fn a_node_stalled_past_its_heartbeat_timeout_does_not_blame_its_neighbours() {
+    let mut sim = formed(10, |_| {});
+    let neighbours = sim.neighbours("n04");
+    let timeout = node_config("n04", &[]).heartbeat_timeout;
+    // Long enough for every link of n04 to look silent from n04's side, short enough that
+    // its neighbours (which kept running) do not give up on it.
+    sim.freeze("n04");
+    sim.run_for(timeout + Duration::from_millis(500));
+    sim.tick_while_frozen("n04");
+    assert!(
+        sim.suspects("n04").is_empty(),
+        "n04 suspected {:?} for its own stall",
+        sim.suspects("n04")
+    );
+    sim.thaw("n04");
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.counters("n04").members_declared_dead, 0);
+    assert_eq!(sim.neighbours("n04"), neighbours, "no link was dropped");
+    sim.check_formed(2).unwrap();
+}
+
+#[test]
+fn a_slow_neighbour_that_speaks_again_is_cleared_without_a_new_link() {
+    let mut sim = formed(10, |_| {});
+    let timeout = node_config("n04", &[]).heartbeat_timeout;
+    let watcher = sim.neighbours("n04")[0].clone();
+    sim.freeze("n04");
+    until(&mut sim, "n04 suspected by a neighbour", |s| {
+        if s.suspects(&watcher).contains(&"n04".to_string()) {
+            Ok(())
+        } else {
+            Err(format!("{watcher} suspects {:?}", s.suspects(&watcher)))
+        }
+    });
+    assert!(
+        sim.neighbours(&watcher).contains(&"n04".to_string()),
+        "the silent link is kept while n04 is only a suspect"
+    );
+    sim.thaw("n04");
+    sim.run_for(timeout);
+    assert!(sim.suspects(&watcher).is_empty(), "n04 spoke again");
+    assert!(sim.neighbours(&watcher).contains(&"n04".to_string()));
+    assert_eq!(declared_dead(&sim), 0, "a slow node is not a dead one");
+}
+
+#[test]
+fn in_a_bigger_network_a_suspect_gets_longer_to_answer() {
+    // 64 members, scaled from 32: log2(64) / log2(32) = 1.2 times --suspect-timeout.
+    let mut sim = formed(64, |cfg| cfg.suspicion_scale_from = 32);
+    let scaled = node_config("x", &[]).suspect_timeout.mul_f64(1.2);
+    sim.kill("n05");
+    sim.deliver_due();
+    let removed = until(&mut sim, "n05 removed", |s| forgotten(s, "n05"));
+    assert!(
+        removed >= scaled,
+        "removed after {removed:?}, before {scaled:?}"
+    );
+    assert!(
+        removed <= scaled + Duration::from_secs(1),
+        "removed after {removed:?}"
+    );
 }
 
 #[test]
@@ -135,6 +201,7 @@ fn a_node_wrongly_declared_dead_refutes_with_a_higher_incarnation() {
         0.0,
     );
     assert!(sim.inject(&via, "n02", Message::Broadcast(lie)));
+    sim.run_for(Duration::from_secs(2));
 
     let events = sim.member_events();
     let dead_at = events
