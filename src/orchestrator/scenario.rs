@@ -188,9 +188,11 @@ async fn expect(
     let formation = FormationExpectation {
         all_ready: e.all_ready,
         connected: e.connected,
+        components: e.components,
         min_degree: e.min_degree,
         max_degree: e.max_degree,
         full_membership: e.full_membership,
+        component_membership: e.component_membership,
     };
     let any_formation = formation != FormationExpectation::default();
     let mut results = Vec::new();
