@@ -133,6 +133,9 @@ async fn apply(
                         runtime.act(node, NodeAction::Start).await?;
                     }
                 }
+                if matches!(fault, Fault::Start | Fault::Restart) {
+                    follow_endpoint(runtime, observer, node).await;
+                }
             }
         }
         ResolvedAction::Partition { sides, one_way } => runtime.partition(sides, *one_way).await?,
@@ -160,6 +163,19 @@ async fn apply(
         ResolvedAction::Expect(_) => {}
     }
     Ok(())
+}
+
+/// A node started again may be reached elsewhere now (a container's status socket can get
+/// a new published port): the checks follow it.
+async fn follow_endpoint(runtime: &dyn Runtime, observer: &Observer, node: &str) {
+    let Some(now) = runtime.endpoint(node) else {
+        return;
+    };
+    let mut endpoints = observer.endpoints.lock().await;
+    match endpoints.iter_mut().find(|e| e.name == node) {
+        Some(known) => *known = now,
+        None => endpoints.push(now),
+    }
 }
 
 fn spec_of<'a>(plan: &'a RunPlan, name: &str) -> Result<&'a NodeSpec, RuntimeError> {
