@@ -72,9 +72,11 @@ fn everything() -> FormationExpectation {
     FormationExpectation {
         all_ready: true,
         connected: true,
+        components: None,
         min_degree: Some(2),
         max_degree: Some(8),
         full_membership: true,
+        component_membership: false,
     }
 }
 
@@ -201,6 +203,152 @@ fn disconnected_graph_fails_connected_naming_components() {
     assert_eq!(c.value["components"], 2);
     // Everything else about this network is fine.
     assert!(check(&checks, "min degree").passed);
+}
+
+/// Two rings of ten (0..10 and 10..20), as a 50/50 partition leaves the overlay, plus
+/// `bridges` links across.
+fn two_halves(bridges: &[(usize, usize)]) -> Vec<NodeObservation> {
+    let mut edges: Vec<(usize, usize)> = (0..10).map(|i| (i, (i + 1) % 10)).collect();
+    edges.extend((10..20).map(|i| (i, 10 + (i + 1 - 10) % 10)));
+    edges.extend_from_slice(bridges);
+    network(20, &edges)
+}
+
+fn components(n: usize) -> FormationExpectation {
+    FormationExpectation {
+        components: Some(n),
+        ..FormationExpectation::default()
+    }
+}
+
+#[test]
+fn component_count_holds_for_a_split_and_names_the_sides() {
+    let checks = evaluate_formation(&two_halves(&[]), &components(2));
+    assert_eq!(checks.len(), 1, "only the requested check: {checks:?}");
+    let c = check(&checks, "overlay has 2 components");
+    assert!(c.passed, "{c:?}");
+    assert_eq!(c.expected, "2 components");
+    assert_eq!(c.measured, "2 components (sizes 10, 10)");
+    assert_eq!(c.value["components"], 2);
+    assert_eq!(c.value["sizes"], serde_json::json!([10, 10]));
+}
+
+#[test]
+fn component_count_fails_while_a_link_crosses_the_cut() {
+    let checks = evaluate_formation(&two_halves(&[(4, 15)]), &components(2));
+    let c = check(&checks, "overlay has 2 components");
+    assert!(!c.passed);
+    assert_eq!(c.measured, "1 component of 20 nodes");
+    let msg = c.message.as_deref().unwrap();
+    assert!(msg.contains("fewer than 2"), "{msg}");
+    assert!(msg.contains("links still cross the cut"), "{msg}");
+}
+
+#[test]
+fn component_count_fails_on_too_many_parts_and_counts_only_answering_nodes() {
+    // 0..10 ring, 10..20 ring, and node 19 cut off from its ring: three parts.
+    let mut edges: Vec<(usize, usize)> = (0..10).map(|i| (i, (i + 1) % 10)).collect();
+    edges.extend((10..18).map(|i| (i, i + 1)));
+    let mut obs = network(20, &edges);
+    let checks = evaluate_formation(&obs, &components(2));
+    let c = check(&checks, "overlay has 2 components");
+    assert!(!c.passed);
+    assert_eq!(c.measured, "3 components (sizes 10, 9, 1)");
+    let msg = c.message.as_deref().unwrap();
+    assert!(
+        msg.contains("more than 2") && msg.contains("[peers-19]"),
+        "{msg}"
+    );
+    // A node that does not answer is no component of its own, and is named.
+    obs[19].status = None;
+    obs[19].error = Some("connection refused".into());
+    let checks = evaluate_formation(&obs, &components(2));
+    let c = check(&checks, "overlay has 2 components");
+    assert!(c.passed, "{c:?}");
+    let checks = evaluate_formation(&obs, &components(3));
+    let c = check(&checks, "overlay has 3 components");
+    let msg = c.message.as_deref().unwrap();
+    assert!(
+        msg.contains("not counted, status did not answer: peers-19"),
+        "{msg}"
+    );
+}
+
+/// [`two_halves`] where each node knows only its own half, as once a partition's sides
+/// removed each other.
+fn two_forgetful_halves() -> Vec<NodeObservation> {
+    let mut obs = two_halves(&[]);
+    for (i, o) in obs.iter_mut().enumerate() {
+        let half = if i < 10 { 0..10 } else { 10..20 };
+        o.status.as_mut().unwrap().members = half.map(peer).collect();
+    }
+    obs
+}
+
+#[test]
+fn membership_per_component_holds_when_each_side_knows_exactly_its_side() {
+    let expect = FormationExpectation {
+        components: Some(2),
+        component_membership: true,
+        ..FormationExpectation::default()
+    };
+    let checks = evaluate_formation(&two_forgetful_halves(), &expect);
+    assert_eq!(checks.len(), 2);
+    let c = check(&checks, "membership per component");
+    assert!(c.passed, "{c:?}");
+    assert_eq!(c.measured, "20/20 nodes match");
+    // Full membership is what a split network cannot have.
+    let full = FormationExpectation {
+        full_membership: true,
+        ..FormationExpectation::default()
+    };
+    assert!(!evaluate_formation(&two_forgetful_halves(), &full)[0].passed);
+}
+
+#[test]
+fn membership_per_component_names_members_across_the_cut() {
+    // Split overlay, but everyone still lists all twenty: the sides did not notice yet.
+    let checks = evaluate_formation(
+        &two_halves(&[]),
+        &FormationExpectation {
+            component_membership: true,
+            ..FormationExpectation::default()
+        },
+    );
+    let c = check(&checks, "membership per component");
+    assert!(!c.passed);
+    assert_eq!(c.measured, "0/20 nodes match");
+    let msg = c.message.as_deref().unwrap();
+    assert!(
+        msg.starts_with(
+            "20 of 20 nodes disagree with their overlay component: 10 nodes (genesis-0, peers-1,"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("extra peers-10, peers-11"), "{msg}");
+    assert!(msg.contains("(of another component)"), "{msg}");
+    // On one connected overlay it is full membership.
+    let whole = network(20, &ring_with_chords(20));
+    let c = evaluate_formation(
+        &whole,
+        &FormationExpectation {
+            component_membership: true,
+            ..FormationExpectation::default()
+        },
+    )
+    .remove(0);
+    assert!(c.passed, "{c:?}");
+}
+
+#[test]
+fn one_component_is_the_healed_network() {
+    let whole = network(20, &ring_with_chords(20));
+    let c = evaluate_formation(&whole, &components(1)).remove(0);
+    assert!(c.passed, "{c:?}");
+    assert_eq!(c.name, "overlay has 1 component");
+    let c = evaluate_formation(&two_halves(&[]), &components(1)).remove(0);
+    assert!(!c.passed);
+    assert!(c.message.unwrap().contains("more than 1"));
 }
 
 #[test]

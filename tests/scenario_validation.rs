@@ -14,9 +14,9 @@ fn errors(steps: &str) -> Vec<Diagnostic> {
 
 #[test]
 fn good_scenarios_validate() {
-    let good = "  - at: 5s\n    kill: random 2 of peers\n  - after: 1s\n    start: all\n  - pause: peers-0\n  - resume: peers-*\n  - restart: 25% of peers\n  - stop: genesis-0\n  - partition: {sides: [\"peers-0, peers-1\", \"peers-2\"], one_way: true}\n  - heal: true\n  - shape: {nodes: peers, peers: genesis, delay: 50ms, jitter: 5ms, loss: 0.01, bandwidth: 1mbit}\n  - join: {group: late, count: 1}\n  - broadcast: {count: 2, from: peers}\n  - wait: 2s\n  - expect: {within: 10s, connected: true, min_degree: 1, full_membership: true, broadcast: {count: 1, reliability: 0.9}}\n";
+    let good = "  - at: 5s\n    kill: random 2 of peers\n  - after: 1s\n    start: all\n  - pause: peers-0\n  - resume: peers-*\n  - restart: 25% of peers\n  - stop: genesis-0\n  - partition: {sides: [\"peers-0, peers-1\", \"peers-2\"], one_way: true}\n  - heal: true\n  - shape: {nodes: peers, peers: genesis, delay: 50ms, jitter: 5ms, loss: 0.01, bandwidth: 1mbit}\n  - join: {group: late, count: 1}\n  - broadcast: {count: 2, from: peers}\n  - wait: 2s\n  - expect: {within: 10s, connected: true, min_degree: 1, full_membership: true, broadcast: {count: 1, reliability: 0.9}}\n  - expect: {within: 10s, components: 2, component_membership: true}\n";
     let t = topology::parse_str(&format!("{HEAD}{good}"), "good.yaml").unwrap();
-    assert_eq!(t.scenario.len(), 13);
+    assert_eq!(t.scenario.len(), 14);
     assert!(t.groups[1].manual);
     // Manual groups are in the plan (so runtimes allocate them) but wait for the join.
     assert_eq!(t.node_specs(1).len(), 7);
@@ -161,6 +161,30 @@ fn bad_steps_are_reported_at_their_line_with_path_and_expectation() {
             13,
             "scenario[0].expect",
             "checks nothing",
+        ),
+        (
+            "zero components",
+            "  - expect: {components: 0}\n",
+            8,
+            26,
+            "scenario[0].expect.components",
+            "expected at least 1",
+        ),
+        (
+            "components contradict connected",
+            "  - expect: {connected: true, components: 2}\n",
+            8,
+            25,
+            "scenario[0].expect.connected",
+            "contradicts `components: 2`",
+        ),
+        (
+            "more components than live nodes",
+            "  - kill: peers\n  - expect: {components: 3}\n",
+            9,
+            13,
+            "scenario[1]",
+            "only 1 node(s) are live",
         ),
         (
             "heal false",

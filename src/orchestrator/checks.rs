@@ -3,17 +3,14 @@
 //! Every failure says what was expected, what was seen and which nodes are at fault, so the
 //! person reading a red CI run knows where to look without opening the JSON.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::graph::Overlay;
+use super::membership::{component_membership, full_membership};
 use super::model::{CheckResult, FormationExpectation, NodeObservation};
 use super::text::{MAX_LISTED, name_list};
-
-/// How many disagreeing nodes a membership failure describes in full.
-const MEMBERSHIP_DETAILS: usize = 3;
 
 /// One [`CheckResult`] per expectation that is switched on, in a fixed order.
 pub fn evaluate_formation(
@@ -28,6 +25,9 @@ pub fn evaluate_formation(
     if expect.connected {
         results.push(connected(&overlay));
     }
+    if let Some(n) = expect.components {
+        results.push(component_count(&overlay, n));
+    }
     if let Some(min) = expect.min_degree {
         results.push(degree_bound(&overlay, min, Bound::Min));
     }
@@ -36,6 +36,9 @@ pub fn evaluate_formation(
     }
     if expect.full_membership {
         results.push(full_membership(observations));
+    }
+    if expect.component_membership {
+        results.push(component_membership(observations, &overlay));
     }
     results
 }
@@ -89,59 +92,128 @@ fn all_ready(observations: &[NodeObservation]) -> CheckResult {
     )
 }
 
+/// The overlay's components as the `connected` and `components` checks describe them.
+struct Components<'a> {
+    names: Vec<Vec<&'a str>>,
+    sizes: Vec<usize>,
+    /// Nodes whose status socket did not answer: in no component.
+    silent: Vec<&'a str>,
+}
+
+impl<'a> Components<'a> {
+    fn of(overlay: &'a Overlay) -> Self {
+        let comps = overlay.components();
+        Components {
+            names: comps
+                .iter()
+                .map(|c| c.iter().map(|&i| overlay.nodes[i].name.as_str()).collect())
+                .collect(),
+            sizes: comps.iter().map(Vec::len).collect(),
+            silent: overlay
+                .nodes
+                .iter()
+                .filter(|n| !n.answered)
+                .map(|n| n.name.as_str())
+                .collect(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.sizes.len()
+    }
+
+    fn measured(&self) -> String {
+        match self.sizes.as_slice() {
+            [] => "no node answered".to_string(),
+            [one] => format!("1 component of {one} nodes"),
+            many => format!(
+                "{} components (sizes {})",
+                many.len(),
+                many.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// `[a, b] | [c, d]`.
+    fn listed(&self) -> String {
+        self.names
+            .iter()
+            .map(|c| format!("[{}]", name_list(c)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// A failure message, with the nodes that were not counted because they were silent.
+    fn with_silent(&self, failure: String) -> String {
+        if self.silent.is_empty() {
+            failure
+        } else {
+            format!(
+                "{failure} (not counted, status did not answer: {})",
+                name_list(&self.silent)
+            )
+        }
+    }
+
+    fn value(&self) -> serde_json::Value {
+        json!({
+            "components": self.count(),
+            "sizes": self.sizes,
+            "members": self.names,
+            "not_answering": self.silent,
+        })
+    }
+}
+
 fn connected(overlay: &Overlay) -> CheckResult {
-    let comps = overlay.components();
-    let names: Vec<Vec<&str>> = comps
-        .iter()
-        .map(|c| c.iter().map(|&i| overlay.nodes[i].name.as_str()).collect())
-        .collect();
-    let sizes: Vec<usize> = comps.iter().map(Vec::len).collect();
-    let silent: Vec<&str> = overlay
-        .nodes
-        .iter()
-        .filter(|n| !n.answered)
-        .map(|n| n.name.as_str())
-        .collect();
-    let measured = match sizes.as_slice() {
-        [] => "no node answered".to_string(),
-        [one] => format!("1 component of {one} nodes"),
-        many => format!(
-            "{} components (sizes {})",
-            many.len(),
-            many.iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let failure = match comps.len() {
+    let c = Components::of(overlay);
+    let failure = match c.count() {
         0 => Some("no node answered its status socket, so no overlay could be seen".to_string()),
         1 => None,
         n => Some(format!(
             "the overlay is split into {n} parts with no link between them: {}",
-            names
-                .iter()
-                .map(|c| format!("[{}]", name_list(c)))
-                .collect::<Vec<_>>()
-                .join(" | ")
+            c.listed()
         )),
     };
-    let failure = failure.map(|f| {
-        if silent.is_empty() {
-            f
-        } else {
-            format!(
-                "{f} (not counted, status did not answer: {})",
-                name_list(&silent)
-            )
-        }
-    });
     CheckResult::new(
         "overlay connected",
         "1 component",
-        measured,
-        failure,
-        json!({ "components": comps.len(), "sizes": sizes, "members": names, "not_answering": silent }),
+        c.measured(),
+        failure.map(|f| c.with_silent(f)),
+        c.value(),
+    )
+}
+
+/// Exactly `want` components: what a partition must show while it holds (each side one
+/// component, no link across), or `1` once it healed.
+fn component_count(overlay: &Overlay, want: usize) -> CheckResult {
+    let c = Components::of(overlay);
+    let have = c.count();
+    let failure = if have == 0 {
+        Some("no node answered its status socket, so no overlay could be seen".to_string())
+    } else if have < want {
+        Some(format!(
+            "the overlay has {have} component(s), fewer than {want}: links still cross the cut, or a side is not up; seen {}",
+            c.listed()
+        ))
+    } else if have > want {
+        Some(format!(
+            "the overlay is split into {have} parts, more than {want}: {}",
+            c.listed()
+        ))
+    } else {
+        None
+    };
+    let plural = if want == 1 { "" } else { "s" };
+    CheckResult::new(
+        format!("overlay has {want} component{plural}"),
+        format!("{want} component{plural}"),
+        c.measured(),
+        failure.map(|f| c.with_silent(f)),
+        c.value(),
     )
 }
 
@@ -200,93 +272,6 @@ fn degree_bound(overlay: &Overlay, bound: usize, kind: Bound) -> CheckResult {
         json!({
             "min": min, "avg": avg, "max": max, "bound": bound,
             "offenders": offenders.iter().map(|(n, d)| json!({"node": n, "degree": d})).collect::<Vec<_>>(),
-        }),
-    )
-}
-
-fn full_membership(observations: &[NodeObservation]) -> CheckResult {
-    let live: Vec<(&str, &str)> = observations
-        .iter()
-        .filter_map(|o| o.status.as_ref().map(|s| (s.id.as_str(), o.name.as_str())))
-        .collect();
-    let name_of: HashMap<&str, &str> = live.iter().copied().collect();
-    let live_ids: BTreeSet<&str> = live.iter().map(|(id, _)| *id).collect();
-    let mut mismatches = Vec::new();
-    for o in observations {
-        let Some(s) = &o.status else { continue };
-        let members: BTreeSet<&str> = s.members.iter().map(|p| p.id.as_str()).collect();
-        let missing: Vec<&str> = live_ids
-            .difference(&members)
-            .map(|id| name_of.get(id).copied().unwrap_or(id))
-            .collect();
-        let extra: Vec<String> = s
-            .members
-            .iter()
-            .filter(|p| !live_ids.contains(p.id.as_str()))
-            .map(|p| format!("{}@{}", super::text::short_id(&p.id), p.addr))
-            .collect();
-        if !missing.is_empty() || !extra.is_empty() {
-            mismatches.push((o.name.as_str(), missing, extra));
-        }
-    }
-    let total = live.len();
-    let matching = total - mismatches.len();
-    let failure = (!mismatches.is_empty() || total == 0).then(|| {
-        if total == 0 {
-            return "no node answered its status socket, so no membership could be seen".into();
-        }
-        // Nodes that disagree the same way (say, all still list one dead node) are told once.
-        let mut groups: Vec<(Vec<&str>, &Vec<&str>, &Vec<String>)> = Vec::new();
-        for (name, missing, extra) in &mismatches {
-            match groups
-                .iter_mut()
-                .find(|(_, m, e)| *m == missing && *e == extra)
-            {
-                Some((names, _, _)) => names.push(name),
-                None => groups.push((vec![name], missing, extra)),
-            }
-        }
-        let details: Vec<String> = groups
-            .iter()
-            .take(MEMBERSHIP_DETAILS)
-            .map(|(names, missing, extra)| {
-                let mut parts = Vec::new();
-                if !missing.is_empty() {
-                    parts.push(format!("missing {}", name_list(missing)));
-                }
-                if !extra.is_empty() {
-                    parts.push(format!("extra {} (not a live node)", name_list(extra)));
-                }
-                let who = match names.as_slice() {
-                    [one] => one.to_string(),
-                    many => format!("{} nodes ({})", many.len(), name_list(many)),
-                };
-                format!("{who}: {}", parts.join(", "))
-            })
-            .collect();
-        let more = groups.len().saturating_sub(MEMBERSHIP_DETAILS);
-        format!(
-            "{} of {total} nodes disagree with the live set: {}{}",
-            mismatches.len(),
-            details.join("; "),
-            if more > 0 {
-                format!("; and {more} more disagreements")
-            } else {
-                String::new()
-            }
-        )
-    });
-    CheckResult::new(
-        "full membership",
-        format!("every node knows exactly the {total} live nodes"),
-        format!("{matching}/{total} nodes match"),
-        failure,
-        json!({
-            "matching": matching,
-            "total": total,
-            "mismatches": mismatches.iter().map(|(n, missing, extra)| json!({
-                "node": n, "missing": missing, "extra": extra,
-            })).collect::<Vec<_>>(),
         }),
     )
 }

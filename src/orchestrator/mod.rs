@@ -9,6 +9,7 @@ pub mod checks;
 pub mod graph;
 pub mod junit;
 pub mod layout;
+mod membership;
 pub mod model;
 pub mod progress;
 pub mod render;

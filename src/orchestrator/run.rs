@@ -226,9 +226,11 @@ pub async fn execute(
     let expectation = FormationExpectation {
         all_ready: formation.all_ready,
         connected: formation.connected,
+        components: None,
         min_degree: Some(formation.min_degree).filter(|d| *d > 0),
         max_degree: formation.max_degree,
         full_membership: formation.full_membership,
+        component_membership: false,
     };
     progress.phase("forming", 1);
     let (observations, mut checks, formed_at) = loop {

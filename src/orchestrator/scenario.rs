@@ -133,6 +133,9 @@ async fn apply(
                         runtime.act(node, NodeAction::Start).await?;
                     }
                 }
+                if matches!(fault, Fault::Start | Fault::Restart) {
+                    follow_endpoint(runtime, observer, node).await;
+                }
             }
         }
         ResolvedAction::Partition { sides, one_way } => runtime.partition(sides, *one_way).await?,
@@ -162,6 +165,19 @@ async fn apply(
     Ok(())
 }
 
+/// A node started again may be reached elsewhere now (a container's status socket can get
+/// a new published port): the checks follow it.
+async fn follow_endpoint(runtime: &dyn Runtime, observer: &Observer, node: &str) {
+    let Some(now) = runtime.endpoint(node) else {
+        return;
+    };
+    let mut endpoints = observer.endpoints.lock().await;
+    match endpoints.iter_mut().find(|e| e.name == node) {
+        Some(known) => *known = now,
+        None => endpoints.push(now),
+    }
+}
+
 fn spec_of<'a>(plan: &'a RunPlan, name: &str) -> Result<&'a NodeSpec, RuntimeError> {
     plan.nodes
         .iter()
@@ -188,9 +204,11 @@ async fn expect(
     let formation = FormationExpectation {
         all_ready: e.all_ready,
         connected: e.connected,
+        components: e.components,
         min_degree: e.min_degree,
         max_degree: e.max_degree,
         full_membership: e.full_membership,
+        component_membership: e.component_membership,
     };
     let any_formation = formation != FormationExpectation::default();
     let mut results = Vec::new();

@@ -29,6 +29,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::compose::{DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command};
+use super::docker_partition::DockerPartitions;
 use super::links::LinkFaults;
 use super::{
     LinkShape, NODE_LABEL, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
@@ -53,6 +54,8 @@ pub struct DockerRuntime {
     /// Endpoints of started nodes, for link faults through their admin endpoints.
     endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
     links: LinkFaults,
+    /// Partitions: iptables in the containers' namespaces, or `links` as the fallback.
+    partitions: DockerPartitions,
 }
 
 impl DockerRuntime {
@@ -70,6 +73,7 @@ impl DockerRuntime {
             started: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
+            partitions: DockerPartitions::default(),
         }
     }
 
@@ -77,6 +81,39 @@ impl DockerRuntime {
         self.plan
             .as_ref()
             .ok_or_else(|| RuntimeError::Failed("the Docker runtime was not prepared".into()))
+    }
+
+    /// Node name to container name of every node started so far.
+    fn started(&self) -> BTreeMap<String, String> {
+        match self.started.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The status socket's URL as Docker publishes it now: an ephemeral host port, read
+    /// back after every start because a container started again may get a new one.
+    async fn status_url(&self, container: &str) -> Result<String, RuntimeError> {
+        let status_port = format!("{STATUS_PORT}/tcp");
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(failed(format!("cannot inspect container {container}")))?;
+        let host_port = inspect
+            .network_settings
+            .and_then(|s| s.ports)
+            .and_then(|mut ports| ports.remove(&status_port))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::Failed(format!(
+                    "container {container} started but Docker published no port for its status \
+                     socket ({status_port}); did it exit at once? see `docker logs {container}`"
+                ))
+            })?;
+        Ok(format!("http://127.0.0.1:{host_port}"))
     }
 
     fn container_of(&self, node: &str) -> Result<String, RuntimeError> {
@@ -124,6 +161,30 @@ impl DockerRuntime {
             known.clear();
         }
         left
+    }
+}
+
+/// After `docker start`: the status socket may be published on a new host port, and a
+/// partition in force needs rules in the container's new namespace.
+impl DockerRuntime {
+    async fn restarted(&self, node: &str, container: &str) -> Result<(), RuntimeError> {
+        let status_url = self.status_url(container).await?;
+        let changed = {
+            let mut known = self.endpoints.lock().map_err(|_| poisoned())?;
+            match known.get_mut(node) {
+                Some(ep) if ep.status_url != status_url => {
+                    ep.status_url = status_url.clone();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            tracing::debug!(node, %status_url, "status socket published on a new port");
+        }
+        self.partitions
+            .after_start(&self.docker, &self.started())
+            .await
     }
 }
 
@@ -354,30 +415,16 @@ impl Runtime for DockerRuntime {
             .start_container(&container, None)
             .await
             .map_err(failed(format!("cannot start container {container}")))?;
-        let inspect = self
-            .docker
-            .inspect_container(&container, None)
-            .await
-            .map_err(failed(format!("cannot inspect container {container}")))?;
-        let host_port = inspect
-            .network_settings
-            .and_then(|s| s.ports)
-            .and_then(|mut ports| ports.remove(&status_port))
-            .flatten()
-            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                RuntimeError::Failed(format!(
-                    "container {container} started but Docker published no port for its status \
-                     socket ({status_port}); did it exit at once? see `docker logs {container}`"
-                ))
-            })?;
         let endpoint = NodeEndpoint {
             name: node.name.clone(),
             peer_addr: format!("{container}:{PEER_PORT}"),
-            status_url: format!("http://127.0.0.1:{host_port}"),
+            status_url: self.status_url(&container).await?,
         };
         self.remember_endpoint(&endpoint)?;
+        // A node that joins while a partition holds is cut like the rest of its side.
+        self.partitions
+            .after_start(&self.docker, &self.started())
+            .await?;
         Ok(endpoint)
     }
 
@@ -401,17 +448,39 @@ impl Runtime for DockerRuntime {
             NodeAction::Resume => self.docker.unpause_container(&container).await,
             NodeAction::Start => self.docker.start_container(&container, None).await,
         };
-        result.map_err(failed(what))
+        result.map_err(failed(what))?;
+        if action == NodeAction::Start {
+            self.restarted(node, &container).await?;
+        }
+        Ok(())
+    }
+
+    fn endpoint(&self, node: &str) -> Option<NodeEndpoint> {
+        self.endpoints.lock().ok()?.get(node).cloned()
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
-        self.links
-            .partition_named(&|names| self.endpoints(names), sides, one_way)
+        self.partitions
+            .partition(
+                &self.docker,
+                &self.started(),
+                &self.links,
+                &|names| self.endpoints(names),
+                sides,
+                one_way,
+            )
             .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
-        self.links.heal_all(&self.all_endpoints()).await
+        self.partitions
+            .heal(
+                &self.docker,
+                &self.started(),
+                &self.links,
+                &self.all_endpoints(),
+            )
+            .await
     }
 
     async fn shape(
@@ -429,7 +498,12 @@ impl Runtime for DockerRuntime {
         let Some(plan) = self.plan.as_ref() else {
             return Ok(TeardownReport::default());
         };
-        let leftovers = self.clear_links().await;
+        // Before the containers go: their namespaces hold the partition rules.
+        let mut leftovers = self
+            .partitions
+            .teardown(&self.docker, &self.started())
+            .await;
+        leftovers.extend(self.clear_links().await);
         let logs = plan.run_dir.join("logs");
         let mut report = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
         report.leftovers.extend(leftovers);

@@ -12,8 +12,10 @@ use async_trait::async_trait;
 
 pub mod compose;
 pub mod docker;
+pub mod docker_partition;
 pub mod links;
 pub mod local;
+pub mod netfilter;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
@@ -168,6 +170,13 @@ pub trait Runtime: Send + Sync {
             runtime: self.name(),
             reason: "link shaping is not implemented by this runtime yet".into(),
         })
+    }
+    /// Where a started node is reached now. A runtime whose nodes can come back elsewhere
+    /// after a `Start` (a container may get a new published port) answers with the new
+    /// endpoint; `None` means the endpoint [`Runtime::start`] returned still holds.
+    fn endpoint(&self, node: &str) -> Option<NodeEndpoint> {
+        let _ = node;
+        None
     }
     /// Remove everything this run created. Must be safe to call more than once.
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError>;

@@ -87,9 +87,13 @@ pub struct Expectation {
     pub within: Duration,
     pub all_ready: bool,
     pub connected: bool,
+    /// Exactly this many connected components in the live nodes' overlay.
+    pub components: Option<usize>,
     pub min_degree: Option<usize>,
     pub max_degree: Option<usize>,
     pub full_membership: bool,
+    /// Each live node knows exactly the nodes of its overlay component.
+    pub component_membership: bool,
     pub broadcast: Option<ExpectBroadcast>,
 }
 

@@ -126,6 +126,10 @@ pub(crate) struct ExpectFile {
     /// The live nodes form one connected overlay.
     #[serde(default)]
     pub connected: Option<Spanned<bool>>,
+    /// The overlay of the live nodes has exactly this many connected components (at least
+    /// 1): `components: 2` asserts that a partition really split the network.
+    #[serde(default)]
+    pub components: Option<Spanned<u32>>,
     /// Every live node has at least this many neighbours.
     #[serde(default)]
     pub min_degree: Option<Spanned<u32>>,
@@ -135,6 +139,10 @@ pub(crate) struct ExpectFile {
     /// Every live node's member list is exactly the live nodes.
     #[serde(default)]
     pub full_membership: Option<Spanned<bool>>,
+    /// Every live node's member list is exactly the nodes of its own overlay component:
+    /// each side of a partition knows exactly its side.
+    #[serde(default)]
+    pub component_membership: Option<Spanned<bool>>,
     /// Inject broadcasts now and require their delivery to the live nodes.
     #[serde(default)]
     pub broadcast: Option<Spanned<ExpectBroadcastFile>>,

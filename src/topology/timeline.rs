@@ -74,9 +74,15 @@ pub struct ResolvedExpect {
     pub within: Duration,
     pub all_ready: bool,
     pub connected: bool,
+    /// Exactly this many connected components in the live nodes' overlay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<usize>,
     pub min_degree: Option<usize>,
     pub max_degree: Option<usize>,
     pub full_membership: bool,
+    /// Each live node knows exactly the nodes of its overlay component.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub component_membership: bool,
     /// Senders of the broadcasts to inject, one per message; empty: no broadcast check.
     pub broadcast_from: Vec<String>,
     pub reliability: f64,
@@ -269,6 +275,15 @@ impl Resolver<'_> {
         if live.is_empty() {
             return Err("expect runs when no node is up; expected at least one live node (start or resume some first)".into());
         }
+        if let Some(n) = e.components
+            && n > live.len()
+        {
+            return Err(format!(
+                "expect components: {n}, but only {} node(s) are live at this step, and each component holds at least one; expected at most {}",
+                live.len(),
+                live.len()
+            ));
+        }
         let (broadcast_from, reliability) = match &e.broadcast {
             Some(b) => (self.senders(b.count, b.from.as_ref())?, b.reliability),
             None => (Vec::new(), 1.0),
@@ -277,9 +292,11 @@ impl Resolver<'_> {
             within: e.within,
             all_ready: e.all_ready,
             connected: e.connected,
+            components: e.components,
             min_degree: e.min_degree,
             max_degree: e.max_degree,
             full_membership: e.full_membership,
+            component_membership: e.component_membership,
             broadcast_from,
             reliability,
             live,
@@ -459,6 +476,9 @@ pub fn describe(action: &ResolvedAction) -> String {
             if e.connected {
                 what.push("connected".to_string());
             }
+            if let Some(n) = e.components {
+                what.push(format!("{n} component(s)"));
+            }
             if let Some(d) = e.min_degree {
                 what.push(format!("min degree {d}"));
             }
@@ -467,6 +487,9 @@ pub fn describe(action: &ResolvedAction) -> String {
             }
             if e.full_membership {
                 what.push("full membership".to_string());
+            }
+            if e.component_membership {
+                what.push("membership per component".to_string());
             }
             if !e.broadcast_from.is_empty() {
                 what.push(format!("{} broadcast(s) delivered", e.broadcast_from.len()));

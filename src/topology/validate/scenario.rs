@@ -333,6 +333,26 @@ impl StepCheck<'_, '_> {
                 ),
             );
         }
+        if let Some(c) = &f.components {
+            if c.value == 0 {
+                self.report(
+                    c.at,
+                    "expect.components",
+                    "0 components means no live node; expected at least 1 (2 for a network split in two)",
+                );
+            } else if c.value > 1
+                && let Some(connected) = f.connected.as_ref().filter(|v| v.value)
+            {
+                self.report(
+                    connected.at,
+                    "expect.connected",
+                    format!(
+                        "`connected: true` (one component) contradicts `components: {}`; remove one of them",
+                        c.value
+                    ),
+                );
+            }
+        }
         let broadcast = match &f.broadcast {
             Some(b) => {
                 let count = self.count(b.value.count.as_ref(), "expect.broadcast.count");
@@ -362,22 +382,30 @@ impl StepCheck<'_, '_> {
             within,
             all_ready: on(&f.all_ready),
             connected: on(&f.connected),
+            components: f
+                .components
+                .as_ref()
+                .filter(|c| c.value > 0)
+                .map(|c| c.value as usize),
             min_degree: f.min_degree.as_ref().map(|v| v.value as usize),
             max_degree: f.max_degree.as_ref().map(|v| v.value as usize),
             full_membership: on(&f.full_membership),
+            component_membership: on(&f.component_membership),
             broadcast,
         };
         let checks_something = expectation.all_ready
             || expectation.connected
+            || f.components.is_some()
             || expectation.min_degree.is_some()
             || expectation.max_degree.is_some()
             || expectation.full_membership
+            || expectation.component_membership
             || expectation.broadcast.is_some();
         if !checks_something {
             self.report(
                 at,
                 "expect",
-                "checks nothing; expected at least one of all_ready, connected, min_degree, max_degree, full_membership or broadcast",
+                "checks nothing; expected at least one of all_ready, connected, components, min_degree, max_degree, full_membership, component_membership or broadcast",
             );
             return None;
         }

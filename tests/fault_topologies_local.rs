@@ -1,0 +1,178 @@
+//! Every fault topology shipped in `topologies/` (a file with a non-empty `scenario:`)
+//! passes end to end on local processes: `peerlab run FILE --runtime local --report ...`
+//! on the real file exits 0, every `expect` step of its scenario produced checks that all
+//! passed, and no node process of the run is left afterwards.
+//!
+//! One test per file, so a failure names the topology; [`COVERED`] lists them and
+//! `every_fault_topology_has_a_test` fails when a file with a scenario is added to
+//! `topologies/` without a test here. Runs take turns: each starts up to twenty nodes with
+//! one-second timeouts, and two at once on two cores starve each other into false failures.
+
+mod local_runs;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use local_runs::{Workspace, assert_gone_within, processes_of, topologies_dir};
+
+/// The fault topologies with a test below.
+const COVERED: &[&str] = &[
+    "churn.yaml",
+    "frozen-node.yaml",
+    "genesis-loss.yaml",
+    "mass-failure.yaml",
+    "partition-heal.yaml",
+    "shaped-links.yaml",
+];
+
+/// How long one run may take: formation plus the scenario's deadlines, on busy cores.
+const RUN_LIMIT: Duration = Duration::from_secs(150);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Files of `topologies/` whose scenario has at least one step.
+fn fault_topologies() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(topologies_dir()).expect("read topologies/") {
+        let path = entry.expect("read topologies/").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read topology");
+        let topology = peerlab::topology::parse_str(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{} does not validate: {e}", path.display()));
+        if !topology.scenario.is_empty() {
+            found.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_fault_topology_has_a_test() {
+    let found = fault_topologies();
+    assert_eq!(
+        found, COVERED,
+        "topologies/ files with a scenario differ from the ones tested here; add a test (and \
+         an entry in COVERED) for each new file"
+    );
+}
+
+/// Runs `topologies/<file>` as it is and checks the run end to end; returns the report.
+fn passes_on_local_processes(file: &str) -> serde_json::Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let stem = file.trim_end_matches(".yaml");
+    // Run ids start with the topology's name, never with this prefix: the workspace's
+    // cleanup cannot touch another test's run.
+    let ws = Workspace::new(&format!("faultfile{stem}"));
+    let path = topologies_dir().join(file);
+    let report_path = ws.path("report.json");
+    let out = ws
+        .spawn(&[
+            "run",
+            path.to_str().unwrap(),
+            "--runtime",
+            "local",
+            "--report",
+            report_path.to_str().unwrap(),
+        ])
+        .wait(RUN_LIMIT);
+    let run_id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("{file}: no run id announced\n{}", out.dump()));
+    // The orchestrator has exited; its nodes must be gone with it.
+    assert_gone_within(&run_id, Duration::from_secs(10));
+    assert!(processes_of(&run_id).is_empty());
+    assert_eq!(out.code(), Some(0), "{file} failed:\n{}", out.dump());
+    assert_report_passed(file, &report_path, &out.dump())
+}
+
+/// The report passed, and each `expect` step of the scenario has checks, all passing.
+fn assert_report_passed(file: &str, report_path: &Path, dump: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(report_path)
+        .unwrap_or_else(|e| panic!("{file}: no report at {}: {e}", report_path.display()));
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(report["passed"], true, "{file}: report not passed\n{dump}");
+    let steps = report["scenario"]
+        .as_array()
+        .expect("report has the scenario");
+    let checks = report["checks"].as_array().expect("report has checks");
+    assert!(!steps.is_empty(), "{file}: empty scenario in the report");
+    let mut expects = 0;
+    for step in steps {
+        if step["action"]["step"] != "expect" {
+            continue;
+        }
+        expects += 1;
+        let prefix = format!("expect#{} ", step["index"]);
+        let mine: Vec<&serde_json::Value> = checks
+            .iter()
+            .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+            .collect();
+        assert!(
+            !mine.is_empty(),
+            "{file}: step {} produced no check\n{dump}",
+            step["text"]
+        );
+        for c in mine {
+            assert_eq!(
+                c["passed"], true,
+                "{file}: {} failed: {}",
+                c["name"], c["message"]
+            );
+        }
+    }
+    assert!(
+        expects > 0,
+        "{file}: a fault topology should expect something"
+    );
+    assert!(
+        checks.iter().all(|c| c["passed"] == true),
+        "{file}: a check failed\n{dump}"
+    );
+    report
+}
+
+#[test]
+fn churn_passes_on_local_processes() {
+    passes_on_local_processes("churn.yaml");
+}
+
+#[test]
+fn frozen_node_passes_on_local_processes() {
+    passes_on_local_processes("frozen-node.yaml");
+}
+
+#[test]
+fn genesis_loss_passes_on_local_processes() {
+    passes_on_local_processes("genesis-loss.yaml");
+}
+
+#[test]
+fn mass_failure_passes_on_local_processes() {
+    passes_on_local_processes("mass-failure.yaml");
+}
+
+#[test]
+fn partition_heal_passes_on_local_processes() {
+    let report = passes_on_local_processes("partition-heal.yaml");
+    // The split itself was seen, not only the merge after the heal.
+    let split = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("overlay has 2 components after partition"))
+        })
+        .unwrap_or_else(|| panic!("no components check in {}", report["checks"]));
+    assert_eq!(split["value"]["components"], 2, "{split}");
+}
+
+#[test]
+fn shaped_links_passes_on_local_processes() {
+    passes_on_local_processes("shaped-links.yaml");
+}
