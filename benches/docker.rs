@@ -20,6 +20,7 @@
 
 #[path = "../tests/docker_support/mod.rs"]
 mod docker_support;
+mod support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,30 +39,6 @@ struct Row {
     peerlab_total: f64,
     compose_healthy: Option<f64>,
     compose_down: f64,
-}
-
-fn sizes() -> Vec<usize> {
-    let from_args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .filter_map(|a| a.parse().ok())
-        .filter(|n| *n >= 2)
-        .collect();
-    if !from_args.is_empty() {
-        return from_args;
-    }
-    if let Ok(list) = std::env::var("PEERLAB_BENCH_NODES") {
-        let parsed: Vec<usize> = list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .filter(|n| *n >= 2)
-            .collect();
-        if !parsed.is_empty() {
-            return parsed;
-        }
-        eprintln!("PEERLAB_BENCH_NODES={list:?} is not a list of sizes like 10,50; using defaults");
-    }
-    vec![10, 50, 100]
 }
 
 /// One genesis and N-1 peers on the run's default network, all starting at once, as the
@@ -170,7 +147,11 @@ fn secs(v: Option<f64>) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
+    let mut out = format!(
+        "Formation of N containers ({}, built-in node settings)\n\n",
+        support::build_line()
+    );
+    out.push_str(
         "| containers | peerlab formed (s) | peerlab run total (s) | compose healthy (s) | compose down (s) |\n\
          |---:|---:|---:|---:|---:|\n",
     );
@@ -223,7 +204,7 @@ fn main() {
     ensure_image();
     let dir = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
-    for n in sizes() {
+    for n in support::sizes(&[10, 50, 100]) {
         eprintln!("{n} containers: peerlab run --runtime docker ...");
         let (peerlab_formed, peerlab_total) = bench_peerlab(dir.path(), n);
         eprintln!(
@@ -239,12 +220,5 @@ fn main() {
             compose_down,
         });
     }
-    let text = table(&rows);
-    println!("{text}");
-    let out_dir = Path::new(ROOT).join("target/bench");
-    if let Err(e) = std::fs::create_dir_all(&out_dir)
-        .and_then(|()| std::fs::write(out_dir.join("docker.md"), &text))
-    {
-        eprintln!("cannot write {}/docker.md: {e}", out_dir.display());
-    }
+    support::publish("docker.md", &table(&rows));
 }

@@ -4,112 +4,108 @@
 //! Run: `cargo bench --bench formation` (N = 10 and 100), or choose sizes with
 //! `cargo bench --bench formation -- 10 50 200` or `PEERLAB_BENCH_NODES=10,200`.
 //! Prints a markdown table and writes it to `target/bench/formation.md`.
-//! `PEERLAB_BENCH_KEEP_LOGS=1` keeps every node's log and prints where.
+//! `PEERLAB_BENCH_KEEP_LOGS=1` keeps every node's log under `target/bench/runs/`.
 //!
-//! Formation time runs from spawning the genesis to every node being joined, knowing all
-//! N members, and the overlay being connected with symmetric links. It includes process
-//! start-up and the status polling that observes it, as an orchestrator would see it.
+//! The nodes are started as the local runtime starts them (one genesis, then every peer as
+//! fast as it takes them), with built-in node settings. Formation time runs from starting the
+//! genesis to every node being joined, knowing all N members, and the overlay being connected
+//! with symmetric links. It includes process start-up and the status polling that observes
+//! it, as an orchestrator would see it.
 
-#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Spec, Starting, spawn};
+use peerlab::orchestrator::{NodeObservation, Overlay};
+use support::net::{LocalNet, overlay_problem, run_pids};
 
 /// Idle memory goal for one node in a 100-node network.
 const GOAL_RSS_KIB: u64 = 8 * 1024;
 /// Quiet time after formation before memory is read, so join traffic has drained.
 const SETTLE: Duration = Duration::from_secs(3);
+/// How long a network may take to form.
+const FORM_WITHIN: Duration = Duration::from_secs(180);
 
 struct Row {
     nodes: usize,
-    formation: Duration,
+    formation: Option<Duration>,
     rss_avg_kib: u64,
     rss_max_kib: u64,
     degree_min: usize,
     degree_avg: f64,
 }
 
-fn sizes() -> Vec<usize> {
-    let from_args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if !from_args.is_empty() {
-        return from_args;
-    }
-    if let Ok(list) = std::env::var("PEERLAB_BENCH_NODES") {
-        let parsed: Vec<usize> = list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if !parsed.is_empty() {
-            return parsed;
-        }
-        eprintln!(
-            "PEERLAB_BENCH_NODES={list:?} is not a list of sizes like 10,100; using defaults"
-        );
-    }
-    vec![10, 100]
+/// Formed: the orchestrator's checks (connected, degree >= 1, full membership) and every
+/// link seen by both ends.
+fn formation_problem(observations: &[NodeObservation]) -> Option<String> {
+    overlay_problem(observations, 1).or_else(|| {
+        let overlay = Overlay::build(observations);
+        let one_way = overlay.edges.iter().filter(|e| !e.is_symmetric()).count();
+        (one_way > 0).then(|| format!("{one_way} link(s) seen by one end only"))
+    })
 }
 
-async fn measure(n: usize) -> Row {
-    assert!(n >= 2, "a network needs at least 2 nodes");
-    let mut cluster = Cluster::new();
+async fn measure(n: usize, runs_dir: &Path) -> Row {
+    let yaml = format!(
+        "name: formation-{n}\nseed: {n}\ngenesis:\n  count: 1\n\
+         groups:\n  - name: peers\n    count: {}\n",
+        n - 1
+    );
+    let mut net =
+        LocalNet::prepare(&yaml, runs_dir, &support::run_id(&format!("formation-{n}"))).await;
     let started = Instant::now();
-    let genesis = cluster.start(Spec::new("g0")).await;
-    let genesis_addr = cluster.nodes[genesis].addr();
-    let starting: Vec<Starting> = (1..n)
-        .map(|i| {
-            spawn(
-                cluster.dir.path(),
-                Spec::new(&format!("p{i:03}")).genesis(&genesis_addr),
-            )
-        })
-        .collect();
-    for s in starting {
-        let node = s.ready(Duration::from_secs(60)).await;
-        cluster.nodes.push(node);
-    }
-    let statuses = cluster.wait_formed(1, Duration::from_secs(180)).await;
-    let formation = started.elapsed();
-
-    // Not synchronisation: a measurement of the idle state, so it waits on purpose.
-    tokio::time::sleep(SETTLE).await;
-    let rss: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .map(|node| node.rss_kib().unwrap_or(0))
-        .collect();
-    let degrees: Vec<usize> = statuses.iter().map(|s| s.neighbours.len()).collect();
-    if std::env::var_os("PEERLAB_BENCH_KEEP_LOGS").is_some() {
-        eprintln!("node logs kept in {}", cluster.keep_logs().display());
-    }
-    Row {
+    let mut row = Row {
         nodes: n,
-        formation,
-        rss_avg_kib: rss.iter().sum::<u64>() / rss.len() as u64,
-        rss_max_kib: rss.iter().copied().max().unwrap_or(0),
-        degree_min: degrees.iter().copied().min().unwrap_or(0),
-        degree_avg: degrees.iter().sum::<usize>() as f64 / degrees.len() as f64,
+        formation: None,
+        rss_avg_kib: 0,
+        rss_max_kib: 0,
+        degree_min: 0,
+        degree_avg: 0.0,
+    };
+    match net.start_all().await {
+        Ok(()) => {
+            let names = net.names();
+            let waited = net
+                .wait_until(&names, started, FORM_WITHIN, |obs, _| {
+                    formation_problem(obs)
+                })
+                .await;
+            row.formation = waited.after;
+            if let Some(p) = waited.problem {
+                eprintln!("{n} nodes did not form within {FORM_WITHIN:?}: {p}");
+            }
+            let degrees: Vec<usize> = waited
+                .observations
+                .iter()
+                .filter_map(|o| o.status.as_ref().map(|s| s.neighbours.len()))
+                .collect();
+            row.degree_min = degrees.iter().copied().min().unwrap_or(0);
+            row.degree_avg = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
+            // Not synchronisation: a measurement of the idle state, so it waits on purpose.
+            tokio::time::sleep(SETTLE).await;
+            let rss: Vec<u64> = run_pids(&net.plan.run_id)
+                .into_iter()
+                .filter_map(support::rss_kib)
+                .collect();
+            row.rss_avg_kib = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
+            row.rss_max_kib = rss.iter().copied().max().unwrap_or(0);
+        }
+        Err(e) => eprintln!("starting {n} nodes failed: {e}"),
     }
+    if let Err(e) = net.teardown().await {
+        panic!("teardown of the {n}-node network left something: {e}");
+    }
+    row
 }
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
     let _ = writeln!(
         out,
-        "Formation of local `peerlab node` networks ({profile} build, {} CPUs, default node flags)\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Formation of local `peerlab node` networks ({}, built-in node settings)\n",
+        support::build_line()
     );
     let _ = writeln!(
         out,
@@ -119,9 +115,12 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {:.2} s | {:.1} MB | {:.1} MB | {} | {:.1} |",
+            "| {} | {} | {:.1} MB | {:.1} MB | {} | {:.1} |",
             r.nodes,
-            r.formation.as_secs_f64(),
+            r.formation.map_or("not formed".to_string(), |f| format!(
+                "{:.2} s",
+                f.as_secs_f64()
+            )),
             r.rss_avg_kib as f64 / 1024.0,
             r.rss_max_kib as f64 / 1024.0,
             r.degree_min,
@@ -129,7 +128,7 @@ fn table(rows: &[Row]) -> String {
         );
     }
     if let Some(r) = rows.iter().find(|r| r.nodes == 100) {
-        let verdict = if r.rss_max_kib <= GOAL_RSS_KIB {
+        let verdict = if r.formation.is_some() && r.rss_max_kib <= GOAL_RSS_KIB {
             "met"
         } else {
             "NOT met"
@@ -149,17 +148,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let runs = support::RunsDir::new();
     let mut rows = Vec::new();
-    for n in sizes() {
+    for n in support::sizes(&[10, 100]) {
         eprintln!("forming a network of {n} nodes...");
-        rows.push(runtime.block_on(measure(n)));
+        rows.push(runtime.block_on(measure(n, runs.path())));
     }
-    let text = table(&rows);
-    print!("{text}");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    let path = dir.join("formation.md");
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &text)) {
-        Ok(()) => eprintln!("written to {}", path.display()),
-        Err(e) => eprintln!("could not write {}: {e}", path.display()),
-    }
+    runs.announce();
+    support::publish("formation.md", &table(&rows));
 }

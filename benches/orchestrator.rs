@@ -12,6 +12,8 @@
 //! check holding (all ready, connected, min degree, full membership), as polled over the
 //! status sockets. Wall time covers prepare, start, formation, broadcast checks and teardown.
 
+mod support;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use peerlab::orchestrator::progress::Progress;
 use peerlab::orchestrator::run::{Stage, execute};
-use peerlab::runtime::local::{LocalRuntime, scan_processes};
-use peerlab::runtime::{RunPlan, Runtime};
-use peerlab::topology;
+use peerlab::runtime::Runtime;
+use peerlab::runtime::local::LocalRuntime;
+use support::net::{BIN, plan_from_yaml, run_pids};
+use support::{USER_HZ, cpu_ticks, rss_kib};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
 /// Goals on a 2-core machine, by network size.
 const GOALS: [(usize, Duration); 2] = [
     (100, Duration::from_secs(3)),
@@ -43,30 +45,6 @@ struct Row {
     wall: Duration,
     peak_rss_kib: u64,
     node_cpu: Duration,
-}
-
-fn sizes() -> Vec<usize> {
-    let from_args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if !from_args.is_empty() {
-        return from_args;
-    }
-    if let Ok(list) = std::env::var("PEERLAB_BENCH_NODES") {
-        let parsed: Vec<usize> = list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if !parsed.is_empty() {
-            return parsed;
-        }
-        eprintln!(
-            "PEERLAB_BENCH_NODES={list:?} is not a list of sizes like 10,100; using defaults"
-        );
-    }
-    vec![10, 100, 300]
 }
 
 /// Node settings of large networks, as in topologies/three-hundred.yaml: with the built-in
@@ -109,11 +87,7 @@ impl Sampler {
             let mut peak = 0u64;
             let mut cpu: HashMap<u32, u64> = HashMap::new();
             while !flag.load(Ordering::Relaxed) {
-                let pids: Vec<u32> = scan_processes()
-                    .into_iter()
-                    .filter(|p| p.run_id == run_id)
-                    .map(|p| p.pid)
-                    .collect();
+                let pids = run_pids(&run_id);
                 peak = peak.max(pids.iter().filter_map(|p| rss_kib(*p)).sum());
                 for pid in pids {
                     if let Some(t) = cpu_ticks(pid) {
@@ -134,40 +108,11 @@ impl Sampler {
     }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// /proc counts CPU time in USER_HZ, which the kernel ABI fixes at 100 on x86_64.
-const USER_HZ: u64 = 100;
-
 async fn measure(n: usize, runs_dir: &Path) -> Row {
     assert!(n >= 2, "a network needs at least 2 nodes");
-    let yaml = topology_yaml(n);
-    let topology = topology::parse_str(&yaml, &format!("bench-{n}.yaml"))
-        .unwrap_or_else(|e| panic!("the bench topology is invalid:\n{e}"));
+    let run_id = support::run_id(&format!("bench-{n}"));
+    let (topology, plan) = plan_from_yaml(&topology_yaml(n), runs_dir, &run_id);
     let seed = topology.seed;
-    let run_id = format!("bench-{n}-{:06x}", std::process::id() & 0xff_ffff);
-    let plan = RunPlan {
-        run_dir: runs_dir.join(&run_id),
-        run_id: run_id.clone(),
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(seed),
-        detach: false,
-    };
     let mut runtime = LocalRuntime::with_executable(PathBuf::from(BIN));
     runtime
         .check_support(&plan)
@@ -212,16 +157,11 @@ async fn measure(n: usize, runs_dir: &Path) -> Row {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
     let _ = writeln!(
         out,
-        "`peerlab run --runtime local` formation ({profile} build, {} CPUs, no stagger; \
-         built-in node settings below {LARGE} nodes, topologies/three-hundred.yaml's from {LARGE} on)\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "`peerlab run --runtime local` formation ({}, no stagger; built-in node settings \
+         below {LARGE} nodes, topologies/three-hundred.yaml's from {LARGE} on)\n",
+        support::build_line()
     );
     let _ = writeln!(
         out,
@@ -261,27 +201,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let bench_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    let keep = std::env::var_os("PEERLAB_BENCH_KEEP_LOGS").is_some();
-    let temp = tempfile::tempdir().expect("tempdir");
-    let runs_dir = if keep {
-        bench_dir.join("runs")
-    } else {
-        temp.path().to_path_buf()
-    };
+    let runs = support::RunsDir::new();
     let mut rows = Vec::new();
-    for n in sizes() {
+    for n in support::sizes(&[10, 100, 300]) {
         eprintln!("running a network of {n} nodes...");
-        rows.push(runtime.block_on(measure(n, &runs_dir)));
+        rows.push(runtime.block_on(measure(n, runs.path())));
     }
-    if keep {
-        eprintln!("run directories kept in {}", runs_dir.display());
-    }
-    let text = table(&rows);
-    print!("{text}");
-    let path = bench_dir.join("orchestrator.md");
-    match std::fs::create_dir_all(&bench_dir).and_then(|()| std::fs::write(&path, &text)) {
-        Ok(()) => eprintln!("written to {}", path.display()),
-        Err(e) => eprintln!("could not write {}: {e}", path.display()),
-    }
+    runs.announce();
+    support::publish("orchestrator.md", &table(&rows));
 }
