@@ -272,6 +272,7 @@ pub fn overlay_failures(
         min_degree: (min_degree > 0).then_some(min_degree),
         max_degree: None,
         full_membership: true,
+        ..FormationExpectation::default()
     };
     evaluate_formation(observations, &expect)
         .into_iter()

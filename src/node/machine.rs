@@ -245,6 +245,8 @@ pub struct Machine {
     /// Members recently refused or failed as link targets: not tried again before the instant.
     link_cooldown: BTreeMap<String, Instant>,
     next_sync: Instant,
+    /// Next probe of a random non-neighbour (SWIM's protocol period: two heartbeats).
+    next_random_probe: Instant,
     /// When `tick` last ran: a late tick means this node was starved of CPU (or frozen),
     /// and that silence is ours, not our neighbours'.
     last_tick: Instant,
@@ -294,6 +296,7 @@ impl Machine {
             seen: SeenSet::new(cfg.seen_capacity, cfg.seen_max_age),
             rng: StdRng::seed_from_u64(cfg.seed),
             next_sync: now + cfg.sync_interval,
+            next_random_probe: now + cfg.heartbeat_interval * 2,
             last_tick: now,
             next_housekeeping: now + HOUSEKEEPING_EVERY,
             start: now,
@@ -592,6 +595,9 @@ impl Machine {
             if now >= self.next_sync {
                 self.next_sync = now + self.cfg.sync_interval;
                 self.send_digest();
+            }
+            if now >= self.next_random_probe {
+                self.next_random_probe = now + self.cfg.heartbeat_interval * 2;
                 self.probe_random_member();
             }
         }
@@ -1393,8 +1399,10 @@ impl Machine {
 
     /// Members are otherwise watched only through links, so a member with no link into our
     /// part of a split network (or that died while only linked across the split) would stay
-    /// listed forever. Now and then, probe a random non-neighbour, as SWIM does: if it cannot
-    /// be reached it becomes a suspect like any other. (Found by the simulator's partition
+    /// listed forever. Every two heartbeat intervals, probe a random non-neighbour, as SWIM
+    /// does each protocol period: if it cannot be reached it becomes a suspect like any
+    /// other. After a mass failure, members whose every neighbour died too are found this
+    /// way; with one probe per node per period, the survivors find them within seconds. (Found by the simulator's partition
     /// test: each half kept the other's unlinked members alive indefinitely.)
     fn probe_random_member(&mut self) {
         let mut others: Vec<(String, String)> = self
