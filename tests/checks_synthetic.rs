@@ -433,6 +433,15 @@ fn unready_node_fails_all_ready_with_reason() {
         "{msg}"
     );
     assert_eq!(formation_time(&obs), None);
+    // A live node that does not answer cannot be shown connected: the check fails, naming it.
+    let c = check(&checks, "overlay connected");
+    assert!(!c.passed, "{c:?}");
+    let msg = c.message.as_deref().unwrap();
+    assert!(
+        msg.starts_with("1 live node(s) did not answer their status socket")
+            && msg.contains("peers-5"),
+        "{msg}"
+    );
     // The silent node is named where connectivity is judged without it.
     let overlay = Overlay::build(&obs);
     assert_eq!(overlay.summary().answering, 19);

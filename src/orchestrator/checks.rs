@@ -172,6 +172,14 @@ fn connected(overlay: &Overlay) -> CheckResult {
     let c = Components::of(overlay);
     let failure = match c.count() {
         0 => Some("no node answered its status socket, so no overlay could be seen".to_string()),
+        // A live node that does not answer cannot be shown to be linked to anyone: the
+        // overlay of the others may be whole, the network is not (seen on Docker, where a
+        // restarted container's process comes up a moment after `docker start` returns).
+        1 if !c.silent.is_empty() => Some(format!(
+            "{} live node(s) did not answer their status socket, so they cannot be shown connected: {}",
+            c.silent.len(),
+            name_list(&c.silent)
+        )),
         1 => None,
         n => Some(format!(
             "the overlay is split into {n} parts with no link between them: {}",
