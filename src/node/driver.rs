@@ -19,6 +19,7 @@ use super::connection::{self, ConnectionHandle, Outgoing};
 use super::faults::{Faults, PeerIdentity, SendPlan};
 use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
+use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
 use super::wire::Message;
 use crate::status_api::{Counters, NodeStatus};
@@ -59,6 +60,7 @@ struct Links {
     peers: HashMap<ConnId, PeerIdentity>,
     /// Addresses of dials in flight, so a connected dial knows its peer.
     dialing: HashMap<ConnId, String>,
+    resolver: Resolver,
 }
 
 impl Links {
@@ -242,14 +244,20 @@ fn apply_outputs(
             Output::Dial { conn, addr } => {
                 let events = events.clone();
                 let timeout = opts.connect_timeout;
-                let known: Vec<String> = machine
-                    .members()
-                    .into_iter()
-                    .chain(machine.suspects())
-                    .filter(|m| m.addr == addr)
-                    .map(|m| m.id)
-                    .collect();
-                if faults.blocks_dial(&addr, &known) {
+                // Who is at that address matters only when a block is in force; listing the
+                // members on every dial would cost O(N) per probe in a big network.
+                let known: Vec<String> = if faults.blocks_any() {
+                    machine
+                        .members()
+                        .into_iter()
+                        .chain(machine.suspects())
+                        .filter(|m| m.addr == addr)
+                        .map(|m| m.id)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if faults.blocks_any() && faults.blocks_dial(&addr, &known) {
                     // A cut link: the SYN goes unanswered until the dial times out.
                     tokio::spawn(async move {
                         tokio::time::sleep(timeout).await;
@@ -262,19 +270,22 @@ fn apply_outputs(
                     continue;
                 }
                 links.dialing.insert(conn, addr.clone());
+                let resolver = links.resolver.clone();
                 tokio::spawn(async move {
-                    let result = match tokio::time::timeout(
-                        timeout,
-                        TcpStream::connect(addr.as_str()),
-                    )
-                    .await
-                    {
+                    let dial = async {
+                        let to = resolver.resolve(&addr).await?;
+                        TcpStream::connect(to).await
+                    };
+                    let result = match tokio::time::timeout(timeout, dial).await {
                         Ok(r) => r,
                         Err(_) => Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "connect timed out",
                         )),
                     };
+                    if result.is_err() {
+                        resolver.forget(&addr);
+                    }
                     let _ = events.send(Event::Dialed { conn, result }).await;
                 });
             }

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod machine;
 pub mod members;
 pub mod metrics;
+mod resolver;
 pub mod seen;
 #[cfg(test)]
 mod sim;
@@ -81,8 +82,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     cfg.heartbeat_interval = args.heartbeat_interval;
     cfg.heartbeat_timeout = args.heartbeat_timeout;
     cfg.suspect_timeout = args.suspect_timeout;
-    cfg.hello_timeout =
-        (args.heartbeat_timeout + args.heartbeat_interval).max(Duration::from_secs(1));
+    cfg.hello_timeout = cfg_hello_timeout(&args);
     cfg.incarnation = wall.as_millis() as u64;
     cfg.unix_start = wall.as_secs_f64();
     cfg.seed = seed;
@@ -133,7 +133,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let opts = DriverOptions {
         name: args.name.clone(),
         max_connections: args.max_connections,
-        connect_timeout: Duration::from_secs(1),
+        // A dial covers name resolution too: on Docker, a busy embedded DNS server with a
+        // hundred containers can take over a second, and a join or probe that gives up
+        // then turns slowness into a failed join or a suspicion. Match the handshake bound.
+        connect_timeout: cfg_hello_timeout(&args),
         // Every tick wakes the process; with hundreds of nodes on a few cores the wake-ups
         // themselves are the cost (context switches), so tick only as finely as the
         // heartbeat needs: a quarter of its interval, between 20 ms and 250 ms.
@@ -205,4 +208,9 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
         }
     }
     let _ = commands.send(Command::Leave).await;
+}
+
+/// How long a handshake (and a dial) may take: a heartbeat timeout and interval, at least 1 s.
+fn cfg_hello_timeout(args: &NodeArgs) -> Duration {
+    (args.heartbeat_timeout + args.heartbeat_interval).max(Duration::from_secs(1))
 }
