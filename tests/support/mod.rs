@@ -5,7 +5,7 @@
 //! tempdir (printed when a wait times out). Dropping a [`Node`] SIGKILLs and reaps its
 //! process, so a panicking test never leaves a `peerlab node` behind.
 //!
-//! Shared by several test crates and the formation benchmark; not every item is used by each.
+//! Shared by several test crates; not every item is used by each.
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
