@@ -257,7 +257,7 @@ fn apply_outputs(
                 } else {
                     Vec::new()
                 };
-                if faults.blocks_any() && faults.blocks_dial(&addr, &known) {
+                if faults.blocks_dial(&addr, &known) {
                     // A cut link: the SYN goes unanswered until the dial times out.
                     tokio::spawn(async move {
                         tokio::time::sleep(timeout).await;
