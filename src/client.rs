@@ -52,9 +52,18 @@ impl StatusClient {
     }
 
     pub async fn status(&self) -> anyhow::Result<NodeStatus> {
+        self.status_at("status").await
+    }
+
+    /// The view without the member list (count and digest only): what polling asks for.
+    pub async fn status_brief(&self) -> anyhow::Result<NodeStatus> {
+        self.status_at("status?members=false").await
+    }
+
+    async fn status_at(&self, path: &str) -> anyhow::Result<NodeStatus> {
         let resp = self
             .http
-            .get(format!("{}/status", self.base))
+            .get(format!("{}/{path}", self.base))
             .send()
             .await?;
         if !resp.status().is_success() {

@@ -30,8 +30,19 @@ pub struct NodeStatus {
     pub joined: bool,
     /// Nodes with an established link to this one.
     pub neighbours: Vec<PeerRef>,
-    /// Every node this one believes is in the network, itself included.
+    /// Every node this one believes is in the network, itself included. Left out (empty)
+    /// when asked for `GET /status?members=false`; `member_count` and `members_digest`
+    /// still describe it.
+    #[serde(default)]
     pub members: Vec<PeerRef>,
+    /// How many members this node knows, itself included.
+    #[serde(default)]
+    pub member_count: Option<usize>,
+    /// [`members_digest`] of the member ids: two nodes with the same digest know the same
+    /// members. It lets a checker compare the views of a thousand nodes without moving a
+    /// thousand lists of a thousand members every round.
+    #[serde(default)]
+    pub members_digest: Option<String>,
     /// Members suspected of failure but not yet confirmed dead.
     #[serde(default)]
     pub suspects: Vec<PeerRef>,
@@ -44,6 +55,35 @@ pub struct NodeStatus {
     /// peerlab version of the node (informational).
     #[serde(default)]
     pub version: String,
+}
+
+impl NodeStatus {
+    /// How many members the node knows, whether or not the list was served.
+    pub fn member_total(&self) -> usize {
+        self.member_count.unwrap_or(self.members.len())
+    }
+
+    /// The digest of the node's member ids: the one it served, or computed from the list
+    /// (a node image that serves only the list is checked the same way).
+    pub fn membership_digest(&self) -> String {
+        match &self.members_digest {
+            Some(d) => d.clone(),
+            None => members_digest(self.members.iter().map(|m| m.id.as_str())),
+        }
+    }
+}
+
+/// An order-independent digest of a set of member ids: SHA-256 (hex) over the sorted,
+/// de-duplicated ids, each prefixed by its length so that no two sets share a digest.
+pub fn members_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let sorted: std::collections::BTreeSet<&str> = ids.into_iter().collect();
+    let mut hasher = Sha256::new();
+    for id in sorted {
+        hasher.update((id.len() as u64).to_be_bytes());
+        hasher.update(id.as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Monotonic counters since the node started.
@@ -108,4 +148,16 @@ pub struct DeliveredMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_digest_ignores_order_and_separates_ids() {
+        assert_eq!(members_digest(["b", "a"]), members_digest(["a", "b", "a"]));
+        assert_ne!(members_digest(["ab", "c"]), members_digest(["a", "bc"]));
+        assert_ne!(members_digest(["a"]), members_digest(["a", "b"]));
+    }
 }

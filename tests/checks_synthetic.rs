@@ -8,7 +8,7 @@ use peerlab::orchestrator::{
     Overlay, RenderOptions, Report, RunMeta, evaluate_broadcast, evaluate_formation,
     formation_time, junit, summary_text, to_dot, to_svg, to_svg_with,
 };
-use peerlab::status_api::{Counters, DeliveredMessage, NodeStatus, PeerRef};
+use peerlab::status_api::{Counters, DeliveredMessage, NodeStatus, PeerRef, members_digest};
 
 fn name(i: usize) -> String {
     if i == 0 {
@@ -48,6 +48,8 @@ fn network(n: usize, edges: &[(usize, usize)]) -> Vec<NodeObservation> {
                     joined: true,
                     neighbours,
                     members: (0..n).map(peer).collect(),
+                    member_count: None,
+                    members_digest: None,
                     suspects: vec![],
                     target_degree: 4,
                     counters: Counters::default(),
@@ -390,23 +392,83 @@ fn crowded_node_fails_max_degree() {
     );
 }
 
-#[test]
-fn inconsistent_membership_names_node_and_missing_member() {
-    let mut obs = network(20, &ring_with_chords(20));
-    let status = obs[4].status.as_mut().unwrap();
-    status.members.retain(|p| p.id != "id-09");
+/// Node `node` lists `stranger` (a node that is not live) in place of member `dropped`.
+fn swap_member(obs: &mut [NodeObservation], node: usize, dropped: &str, stranger: &str) {
+    let status = obs[node].status.as_mut().unwrap();
+    status.members.retain(|p| p.id != dropped);
     status.members.push(PeerRef {
-        id: "deadbeef00".into(),
+        id: stranger.into(),
         addr: "127.0.1.99:7070".into(),
     });
-    let checks = evaluate_formation(&obs, &everything());
+}
+
+/// Full membership fails with exactly one of the 20 nodes disagreeing; its message.
+fn one_node_disagrees(obs: &[NodeObservation]) -> String {
+    let checks = evaluate_formation(obs, &everything());
     let c = check(&checks, "full membership");
     assert!(!c.passed);
     assert_eq!(c.measured, "19/20 nodes match");
-    let msg = c.message.as_deref().unwrap();
+    c.message.clone().unwrap()
+}
+
+#[test]
+fn inconsistent_membership_names_node_and_missing_member() {
+    let mut obs = network(20, &ring_with_chords(20));
+    swap_member(&mut obs, 4, "id-09", "deadbeef00");
+    let msg = one_node_disagrees(&obs);
     assert!(
         msg.contains("peers-4: missing peers-9, extra deadbeef@127.0.1.99:7070 (not a live node)"),
         "{msg}"
+    );
+}
+
+/// What a poll sees with `?members=false`: counts and digests, no lists.
+fn brief(obs: &mut [NodeObservation]) {
+    for o in obs {
+        let s = o.status.as_mut().unwrap();
+        s.member_count = Some(s.members.len());
+        s.members_digest = Some(members_digest(s.members.iter().map(|m| m.id.as_str())));
+        s.members.clear();
+    }
+}
+
+#[test]
+fn membership_is_decided_from_digests_when_the_lists_were_not_fetched() {
+    let mut obs = network(20, &ring_with_chords(20));
+    obs[4]
+        .status
+        .as_mut()
+        .unwrap()
+        .members
+        .retain(|p| p.id != "id-09");
+    brief(&mut obs);
+    let msg = one_node_disagrees(&obs);
+    assert!(
+        msg.contains("peers-4: knows 19 members, 20 expected"),
+        "{msg}"
+    );
+
+    let mut agreeing = network(20, &ring_with_chords(20));
+    brief(&mut agreeing);
+    let checks = evaluate_formation(&agreeing, &everything());
+    assert!(check(&checks, "full membership").passed, "{checks:?}");
+}
+
+#[test]
+fn a_served_digest_that_disagrees_with_the_same_count_still_fails() {
+    // Same size, other members: only the digest can tell.
+    let mut obs = network(20, &ring_with_chords(20));
+    swap_member(&mut obs, 7, "id-03", "stranger");
+    brief(&mut obs);
+    let checks = evaluate_formation(&obs, &everything());
+    let c = check(&checks, "full membership");
+    assert!(!c.passed, "{c:?}");
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap()
+            .contains("peers-7: knows 20 members, but not the expected ones"),
+        "{c:?}"
     );
 }
 

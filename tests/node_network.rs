@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use peerlab::status_api::NodeStatus;
+use peerlab::status_api::{NodeStatus, members_digest};
 use support::{Cluster, FAST_TIMEOUTS, Spec, poll_until, run_cli};
 
 const FORMATION: Duration = Duration::from_secs(30);
@@ -249,6 +249,18 @@ async fn status_and_health_commands_report_the_node() {
     let parsed: NodeStatus = serde_json::from_str(&json).expect("--json prints a NodeStatus");
     assert_eq!(parsed.id, node.id());
     assert_eq!(parsed.members.len(), 3);
+    assert_eq!(parsed.member_count, Some(3));
+
+    // The brief view a checker polls: no list, the same count and digest.
+    let brief = node.status_brief().await.expect("brief status");
+    assert!(brief.members.is_empty(), "{brief:?}");
+    assert_eq!(brief.member_total(), 3);
+    assert_eq!(brief.membership_digest(), parsed.membership_digest());
+    assert_eq!(
+        parsed.members_digest.as_deref(),
+        Some(members_digest(parsed.members.iter().map(|m| m.id.as_str()))).as_deref(),
+        "the served digest is the documented one"
+    );
 
     let (code, _, err) = run_cli(&["health", "--status", &addr]);
     assert!(code.success(), "health of a ready node failed: {err}");

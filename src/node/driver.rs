@@ -22,7 +22,7 @@ use super::metrics::WireCounters;
 use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
 use super::wire::Message;
-use crate::status_api::{Counters, NodeStatus};
+use crate::status_api::{Counters, NodeStatus, members_digest};
 
 /// What the tasks around the machine report.
 pub enum Event {
@@ -160,8 +160,9 @@ pub async fn drive(
                 }
             },
             Some(command) = commands.recv() => match command {
-                Command::Status(reply) => {
-                    let _ = reply.send(snapshot(&machine, &counters, opts.name.clone(), started));
+                Command::Status { members, reply } => {
+                    let view = snapshot(&machine, &counters, opts.name.clone(), started, members);
+                    let _ = reply.send(view);
                 }
                 Command::Messages(reply) => {
                     let _ = reply.send(machine.delivered().cloned().collect());
@@ -348,8 +349,12 @@ fn snapshot(
     wire: &WireCounters,
     name: Option<String>,
     started: Instant,
+    list_members: bool,
 ) -> NodeStatus {
     let c = machine.counters();
+    let members = machine.members();
+    let member_count = Some(members.len());
+    let members_digest = Some(members_digest(members.iter().map(|m| m.id.as_str())));
     NodeStatus {
         id: machine.id().to_string(),
         name,
@@ -357,7 +362,9 @@ fn snapshot(
         genesis: machine.is_genesis(),
         joined: machine.is_joined(),
         neighbours: machine.neighbours(),
-        members: machine.members(),
+        members: if list_members { members } else { Vec::new() },
+        member_count,
+        members_digest,
         suspects: machine.suspects(),
         target_degree: machine.target_degree(),
         counters: Counters {

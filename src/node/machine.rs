@@ -29,6 +29,11 @@ use crate::status_api::{DeliveredMessage, PeerRef};
 
 /// Redirected link attempts per join attempt.
 const MAX_REDIRECTS: usize = 4;
+/// Why a full node refuses a link (a joiner then asks for another member at once).
+const NO_ROOM: &str = "no room for another link";
+/// Quick re-asks after a join found only full nodes; then the usual back-off, so that a
+/// network with no room at all is not asked again and again.
+const QUICK_REJOINS: u32 = 3;
 /// How often the seen-ids and tombstone tables are swept.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 /// The suspicion timeout never grows beyond this multiple of `--suspect-timeout`.
@@ -230,6 +235,11 @@ pub struct Machine {
     members: Members,
     join: Join,
     join_attempt: u32,
+    /// Attempts of this join that ended only because every node offered was full: they
+    /// are retried at once and do not lengthen the back-off of real failures.
+    join_full_refusals: u32,
+    /// Set when a node refused one of this attempt's links for lack of room.
+    refused_for_room: bool,
     genesis_cursor: usize,
     seen: SeenSet,
     delivered: VecDeque<DeliveredMessage>,
@@ -255,8 +265,9 @@ pub struct Machine {
     next_nonce: u64,
     broadcast_seq: u64,
     leaving: bool,
-    /// Membership floods waiting for the next tick, with the link each came in on.
-    pending_forwards: Vec<(Flood, Option<ConnId>)>,
+    /// Membership floods waiting for the next tick, with the links that already sent
+    /// each one to us (they need no copy back).
+    pending_forwards: Vec<(Flood, Vec<ConnId>)>,
     counters: MachineCounters,
     out: VecDeque<Output>,
 }
@@ -306,6 +317,8 @@ impl Machine {
             neighbours: BTreeMap::new(),
             join,
             join_attempt: 0,
+            join_full_refusals: 0,
+            refused_for_room: false,
             genesis_cursor: 0,
             delivered: VecDeque::new(),
             suspects: BTreeMap::new(),
@@ -510,6 +523,9 @@ impl Machine {
                 Message::Hello(hello) => self.on_hello(now, conn, hello),
                 Message::Disconnect { reason } => {
                     debug!(conn, reason, "refused");
+                    if reason == NO_ROOM && self.is_joining_link(conn) {
+                        self.refused_for_room = true;
+                    }
                     self.close(now, conn);
                 }
                 Message::NodesToConnect { nodes } if self.is_joining_link(conn) => {
@@ -546,7 +562,7 @@ impl Machine {
             Message::Ping { nonce } => self.send(conn, Message::Pong { nonce }),
             Message::Pong { .. } => {}
             Message::AskRandomNode => {
-                let node = self.random_neighbour_except(self.peer_id(conn).as_deref());
+                let node = self.random_member_except(self.peer_id(conn).as_deref());
                 self.send(conn, Message::RandomNode { node });
             }
             Message::AskNodesToConnect => {
@@ -561,7 +577,9 @@ impl Machine {
             Message::NodesToConnect { nodes } => self.on_nodes_to_connect(now, conn, nodes),
             Message::NodesInNetwork { members } => self.on_member_list(now, conn, members),
             Message::MembersDigest { digest, .. } => {
-                if digest != self.members.digest() {
+                // Our own table still moving: the floods in flight will settle it, and a
+                // full exchange now would be a thousand records each way for nothing.
+                if self.members_settled(now) && digest != self.members.digest() {
                     let members = self.members.alive_records();
                     self.send(conn, Message::NodesInNetwork { members });
                     self.send(conn, Message::GiveNodesInNetwork);
@@ -594,7 +612,9 @@ impl Machine {
             self.run_retries(now);
             if now >= self.next_sync {
                 self.next_sync = now + self.cfg.sync_interval;
-                self.send_digest();
+                if self.members_settled(now) {
+                    self.send_digest();
+                }
             }
             if now >= self.next_random_probe {
                 self.next_random_probe = now + self.cfg.heartbeat_interval * 2;
@@ -693,7 +713,7 @@ impl Machine {
         );
         self.seen.insert(&flood.id, now);
         self.flush_forwards();
-        self.forward_now(&flood, None);
+        self.forward_now(&flood, &[]);
         info!(neighbours = self.neighbours.len(), "leaving the network");
         self.leaving = true;
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -757,7 +777,7 @@ impl Machine {
                 // first, and a redirect saves it a whole new join attempt.
                 let nodes = self.redirect_candidates(&hello.id);
                 self.send(conn, Message::NodesToConnect { nodes });
-                self.refuse(now, conn, "no room for another link");
+                self.refuse(now, conn, NO_ROOM);
                 return;
             }
         }
@@ -793,11 +813,7 @@ impl Machine {
                 // links (joins, repairs, retries) may complete at once.
                 let full = self.neighbours.len() >= self.cfg.max_peers;
                 if full || self.neighbours.contains_key(&hello.id) {
-                    let reason = if full {
-                        "no room for another link"
-                    } else {
-                        "already linked"
-                    };
+                    let reason = if full { NO_ROOM } else { "already linked" };
                     self.send(
                         conn,
                         Message::Disconnect {
@@ -898,6 +914,7 @@ impl Machine {
                 self.genesis_cursor += 1;
                 self.join_attempt += 1;
                 self.redirects_left = MAX_REDIRECTS;
+                self.refused_for_room = false;
                 info!(attempt = self.join_attempt, genesis = %addr, "asking genesis for a random peer");
                 self.dial(now, addr, Purpose::AskRandom);
                 self.join = Join::AskingRandom;
@@ -919,12 +936,16 @@ impl Machine {
                 );
                 self.join = Join::Waiting { next: now };
                 self.join_attempt = 0;
+                self.join_full_refusals = 0;
             }
         }
     }
 
     fn join_failed(&mut self, now: Instant, why: &str) {
-        let exp = self.join_attempt.min(16);
+        let exp = self
+            .join_attempt
+            .saturating_sub(self.join_full_refusals)
+            .min(16);
         let base = self
             .cfg
             .join_backoff_base
@@ -1054,6 +1075,20 @@ impl Machine {
     }
 
     fn finish_linking(&mut self, now: Instant) {
+        let quick = self.join_full_refusals < QUICK_REJOINS;
+        if self.neighbours.is_empty() && self.refused_for_room && quick {
+            // The network answered; the nodes we were pointed at were full. That is no
+            // sign of trouble worth backing off for (early in a fast start, the first
+            // nodes fill up): ask the genesis again for another random member, soon.
+            self.join_full_refusals += 1;
+            let wait = self
+                .cfg
+                .join_backoff_base
+                .mul_f64(self.rng.random_range(0.25..0.75));
+            debug!(retry_in = ?wait, "every node offered was full; asking again");
+            self.join = Join::Waiting { next: now + wait };
+            return;
+        }
         if self.neighbours.is_empty() {
             self.join_failed(now, "could not link to any node");
             return;
@@ -1079,6 +1114,7 @@ impl Machine {
         }
         self.join = Join::Joined;
         self.join_attempt = 0;
+        self.join_full_refusals = 0;
     }
 
     // ----- membership --------------------------------------------------------------------
@@ -1126,6 +1162,14 @@ impl Machine {
     fn on_flood(&mut self, now: Instant, from: ConnId, mut flood: Flood) {
         if !self.seen.insert(&flood.id, now) {
             self.counters.duplicates_dropped += 1;
+            // A neighbour that sent us a flood we have yet to pass on has it already.
+            if let Some((_, skip)) = self
+                .pending_forwards
+                .iter_mut()
+                .find(|(pending, _)| pending.id == flood.id)
+            {
+                skip.push(from);
+            }
             return;
         }
         flood.hops = flood.hops.saturating_add(1);
@@ -1208,30 +1252,43 @@ impl Machine {
     /// joins) travel together: a neighbour then wakes once per tick to read them all
     /// instead of once per event, and on a machine running many nodes it is the wake-ups,
     /// not the bytes, that cost. Each hop adds at most one tick to a membership change.
+    ///
+    /// Waiting has a second gain: copies of the same event that arrive from other
+    /// neighbours meanwhile mark those links as served, so the flood costs fewer frames
+    /// than one per link in each direction.
     fn forward(&mut self, flood: &Flood, except: Option<ConnId>) {
+        let skip: Vec<ConnId> = except.into_iter().collect();
         if flood.event.is_some() {
-            self.pending_forwards.push((flood.clone(), except));
+            self.pending_forwards.push((flood.clone(), skip));
         } else {
-            self.forward_now(flood, except);
+            self.forward_now(flood, &skip);
         }
     }
 
     fn flush_forwards(&mut self) {
-        for (flood, except) in std::mem::take(&mut self.pending_forwards) {
-            self.forward_now(&flood, except);
+        for (flood, skip) in std::mem::take(&mut self.pending_forwards) {
+            self.forward_now(&flood, &skip);
         }
     }
 
-    fn forward_now(&mut self, flood: &Flood, except: Option<ConnId>) {
+    fn forward_now(&mut self, flood: &Flood, skip: &[ConnId]) {
         let targets: Vec<ConnId> = self
             .neighbours
             .values()
             .copied()
-            .filter(|c| Some(*c) != except)
+            .filter(|c| !skip.contains(c))
             .collect();
         for conn in targets {
             self.send(conn, Message::Broadcast(flood.clone()));
         }
+    }
+
+    /// Anti-entropy repairs what floods missed; while members are still joining or
+    /// leaving, tables differ because floods are still travelling, and comparing them
+    /// would trade whole member lists (at 1,000 nodes, hundreds of KB a second per node)
+    /// for differences that settle by themselves. So both sides wait for quiet.
+    fn members_settled(&self, now: Instant) -> bool {
+        self.members.stable_for(now) >= self.cfg.sync_interval / 2
     }
 
     fn send_digest(&mut self) {
@@ -1660,14 +1717,20 @@ impl Machine {
         }
     }
 
-    fn random_neighbour_except(&mut self, except: Option<&str>) -> Option<MemberRecord> {
-        let mut ids: Vec<&String> = self
-            .neighbours
-            .keys()
-            .filter(|id| Some(id.as_str()) != except)
+    /// A random living member for a candidate to join through (never ourselves nor the
+    /// asker). The seed protocol picks among the genesis's own neighbours, but they are the
+    /// oldest nodes and the first to be full: late candidates all land on the same crowded
+    /// core, are refused there again and again, and the genesis neighbourhood is where every
+    /// link gets made. Any member spreads joins, and links, over the whole network.
+    fn random_member_except(&mut self, except: Option<&str>) -> Option<MemberRecord> {
+        let own = self.cfg.id.as_str();
+        let candidates: Vec<&String> = self
+            .members
+            .alive()
+            .map(|(id, _)| id)
+            .filter(|id| id.as_str() != own && Some(id.as_str()) != except)
             .collect();
-        ids.sort();
-        let id = ids.choose(&mut self.rng)?;
+        let id = candidates.choose(&mut self.rng)?;
         self.members.record(id)
     }
 
@@ -1682,7 +1745,13 @@ impl Machine {
         ids.sort();
         ids.shuffle(&mut self.rng);
         let want = self.cfg.degree.max(2).saturating_sub(1);
-        let mut nodes = vec![self.self_record()];
+        // A full node would only refuse the link it offers.
+        let full = self.neighbours.len() >= self.cfg.max_peers;
+        let mut nodes = if full {
+            Vec::new()
+        } else {
+            vec![self.self_record()]
+        };
         nodes.extend(
             ids.iter()
                 .take(want)

@@ -51,6 +51,11 @@ pub struct Members {
     /// Living members (us included), kept in step with `table`: asked on every tick of
     /// every node, and counting a table of thousands each time adds up across a machine.
     alive_count: usize,
+    /// When the living membership (or an incarnation) last changed: anti-entropy waits for
+    /// quiet, since comparing tables mid-flood finds differences the flood is about to fix.
+    last_change: Instant,
+    /// [`Members::digest`] since that change: it sorts and hashes the whole table.
+    digest_cache: Option<String>,
 }
 
 impl Members {
@@ -77,6 +82,8 @@ impl Members {
             max_members: max_members.max(2),
             tombstone_ttl,
             alive_count: 1,
+            last_change: now,
+            digest_cache: None,
         }
     }
 
@@ -121,6 +128,7 @@ impl Members {
         if let Some(me) = self.table.get_mut(&self.self_id) {
             me.incarnation = incarnation;
             me.changed_at = now;
+            self.touched(now);
         }
     }
 
@@ -144,6 +152,7 @@ impl Members {
             );
             if rec.state == MemberState::Alive {
                 self.alive_count += 1;
+                self.touched(now);
             }
             // A tombstone for a stranger is kept (it blocks stale revivals) but changes nothing.
             return if rec.state == MemberState::Alive {
@@ -190,8 +199,19 @@ impl Members {
             known.incarnation = rec.incarnation;
             known.state = rec.state;
             known.changed_at = now;
+            self.touched(now);
         }
         change
+    }
+
+    fn touched(&mut self, now: Instant) {
+        self.last_change = now;
+        self.digest_cache = None;
+    }
+
+    /// How long the living membership has gone unchanged.
+    pub fn stable_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_change)
     }
 
     /// Drops tombstones older than the TTL. Returns how many were dropped.
@@ -205,14 +225,19 @@ impl Members {
     }
 
     /// Order-independent digest of the living membership, for cheap anti-entropy.
-    pub fn digest(&self) -> String {
+    pub fn digest(&mut self) -> String {
+        if let Some(d) = &self.digest_cache {
+            return d.clone();
+        }
         let mut entries: Vec<String> = self
             .alive()
             .map(|(id, m)| format!("{id}@{}", m.incarnation))
             .collect();
         entries.sort();
         let parts: Vec<&str> = entries.iter().map(String::as_str).collect();
-        super::wire::digest(&parts)
+        let digest = super::wire::digest(&parts);
+        self.digest_cache = Some(digest.clone());
+        digest
     }
 }
 

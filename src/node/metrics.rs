@@ -81,7 +81,7 @@ pub fn render(status: &NodeStatus) -> String {
         (
             "members",
             "Members this node believes alive, itself included",
-            status.members.len() as i64,
+            status.member_total() as i64,
         ),
         (
             "suspects",

@@ -139,9 +139,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         connect_timeout: cfg_hello_timeout(&args),
         // Every tick wakes the process; with hundreds of nodes on a few cores the wake-ups
         // themselves are the cost (context switches), so tick only as finely as the
-        // heartbeat needs: a quarter of its interval, between 20 ms and 250 ms.
+        // heartbeat needs: a quarter of its interval, between 20 ms and 500 ms.
         tick: (args.heartbeat_interval / 4)
-            .clamp(Duration::from_millis(20), Duration::from_millis(250)),
+            .clamp(Duration::from_millis(20), Duration::from_millis(500)),
         echo_deliveries: args.stdin,
         seed,
     };

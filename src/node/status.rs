@@ -3,7 +3,7 @@
 //! Handlers never touch protocol state directly: they ask the driver through a command
 //! channel, so the state machine stays single-threaded and the answer is one consistent view.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +22,11 @@ const MAX_BODY: usize = 512 * 1024;
 
 /// What the status socket asks of the driver.
 pub enum Command {
-    Status(oneshot::Sender<NodeStatus>),
+    /// The node's view; `members: false` leaves the member list out (count and digest stay).
+    Status {
+        members: bool,
+        reply: oneshot::Sender<NodeStatus>,
+    },
     Messages(oneshot::Sender<Vec<DeliveredMessage>>),
     Broadcast {
         request: BroadcastRequest,
@@ -90,16 +94,36 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// Sizes only: `/ready` and `/metrics` never need the member list itself.
+fn brief(reply: oneshot::Sender<NodeStatus>) -> Command {
+    Command::Status {
+        members: false,
+        reply,
+    }
+}
+
 async fn ready(State(commands): Commands) -> Response {
-    match ask(&commands, Command::Status).await {
+    match ask(&commands, brief).await {
         Some(s) if s.joined => (StatusCode::OK, "ready\n").into_response(),
         Some(_) => error(StatusCode::SERVICE_UNAVAILABLE, "not joined yet"),
         None => unavailable(),
     }
 }
 
-async fn status(State(commands): Commands) -> Response {
-    match ask(&commands, Command::Status).await {
+/// `GET /status?members=false`: what a checker polling many nodes asks for.
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    #[serde(default = "listed")]
+    members: bool,
+}
+
+fn listed() -> bool {
+    true
+}
+
+async fn status(State(commands): Commands, Query(query): Query<StatusQuery>) -> Response {
+    let members = query.members;
+    match ask(&commands, |reply| Command::Status { members, reply }).await {
         Some(s) => Json(s).into_response(),
         None => unavailable(),
     }
@@ -113,7 +137,7 @@ async fn messages(State(commands): Commands) -> Response {
 }
 
 async fn metrics_text(State(commands): Commands) -> Response {
-    match ask(&commands, Command::Status).await {
+    match ask(&commands, brief).await {
         Some(s) => (
             [(
                 "content-type",

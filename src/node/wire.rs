@@ -24,7 +24,7 @@ pub const TITLE_DEAD: &str = "#DEAD";
 pub enum Message {
     /// First frame in each direction of every connection.
     Hello(Hello),
-    /// Asked of a genesis: one random neighbour of yours, or null.
+    /// Asked of a genesis: one random living member other than you and the asker, or null.
     AskRandomNode,
     RandomNode {
         node: Option<MemberRecord>,

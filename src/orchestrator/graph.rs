@@ -152,7 +152,7 @@ impl Overlay {
                 answered: o.status.is_some(),
                 ready: o.is_ready(),
                 degree,
-                member_count: o.status.as_ref().map_or(0, |s| s.members.len()),
+                member_count: o.status.as_ref().map_or(0, |s| s.member_total()),
             });
         }
         dangling.dedup();

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::graph::Overlay;
 use super::model::{CheckResult, NodeObservation};
 use super::text::{name_list, short_id};
+use crate::status_api::members_digest;
 
 /// How many disagreeing nodes a membership failure describes in full.
 const MEMBERSHIP_DETAILS: usize = 3;
@@ -24,7 +25,8 @@ pub(super) fn full_membership(observations: &[NodeObservation]) -> CheckResult {
     let total = live_ids.len();
     membership(
         observations,
-        |_| live_ids.clone(),
+        &[live_ids],
+        |_| 0,
         Wording {
             name: "full membership",
             expected: format!("every node knows exactly the {total} live nodes"),
@@ -45,7 +47,7 @@ pub(super) fn component_membership(
             component_of.insert(i, c);
         }
     }
-    let ids: Vec<BTreeSet<&str>> = comps
+    let mut ids: Vec<BTreeSet<&str>> = comps
         .iter()
         .map(|members| {
             members
@@ -55,15 +57,13 @@ pub(super) fn component_membership(
                 .collect()
         })
         .collect();
+    // A node in no component (it cannot happen for an answering node) expects nothing.
+    let nowhere = ids.len();
+    ids.push(BTreeSet::new());
     membership(
         observations,
-        |i| {
-            component_of
-                .get(&i)
-                .and_then(|&c| ids.get(c))
-                .cloned()
-                .unwrap_or_default()
-        },
+        &ids,
+        |i| component_of.get(&i).copied().unwrap_or(nowhere),
         Wording {
             name: "membership per component",
             expected: format!(
@@ -90,6 +90,64 @@ impl Extra {
     }
 }
 
+/// How one node's members differ from what it should know.
+#[derive(PartialEq)]
+enum Mismatch<'a> {
+    /// From its list: who is missing, who is extra.
+    Listed(Vec<&'a str>, Extra),
+    /// Only counts were fetched: (known, expected).
+    Count(usize, usize),
+    /// The node's served digest disagrees with its own list.
+    Digest,
+}
+
+impl Mismatch<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Mismatch::Listed(missing, extra) => {
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    parts.push(format!("missing {}", name_list(missing)));
+                }
+                if !extra.live.is_empty() {
+                    parts.push(format!(
+                        "extra {} (of another component)",
+                        name_list(&extra.live)
+                    ));
+                }
+                if !extra.strangers.is_empty() {
+                    parts.push(format!(
+                        "extra {} (not a live node)",
+                        name_list(&extra.strangers)
+                    ));
+                }
+                parts.join(", ")
+            }
+            Mismatch::Count(known, expected) if known == expected => {
+                format!("knows {known} members, but not the expected ones (digests differ)")
+            }
+            Mismatch::Count(known, expected) => {
+                format!("knows {known} members, {expected} expected")
+            }
+            Mismatch::Digest => "serves a members_digest that does not match its list".into(),
+        }
+    }
+
+    fn json(&self, node: &str) -> serde_json::Value {
+        match self {
+            Mismatch::Listed(missing, extra) => json!({
+                "node": node,
+                "missing": missing,
+                "extra": extra.live.iter().chain(&extra.strangers).collect::<Vec<_>>(),
+            }),
+            Mismatch::Count(known, expected) => {
+                json!({ "node": node, "known": known, "expected": expected })
+            }
+            Mismatch::Digest => json!({ "node": node, "digest_mismatch": true }),
+        }
+    }
+}
+
 struct Wording {
     name: &'static str,
     expected: String,
@@ -97,12 +155,20 @@ struct Wording {
     against: &'static str,
 }
 
-/// Compares each answering node's member list (observation `i`) with `expected_for(i)`.
-fn membership<'a>(
-    observations: &'a [NodeObservation],
-    expected_for: impl Fn(usize) -> BTreeSet<&'a str>,
+/// Compares each answering node's members (observation `i`) with `sets[set_of(i)]`.
+///
+/// Digests decide (a poll may have fetched counts and digests only); the lists, where they
+/// were fetched, say what differs.
+fn membership(
+    observations: &[NodeObservation],
+    sets: &[BTreeSet<&str>],
+    set_of: impl Fn(usize) -> usize,
     wording: Wording,
 ) -> CheckResult {
+    let digests: Vec<String> = sets
+        .iter()
+        .map(|set| members_digest(set.iter().copied()))
+        .collect();
     let name_of: HashMap<&str, &str> = observations
         .iter()
         .filter_map(|o| o.status.as_ref().map(|s| (s.id.as_str(), o.name.as_str())))
@@ -112,7 +178,24 @@ fn membership<'a>(
     for (i, o) in observations.iter().enumerate() {
         let Some(s) = &o.status else { continue };
         total += 1;
-        let expected = expected_for(i);
+        let set = set_of(i);
+        let Some(expected) = sets.get(set) else {
+            continue;
+        };
+        if digests
+            .get(set)
+            .is_some_and(|d| *d == s.membership_digest())
+        {
+            continue;
+        }
+        if s.members.is_empty() && s.member_total() > 0 {
+            // Only the count was fetched: say how far off it is.
+            mismatches.push((
+                o.name.as_str(),
+                Mismatch::Count(s.member_total(), expected.len()),
+            ));
+            continue;
+        }
         let members: BTreeSet<&str> = s.members.iter().map(|p| p.id.as_str()).collect();
         let missing: Vec<&str> = expected
             .difference(&members)
@@ -135,9 +218,12 @@ fn membership<'a>(
                 .map(|p| format!("{}@{}", short_id(&p.id), p.addr))
                 .collect(),
         };
-        if !missing.is_empty() || !extra.is_empty() {
-            mismatches.push((o.name.as_str(), missing, extra));
-        }
+        let mismatch = if missing.is_empty() && extra.is_empty() {
+            Mismatch::Digest
+        } else {
+            Mismatch::Listed(missing, extra)
+        };
+        mismatches.push((o.name.as_str(), mismatch));
     }
     let matching = total - mismatches.len();
     let failure = (!mismatches.is_empty() || total == 0).then(|| {
@@ -145,41 +231,22 @@ fn membership<'a>(
             return "no node answered its status socket, so no membership could be seen".into();
         }
         // Nodes that disagree the same way (say, all still list one dead node) are told once.
-        let mut groups: Vec<(Vec<&str>, &Vec<&str>, &Extra)> = Vec::new();
-        for (name, missing, extra) in &mismatches {
-            match groups
-                .iter_mut()
-                .find(|(_, m, e)| *m == missing && *e == extra)
-            {
-                Some((names, _, _)) => names.push(name),
-                None => groups.push((vec![name], missing, extra)),
+        let mut groups: Vec<(Vec<&str>, &Mismatch)> = Vec::new();
+        for (name, mismatch) in &mismatches {
+            match groups.iter_mut().find(|(_, m)| *m == mismatch) {
+                Some((names, _)) => names.push(name),
+                None => groups.push((vec![name], mismatch)),
             }
         }
         let details: Vec<String> = groups
             .iter()
             .take(MEMBERSHIP_DETAILS)
-            .map(|(names, missing, extra)| {
-                let mut parts = Vec::new();
-                if !missing.is_empty() {
-                    parts.push(format!("missing {}", name_list(missing)));
-                }
-                if !extra.live.is_empty() {
-                    parts.push(format!(
-                        "extra {} (of another component)",
-                        name_list(&extra.live)
-                    ));
-                }
-                if !extra.strangers.is_empty() {
-                    parts.push(format!(
-                        "extra {} (not a live node)",
-                        name_list(&extra.strangers)
-                    ));
-                }
+            .map(|(names, mismatch)| {
                 let who = match names.as_slice() {
                     [one] => one.to_string(),
                     many => format!("{} nodes ({})", many.len(), name_list(many)),
                 };
-                format!("{who}: {}", parts.join(", "))
+                format!("{who}: {}", mismatch.describe())
             })
             .collect();
         let more = groups.len().saturating_sub(MEMBERSHIP_DETAILS);
@@ -203,11 +270,7 @@ fn membership<'a>(
         json!({
             "matching": matching,
             "total": total,
-            "mismatches": mismatches.iter().map(|(n, missing, extra)| json!({
-                "node": n,
-                "missing": missing,
-                "extra": extra.live.iter().chain(&extra.strangers).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "mismatches": mismatches.iter().map(|(n, m)| m.json(n)).collect::<Vec<_>>(),
         }),
     )
 }

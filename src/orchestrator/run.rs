@@ -47,10 +47,21 @@ pub enum Stage {
     AllChecks,
 }
 
+/// How much of each node's view a poll fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Detail {
+    /// Member counts and digests only: what repeated polling needs to decide a check. A
+    /// thousand nodes' full lists would be a thousand lists of a thousand members a round,
+    /// serialised by nodes that are busy forming the network.
+    Brief,
+    /// Everything, member lists included: for the report and for saying what differs.
+    Listed,
+}
+
 pub(super) struct Observer {
     http: reqwest::Client,
     t0: Instant,
-    /// Started nodes, in plan order as they come up.
+    /// Started nodes, in the order they came up.
     pub(super) endpoints: Mutex<Vec<NodeEndpoint>>,
     ready_after: Mutex<HashMap<String, Duration>>,
 }
@@ -100,7 +111,7 @@ impl Observer {
 
     /// Observes the given nodes only: a killed or paused node elsewhere in the run costs
     /// nothing (a paused one would hold every poll for the request timeout).
-    pub(super) async fn observe(&self, specs: &[NodeSpec]) -> Vec<NodeObservation> {
+    pub(super) async fn observe(&self, specs: &[NodeSpec], detail: Detail) -> Vec<NodeObservation> {
         let endpoints: HashMap<String, NodeEndpoint> = self
             .endpoints
             .lock()
@@ -113,7 +124,12 @@ impl Observer {
         let fetched: HashMap<String, Result<crate::status_api::NodeStatus, String>> =
             futures::stream::iter(endpoints.values().cloned())
                 .map(|ep| async move {
-                    let status = self.client(&ep).status().await.map_err(|e| e.to_string());
+                    let client = self.client(&ep);
+                    let status = match detail {
+                        Detail::Listed => client.status().await,
+                        Detail::Brief => client.status_brief().await,
+                    };
+                    let status = status.map_err(|e| e.to_string());
                     (ep.name, status)
                 })
                 .buffer_unordered(POLL_CONCURRENCY)
@@ -233,22 +249,8 @@ pub async fn execute(
         component_membership: false,
     };
     progress.phase("forming", 1);
-    let (observations, mut checks, formed_at) = loop {
-        let observations = observer.observe(&initial).await;
-        let checks = evaluate_formation(&observations, &expectation);
-        let passing = checks.iter().filter(|c| c.passed).count();
-        progress.update(
-            passing as u64,
-            &format!("{passing}/{} formation checks hold", checks.len()),
-        );
-        if checks.iter().all(|c| c.passed) {
-            break (observations, checks, Some(observer.t0.elapsed()));
-        }
-        if Instant::now() >= deadline {
-            break (observations, checks, None);
-        }
-        tokio::time::sleep(poll_interval(total) * 2).await;
-    };
+    let (observations, mut checks, formed_at) =
+        wait_for_formation(&observer, &initial, &expectation, deadline, progress).await;
     match formed_at {
         Some(t) => progress.line(&format!("network formed in {:.2}s", t.as_secs_f64())),
         None => progress.line(&format!("network did not form within {within:?}")),
@@ -298,6 +300,41 @@ pub async fn execute(
     })
 }
 
+/// Polls brief views until every formation check holds or the deadline passes, then takes
+/// one full view for the report (and, on failure, for saying exactly what differs).
+async fn wait_for_formation(
+    observer: &Observer,
+    nodes: &[NodeSpec],
+    expectation: &FormationExpectation,
+    deadline: Instant,
+    progress: &mut Progress,
+) -> (Vec<NodeObservation>, Vec<CheckResult>, Option<Duration>) {
+    let all_hold = |checks: &[CheckResult]| checks.iter().all(|c| c.passed);
+    loop {
+        // A round that began after the deadline cannot show the network formed within it.
+        let in_time = Instant::now() <= deadline;
+        let observations = observer.observe(nodes, Detail::Brief).await;
+        let checks = evaluate_formation(&observations, expectation);
+        let passing = checks.iter().filter(|c| c.passed).count();
+        progress.update(
+            passing as u64,
+            &format!("{passing}/{} formation checks hold", checks.len()),
+        );
+        let formed_at = (in_time && all_hold(&checks)).then(|| observer.t0.elapsed());
+        if formed_at.is_some() || Instant::now() >= deadline {
+            let observations = observer.observe(nodes, Detail::Listed).await;
+            let checks = evaluate_formation(&observations, expectation);
+            // The network changed between the two views (a node left, say): poll on.
+            if formed_at.is_some() && !all_hold(&checks) && Instant::now() < deadline {
+                continue;
+            }
+            let formed_at = formed_at.filter(|_| all_hold(&checks));
+            return (observations, checks, formed_at);
+        }
+        tokio::time::sleep(poll_interval(nodes.len())).await;
+    }
+}
+
 fn formation_deadline_check(formed_at: Option<Duration>, within: Duration) -> CheckResult {
     let measured = match formed_at {
         Some(t) => format!("{:.2}s", t.as_secs_f64()),
@@ -338,7 +375,8 @@ async fn start_nodes(
             tokio::time::sleep_until((t0 + spec.start_after).into()).await;
             (spec.name.clone(), runtime.start(spec).await)
         })
-        .buffered(START_CONCURRENCY);
+        // Unordered: a node slow to come up must not hold the slots of those behind it.
+        .buffer_unordered(START_CONCURRENCY);
     while let Some((name, result)) = starts.next().await {
         let ep = result?;
         observer.endpoints.lock().await.push(ep);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::progress::Progress;
-use super::run::{Observer, poll_interval, unix_now};
+use super::run::{Detail, Observer, poll_interval, unix_now};
 use super::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, evaluate_broadcast,
     evaluate_formation,
@@ -216,9 +216,15 @@ async fn expect(
         let mut checks;
         loop {
             observer.poll_ready().await;
-            let observations = observer.observe(&live).await;
+            let observations = observer.observe(&live, Detail::Brief).await;
             checks = evaluate_formation(&observations, &formation);
-            if checks.iter().all(|c| c.passed) || Instant::now() >= deadline {
+            let holds = checks.iter().all(|c| c.passed);
+            if holds || Instant::now() >= deadline {
+                if !holds {
+                    // Say exactly who misses whom: the lists, once.
+                    let observations = observer.observe(&live, Detail::Listed).await;
+                    checks = evaluate_formation(&observations, &formation);
+                }
                 break;
             }
             tokio::time::sleep(poll_interval(live.len())).await;

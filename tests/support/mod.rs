@@ -269,6 +269,11 @@ impl Node {
         self.client.status().await.ok()
     }
 
+    /// `GET /status?members=false`.
+    pub async fn status_brief(&self) -> Option<NodeStatus> {
+        self.client.status_brief().await.ok()
+    }
+
     pub async fn messages(&self) -> Option<Vec<DeliveredMessage>> {
         self.client.messages().await.ok()
     }

@@ -245,3 +245,42 @@ fn a_degree_of_one_still_gives_every_node_two_links_in_a_network_of_three_or_mor
         sim.neighbours(&lonely)
     );
 }
+
+#[test]
+fn a_candidate_offered_only_full_nodes_asks_again_soon_but_backs_off_if_all_stay_full() {
+    use super::{addr_of, node_config};
+    let mut sim = Sim::new();
+    for (name, genesis) in [("g", &[][..]), ("a", &["g"][..]), ("b", &["g"][..])] {
+        let mut cfg = node_config(name, genesis);
+        cfg.degree = 2;
+        cfg.max_peers = 2;
+        sim.spawn_with(cfg);
+        sim.run_for(Duration::from_millis(300));
+    }
+    until_formed(&mut sim, 2);
+    assert_eq!(sim.neighbours("g"), ["a", "b"], "every node is full");
+
+    sim.spawn("c", &["g"]);
+    let asks = |sim: &Sim| {
+        sim.dials_from("c")
+            .iter()
+            .filter(|a| **a == addr_of("g"))
+            .count()
+    };
+    // Each attempt dials the genesis to ask, and again if it is among the nodes offered.
+    sim.run_for(Duration::from_secs(1));
+    let first_second = asks(&sim);
+    assert!(
+        first_second >= 10,
+        "refused only for lack of room, the candidate asks again at once \
+         ({first_second} dials of the genesis in 1 s)"
+    );
+    sim.run_for(Duration::from_secs(9));
+    let next_nine = asks(&sim) - first_second;
+    assert!(
+        next_nine < first_second * 3,
+        "a network with no room at all is asked with back-off, not in a loop \
+         ({first_second} dials in the first second, {next_nine} in the next nine)"
+    );
+    assert!(!sim.joined("c"));
+}
