@@ -283,6 +283,15 @@ impl Runtime for DockerRuntime {
 
     async fn prepare(&mut self, plan: &RunPlan) -> Result<(), RuntimeError> {
         self.check_support(plan)?;
+        // Only a local engine shares this host's table; a remote one has its own.
+        let local_engine = std::env::var("DOCKER_HOST").map_or(true, |h| h.starts_with("unix://"));
+        if local_engine {
+            if let Some(warning) =
+                super::arp::table_warning(plan.nodes.len(), super::arp::host_table_bound())
+            {
+                tracing::warn!("{warning}");
+            }
+        }
         self.plan = Some(plan.clone());
         if is_peerlab_image(&plan.image) {
             let built = crate::image::ensure_image(&self.docker, &plan.image)

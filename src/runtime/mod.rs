@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod arp;
 pub mod compose;
 pub mod docker;
 pub mod docker_partition;
