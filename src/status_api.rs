@@ -76,14 +76,10 @@ impl NodeStatus {
 /// An order-independent digest of a set of member ids: SHA-256 (hex) over the sorted,
 /// de-duplicated ids, each prefixed by its length so that no two sets share a digest.
 pub fn members_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
-    use sha2::{Digest, Sha256};
     let sorted: std::collections::BTreeSet<&str> = ids.into_iter().collect();
-    let mut hasher = Sha256::new();
-    for id in sorted {
-        hasher.update((id.len() as u64).to_be_bytes());
-        hasher.update(id.as_bytes());
-    }
-    hex::encode(hasher.finalize())
+    let parts: Vec<&str> = sorted.into_iter().collect();
+    // The protocol's own length-prefixed digest, so both sides of the contract share it.
+    crate::node::wire::digest(&parts)
 }
 
 /// Monotonic counters since the node started.

@@ -9,9 +9,11 @@
 //! one-second failure detection, and two such runs on two cores starve each other.
 
 mod docker_support;
+mod fault_files;
 
+use fault_files::{FAULT_TOPOLOGIES, fault_topologies, file_name};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,25 +30,6 @@ const STEP_LIMIT: Duration = Duration::from_secs(120);
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Files of `topologies/` whose scenario has at least one step, sorted.
-fn fault_topologies() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(Path::new(ROOT).join("topologies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let topology = peerlab::topology::parse_str(&text, &path.display().to_string())
-            .unwrap_or_else(|e| panic!("{} does not validate: {e}", path.display()));
-        if !topology.scenario.is_empty() {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
 }
 
 /// `peerlab run --runtime docker` in flight, its stderr collected on a thread. Dropping it
@@ -208,18 +191,8 @@ fn every_fault_topology_passes_on_docker_and_leaves_nothing() {
     ensure_image();
     let _turn = turn();
     let files = fault_topologies();
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    for expected in [
-        "churn.yaml",
-        "frozen-node.yaml",
-        "genesis-loss.yaml",
-        "mass-failure.yaml",
-        "partition-heal.yaml",
-        "shaped-links.yaml",
-    ] {
+    let names: Vec<String> = files.iter().map(|p| file_name(p)).collect();
+    for expected in FAULT_TOPOLOGIES {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} is missing from {names:?}"

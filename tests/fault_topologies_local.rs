@@ -8,8 +8,10 @@
 //! `topologies/` without a test here. Runs take turns: each starts up to twenty nodes with
 //! one-second timeouts, and two at once on two cores starve each other into false failures.
 
+mod fault_files;
 mod local_runs;
 
+use fault_files::{FAULT_TOPOLOGIES, fault_topologies, file_name};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,42 +19,16 @@ use std::time::Duration;
 use local_runs::{Workspace, assert_gone_within, processes_of, topologies_dir};
 
 /// The fault topologies with a test below.
-const COVERED: &[&str] = &[
-    "churn.yaml",
-    "frozen-node.yaml",
-    "genesis-loss.yaml",
-    "mass-failure.yaml",
-    "partition-heal.yaml",
-    "shaped-links.yaml",
-];
+const COVERED: &[&str] = FAULT_TOPOLOGIES;
 
 /// How long one run may take: formation plus the scenario's deadlines, on busy cores.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Files of `topologies/` whose scenario has at least one step.
-fn fault_topologies() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(topologies_dir()).expect("read topologies/") {
-        let path = entry.expect("read topologies/").path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read topology");
-        let topology = peerlab::topology::parse_str(&text, &path.display().to_string())
-            .unwrap_or_else(|e| panic!("{} does not validate: {e}", path.display()));
-        if !topology.scenario.is_empty() {
-            found.push(path.file_name().unwrap().to_string_lossy().into_owned());
-        }
-    }
-    found.sort();
-    found
-}
-
 #[test]
 fn every_fault_topology_has_a_test() {
-    let found = fault_topologies();
+    let found: Vec<String> = fault_topologies().iter().map(|p| file_name(p)).collect();
     assert_eq!(
         found, COVERED,
         "topologies/ files with a scenario differ from the ones tested here; add a test (and \
