@@ -100,6 +100,11 @@ pub async fn build_image_from(
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
+        // No layer cache: cached layers are shared parents, and removing one image (a stale
+        // tag, another test's image) deletes the parent a concurrent build of the same binary
+        // is about to extend ("unknown parent image ID"). The binary changes every build
+        // anyway, so the cache saves nothing.
+        .nocache(true)
         .rm(true)
         .forcerm(true)
         .buildargs(&build_args)

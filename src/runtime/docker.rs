@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkConnectRequest,
-    NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Ipam, IpamConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -380,6 +380,13 @@ impl Runtime for DockerRuntime {
                 (NODE_LABEL.to_string(), node.name.clone()),
             ])),
             exposed_ports: Some(vec![format!("{PEER_PORT}/tcp"), status_port.clone()]),
+            // peerlab polls every status socket itself, so the image's HEALTHCHECK would only
+            // repeat that work: one `docker exec` per container per second, which at 100
+            // containers nearly doubled the time to start them (docs/docker.md).
+            healthcheck: Some(HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }),
             host_config: Some(HostConfig {
                 port_bindings: Some(HashMap::from([(
                     status_port.clone(),
