@@ -424,7 +424,7 @@ fn write_outputs(
     if let Some(path) = &args.graph {
         let opts = RenderOptions {
             title: Some(format!("{} {}", topology.name, plan.run_id)),
-            min_degree: Some(topology.checks.formation.min_degree).filter(|d| *d > 0),
+            min_degree: topology.checks.formation.expectation().min_degree,
         };
         let text = match graph_format(path) {
             Some("dot") => to_dot_with(&outcome.overlay, &opts),

@@ -41,22 +41,7 @@ impl NodeObservation {
     }
 }
 
-/// What a formed overlay must look like.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FormationExpectation {
-    pub all_ready: bool,
-    pub connected: bool,
-    /// Exactly this many connected components over the answering nodes (a partition's
-    /// halves, say); `connected` is the special case of one.
-    pub components: Option<usize>,
-    pub min_degree: Option<usize>,
-    pub max_degree: Option<usize>,
-    /// Every node's member ids equal the ids of all observed live nodes.
-    pub full_membership: bool,
-    /// Every node's member ids equal the ids of the nodes in its overlay component (each
-    /// side of a partition knows exactly its side).
-    pub component_membership: bool,
-}
+pub use crate::topology::FormationExpectation;
 
 /// How broadcasts must spread.
 #[derive(Debug, Clone, PartialEq)]

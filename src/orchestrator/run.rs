@@ -238,16 +238,7 @@ pub async fn execute(
         tokio::time::sleep(poll_interval(total)).await;
     }
 
-    let formation = &topology.checks.formation;
-    let expectation = FormationExpectation {
-        all_ready: formation.all_ready,
-        connected: formation.connected,
-        components: None,
-        min_degree: Some(formation.min_degree).filter(|d| *d > 0),
-        max_degree: formation.max_degree,
-        full_membership: formation.full_membership,
-        component_membership: false,
-    };
+    let expectation = topology.checks.formation.expectation();
     progress.phase("forming", 1);
     let (observations, mut checks, formed_at) =
         wait_for_formation(&observer, &initial, &expectation, deadline, progress).await;

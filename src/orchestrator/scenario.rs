@@ -201,29 +201,21 @@ async fn expect(
         .filter(|n| e.live.contains(&n.name))
         .cloned()
         .collect();
-    let formation = FormationExpectation {
-        all_ready: e.all_ready,
-        connected: e.connected,
-        components: e.components,
-        min_degree: e.min_degree,
-        max_degree: e.max_degree,
-        full_membership: e.full_membership,
-        component_membership: e.component_membership,
-    };
-    let any_formation = formation != FormationExpectation::default();
+    let formation = &e.formation;
+    let any_formation = *formation != FormationExpectation::default();
     let mut results = Vec::new();
     if any_formation {
         let mut checks;
         loop {
             observer.poll_ready().await;
             let observations = observer.observe(&live, Detail::Brief).await;
-            checks = evaluate_formation(&observations, &formation);
+            checks = evaluate_formation(&observations, formation);
             let holds = checks.iter().all(|c| c.passed);
             if holds || Instant::now() >= deadline {
                 if !holds {
                     // Say exactly who misses whom: the lists, once.
                     let observations = observer.observe(&live, Detail::Listed).await;
-                    checks = evaluate_formation(&observations, &formation);
+                    checks = evaluate_formation(&observations, formation);
                 }
                 break;
             }

@@ -19,8 +19,8 @@ use std::path::Path;
 
 pub use diagnostic::{Diagnostic, TopologyError};
 pub use model::{
-    BroadcastChecks, Checks, FormationChecks, GENESIS, Group, Network, NodeSettings, Topology,
-    duration_text,
+    BroadcastChecks, Checks, FormationChecks, FormationExpectation, GENESIS, Group, Network,
+    NodeSettings, Topology, duration_text,
 };
 pub use scenario::{
     Action, ExpectBroadcast, Expectation, Fault, Selector, Step, Target, TargetPart, When,

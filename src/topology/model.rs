@@ -123,6 +123,41 @@ pub struct FormationChecks {
     pub full_membership: bool,
 }
 
+impl FormationChecks {
+    /// What the formed overlay must look like, in the form the checks evaluate.
+    pub fn expectation(&self) -> FormationExpectation {
+        FormationExpectation {
+            all_ready: self.all_ready,
+            connected: self.connected,
+            components: None,
+            min_degree: Some(self.min_degree).filter(|d| *d > 0),
+            max_degree: self.max_degree,
+            full_membership: self.full_membership,
+            component_membership: false,
+        }
+    }
+}
+
+/// What a formed overlay must look like: the formation checks of `checks.formation` and of a
+/// scenario's `expect` steps, declared once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FormationExpectation {
+    pub all_ready: bool,
+    pub connected: bool,
+    /// Exactly this many connected components over the answering nodes (a partition's
+    /// halves, say); `connected` is the special case of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<usize>,
+    pub min_degree: Option<usize>,
+    pub max_degree: Option<usize>,
+    /// Every node's member ids equal the ids of all observed live nodes.
+    pub full_membership: bool,
+    /// Every node's member ids equal the ids of the nodes in its overlay component (each
+    /// side of a partition knows exactly its side).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub component_membership: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BroadcastChecks {
     pub count: usize,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::model::FormationExpectation;
 use crate::runtime::LinkShape;
 
 /// A scenario step as the topology describes it.
@@ -85,15 +86,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {
     pub within: Duration,
-    pub all_ready: bool,
-    pub connected: bool,
-    /// Exactly this many connected components in the live nodes' overlay.
-    pub components: Option<usize>,
-    pub min_degree: Option<usize>,
-    pub max_degree: Option<usize>,
-    pub full_membership: bool,
-    /// Each live node knows exactly the nodes of its overlay component.
-    pub component_membership: bool,
+    pub formation: FormationExpectation,
     pub broadcast: Option<ExpectBroadcast>,
 }
 

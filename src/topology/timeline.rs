@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Serialize, Serializer};
 
-use super::model::{Topology, duration_text, node_name};
+use super::model::{FormationExpectation, Topology, duration_text, node_name};
 use super::scenario::{Action, Expectation, Fault, Selector, Target, TargetPart, When};
 use crate::runtime::LinkShape;
 
@@ -72,17 +72,8 @@ pub enum ResolvedAction {
 pub struct ResolvedExpect {
     #[serde(serialize_with = "as_text")]
     pub within: Duration,
-    pub all_ready: bool,
-    pub connected: bool,
-    /// Exactly this many connected components in the live nodes' overlay.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub components: Option<usize>,
-    pub min_degree: Option<usize>,
-    pub max_degree: Option<usize>,
-    pub full_membership: bool,
-    /// Each live node knows exactly the nodes of its overlay component.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub component_membership: bool,
+    #[serde(flatten)]
+    pub formation: FormationExpectation,
     /// Senders of the broadcasts to inject, one per message; empty: no broadcast check.
     pub broadcast_from: Vec<String>,
     pub reliability: f64,
@@ -275,7 +266,7 @@ impl Resolver<'_> {
         if live.is_empty() {
             return Err("expect runs when no node is up; expected at least one live node (start or resume some first)".into());
         }
-        if let Some(n) = e.components
+        if let Some(n) = e.formation.components
             && n > live.len()
         {
             return Err(format!(
@@ -290,13 +281,7 @@ impl Resolver<'_> {
         };
         Ok(ResolvedExpect {
             within: e.within,
-            all_ready: e.all_ready,
-            connected: e.connected,
-            components: e.components,
-            min_degree: e.min_degree,
-            max_degree: e.max_degree,
-            full_membership: e.full_membership,
-            component_membership: e.component_membership,
+            formation: e.formation.clone(),
             broadcast_from,
             reliability,
             live,
@@ -470,25 +455,26 @@ pub fn describe(action: &ResolvedAction) -> String {
         ResolvedAction::Wait { duration } => format!("wait {}", duration_text(*duration)),
         ResolvedAction::Expect(e) => {
             let mut what = Vec::new();
-            if e.all_ready {
+            let f = &e.formation;
+            if f.all_ready {
                 what.push("all ready".to_string());
             }
-            if e.connected {
+            if f.connected {
                 what.push("connected".to_string());
             }
-            if let Some(n) = e.components {
+            if let Some(n) = f.components {
                 what.push(format!("{n} component(s)"));
             }
-            if let Some(d) = e.min_degree {
+            if let Some(d) = f.min_degree {
                 what.push(format!("min degree {d}"));
             }
-            if let Some(d) = e.max_degree {
+            if let Some(d) = f.max_degree {
                 what.push(format!("max degree {d}"));
             }
-            if e.full_membership {
+            if f.full_membership {
                 what.push("full membership".to_string());
             }
-            if e.component_membership {
+            if f.component_membership {
                 what.push("membership per component".to_string());
             }
             if !e.broadcast_from.is_empty() {

@@ -10,7 +10,7 @@ use serde_saphyr::Location;
 use crate::runtime::LinkShape;
 use crate::topology::diagnostic::Sink;
 use crate::topology::file::{DurationText, Spanned};
-use crate::topology::model::Topology;
+use crate::topology::model::{FormationExpectation, Topology};
 use crate::topology::scenario::{Action, ExpectBroadcast, Expectation, Fault, Step, Target, When};
 use crate::topology::scenario_file::{ExpectFile, ShapeFile, StepFile};
 use crate::topology::timeline::resolve;
@@ -378,8 +378,7 @@ impl StepCheck<'_, '_> {
             }
             None => None,
         };
-        let expectation = Expectation {
-            within,
+        let formation = FormationExpectation {
             all_ready: on(&f.all_ready),
             connected: on(&f.connected),
             components: f
@@ -391,16 +390,10 @@ impl StepCheck<'_, '_> {
             max_degree: f.max_degree.as_ref().map(|v| v.value as usize),
             full_membership: on(&f.full_membership),
             component_membership: on(&f.component_membership),
-            broadcast,
         };
-        let checks_something = expectation.all_ready
-            || expectation.connected
+        let checks_something = formation != FormationExpectation::default()
             || f.components.is_some()
-            || expectation.min_degree.is_some()
-            || expectation.max_degree.is_some()
-            || expectation.full_membership
-            || expectation.component_membership
-            || expectation.broadcast.is_some();
+            || broadcast.is_some();
         if !checks_something {
             self.report(
                 at,
@@ -409,7 +402,11 @@ impl StepCheck<'_, '_> {
             );
             return None;
         }
-        Some(Action::Expect(expectation))
+        Some(Action::Expect(Expectation {
+            within,
+            formation,
+            broadcast,
+        }))
     }
 }
 
