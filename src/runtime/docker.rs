@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -642,15 +643,42 @@ async fn remove_by_label(
         }
     }
     for (_, id) in labelled_networks(docker, run_id).await? {
-        match docker.remove_network(&id).await {
-            Ok(()) => report.networks_removed += 1,
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
+        match remove_network(docker, &id).await {
+            Ok(removed) => report.networks_removed += usize::from(removed),
             Err(e) => report.leftovers.push(format!("network {id}: {e}")),
         }
     }
     Ok(report)
+}
+
+/// Removes one network; `Ok(false)` when it was already gone.
+///
+/// The engine may still count the endpoints of just-removed containers for a moment, so
+/// "has active endpoints" is retried briefly. An engine that keeps counting them (seen on
+/// Docker 20.10 after many forced removals, with no container left on the network) only
+/// lets go after a restart, which the error then says.
+async fn remove_network(docker: &Docker, id: &str) -> Result<bool, String> {
+    const ATTEMPTS: u64 = 5;
+    let mut attempt = 1;
+    loop {
+        match docker.remove_network(id).await {
+            Ok(()) => return Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(false),
+            Err(e) if e.to_string().contains("active endpoints") => {
+                if attempt == ATTEMPTS {
+                    return Err(format!(
+                        "{e} (no container of the run is left on it: the engine kept stale \
+                         endpoints; restart the Docker daemon, then `peerlab down --all`)"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 async fn save_logs(docker: &Docker, container: &str, path: &Path) -> Result<(), String> {
