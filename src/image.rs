@@ -74,13 +74,30 @@ async fn handshake(host: &str, docker: Result<Docker, DockerError>) -> Result<Do
 }
 
 /// Build `tag` from the running executable; `progress` receives the builder's output lines.
+/// The image the tag named before is removed when nothing else uses it.
 pub async fn build_image(
     docker: &Docker,
     tag: &str,
     progress: impl FnMut(&str),
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the running peerlab executable")?;
-    build_image_from(docker, tag, &exe, progress).await
+    let previous = match docker.inspect_image(tag).await {
+        Ok(image) => image.id,
+        Err(_) => None,
+    };
+    build_image_from(docker, tag, &exe, progress).await?;
+    drop_replaced(docker, previous).await;
+    Ok(())
+}
+
+/// Removes an image a build has just moved its tag away from. Only succeeds when nothing
+/// else uses or names it, so a rebuild leaves no dangling image behind and breaks nothing.
+async fn drop_replaced(docker: &Docker, previous: Option<String>) {
+    if let Some(old) = previous {
+        let _ = docker
+            .remove_image(&old, None::<RemoveImageOptions>, None)
+            .await;
+    }
 }
 
 /// Build `tag` from the given static `peerlab` binary (tests use the cargo-built one).
@@ -163,12 +180,7 @@ pub async fn ensure_image(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
         |line| tracing::debug!(target: "peerlab::image", "{line}"),
     )
     .await?;
-    if let Some(old) = stale {
-        // Only succeeds when nothing else uses or names the old image: no dangling leftovers.
-        let _ = docker
-            .remove_image(&old, None::<RemoveImageOptions>, None)
-            .await;
-    }
+    drop_replaced(docker, stale).await;
     Ok(true)
 }
 

@@ -129,3 +129,33 @@ async fn a_missing_binary_fails_with_its_path_and_builds_nothing() {
     );
     assert!(docker.inspect_image(&tag).await.is_err());
 }
+
+#[tokio::test]
+async fn image_build_again_leaves_no_dangling_image() {
+    let docker = docker().await;
+    let tag = format!("{}:test", unique("peerlab-rebuild-test"));
+    let (d, t) = (docker.clone(), tag.clone());
+    with_image_cleanup(&docker, &tag, async move {
+        let build = || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerlab"))
+                .args(["image", "build", "--tag", &t])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        build();
+        let first = d.inspect_image(&t).await.unwrap().id.unwrap();
+        build();
+        let second = d.inspect_image(&t).await.unwrap().id.unwrap();
+        assert_ne!(first, second, "every build makes a new image");
+        assert!(
+            d.inspect_image(&first).await.is_err(),
+            "the image the tag moved away from is removed"
+        );
+    })
+    .await;
+}

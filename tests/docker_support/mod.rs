@@ -92,19 +92,15 @@ pub fn ensure_image() {
             "image",
             "inspect",
             "--format",
-            "{{.Id}} {{index .Config.Labels \"peerlab.binary.sha256\"}}",
+            "{{index .Config.Labels \"peerlab.binary.sha256\"}}",
             image,
         ]));
         let inspected = String::from_utf8_lossy(&label.stdout).trim().to_string();
-        let old_id = inspected.split_whitespace().next().map(str::to_string);
-        if label.status.success() && inspected.ends_with(&digest) {
+        if label.status.success() && inspected == digest {
             return;
         }
+        // `image build` removes the image it replaces: no dangling leftovers.
         must(peerlab().args(["image", "build", "--tag", image]));
-        // The replaced image, when nothing uses it any more: no dangling leftovers.
-        if let Some(old) = old_id.filter(|_| label.status.success()) {
-            let _ = docker().args(["rmi", &old]).output();
-        }
     });
 }
 
