@@ -141,6 +141,43 @@ fn an_impossible_expectation_exits_1_and_leaves_nothing() {
     assert!(stderr.contains("teardown of"), "{stderr}");
 }
 
+#[test]
+fn a_panicking_docker_run_exits_3_and_leaves_nothing() {
+    require_engine();
+    ensure_image();
+    let dir = tempfile::tempdir().unwrap();
+    let file = small_topology(dir.path(), "dkpanic", 2, "");
+    let runs_dir = dir.path().join("runs");
+    let out = output(
+        peerlab()
+            .args(["run", "--runtime", "docker"])
+            .arg(&file)
+            .arg("--runs-dir")
+            .arg(&runs_dir)
+            .env(peerlab::orchestrator::run::PANIC_AFTER_START, "1"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let run_id = announced_run_id(&stderr).unwrap_or_else(|| panic!("no run id:\n{stderr}"));
+    let _guard = RunGuard {
+        run_id: run_id.clone(),
+        runs_dir: runs_dir.clone(),
+    };
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("internal error (panic)"), "{stderr}");
+    // Checked before the guard could clean up: the orchestrator's own teardown must do it.
+    let (containers, networks) = run_leftovers(&run_id);
+    assert!(
+        containers.is_empty() && networks.is_empty(),
+        "panicked run {run_id} left containers {containers:?} and networks {networks:?}\n{stderr}"
+    );
+    let logs = runs_dir.join(&run_id).join("logs");
+    assert_eq!(
+        std::fs::read_dir(&logs).map(|d| d.count()).unwrap_or(0),
+        3,
+        "every container had started and its log was saved:\n{stderr}"
+    );
+}
+
 /// Reads the child's stderr on a thread and hands back the announced run id.
 fn watch_run_id(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     use std::io::{BufRead, BufReader};

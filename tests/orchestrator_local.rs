@@ -282,6 +282,29 @@ fn sigint_while_forming_tears_everything_down() {
 }
 
 #[test]
+fn a_panicking_orchestrator_tears_everything_down() {
+    let ws = Workspace::new("panic");
+    let topology = ws.copy_topology("quickstart.yaml");
+    let out = ws.peerlab_with_env(
+        &["run", topology.to_str().unwrap(), "--runtime", "local"],
+        &[(peerlab::orchestrator::run::PANIC_AFTER_START, "1")],
+    );
+    assert_eq!(out.code(), Some(3), "{}", out.dump());
+    assert!(
+        out.stderr.contains("internal error (panic)"),
+        "{}",
+        out.dump()
+    );
+    let run_id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
+    let run_dir = ws.runs_dir().join(&run_id);
+    assert_eq!(node_logs(&run_dir).len(), 5, "every node had started");
+    let left = processes_of(&run_id);
+    assert!(left.is_empty(), "panicked run {run_id} left {left:?}");
+}
+
+#[test]
 fn up_ps_down() {
     let ws = Workspace::new("updown");
     let topology = ws.copy_topology("quickstart.yaml");

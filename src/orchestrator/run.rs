@@ -24,6 +24,9 @@ use crate::topology::{Topology, resolve};
 
 /// Nodes started at once.
 const START_CONCURRENCY: usize = 16;
+/// Set in the environment, a run panics once its nodes are up: how the tests prove that a
+/// panicking orchestrator still tears everything down. Not for users.
+pub const PANIC_AFTER_START: &str = "PEERLAB_PANIC_AFTER_START";
 /// Status sockets asked at once.
 const POLL_CONCURRENCY: usize = 64;
 /// Polling cadence: quick for small runs, gentler for large ones, where hundreds of status
@@ -219,6 +222,9 @@ pub async fn execute(
     tokio::select! {
         started = start_all => started?,
         _ = watch => {}
+    }
+    if std::env::var_os(PANIC_AFTER_START).is_some() {
+        panic!("{PANIC_AFTER_START} is set");
     }
     progress.line(&format!(
         "{} started {total} nodes in {:.1}s; waiting for the network to form (deadline {:?})",

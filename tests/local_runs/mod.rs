@@ -120,22 +120,31 @@ impl Workspace {
 
     /// `peerlab ARGS` with this workspace's runs dir, waited for with [`COMMAND_LIMIT`].
     pub fn peerlab(&self, args: &[&str]) -> Output {
-        let running = self.spawn(args);
-        running.wait(COMMAND_LIMIT)
+        self.peerlab_with_env(args, &[])
+    }
+
+    /// [`Workspace::peerlab`] with extra environment variables.
+    pub fn peerlab_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        Running::start(command).wait(COMMAND_LIMIT)
     }
 
     /// Starts `peerlab ARGS --runs-dir <runs>` without waiting.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let runs = self.runs_dir();
+        Running::start(self.command(args))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command
             .args(args)
-            .env("PEERLAB_RUNS_DIR", &runs)
+            .env("PEERLAB_RUNS_DIR", self.runs_dir())
             .env_remove("PEERLAB_RUN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Running::start(command)
+        command
     }
 
     /// Processes (pids) of runs started from this workspace.
