@@ -20,7 +20,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Ipam, IpamConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+    PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -548,7 +549,7 @@ pub async fn remove_run_saving_logs(
 pub async fn list_runs() -> Result<Vec<(String, usize)>, RuntimeError> {
     let docker = connect().await?;
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for (labels, _) in labelled_containers(&docker, None).await? {
+    for LabelledContainer { labels, .. } in labelled_containers(&docker, None).await? {
         if let Some(run) = labels.get(RUN_LABEL) {
             *runs.entry(run.clone()).or_default() += 1;
         }
@@ -573,7 +574,7 @@ fn label_filter(run_id: Option<&str>) -> HashMap<&'static str, Vec<String>> {
 async fn labelled_containers(
     docker: &Docker,
     run_id: Option<&str>,
-) -> Result<Vec<(HashMap<String, String>, String)>, RuntimeError> {
+) -> Result<Vec<LabelledContainer>, RuntimeError> {
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&label_filter(run_id))
@@ -584,8 +585,27 @@ async fn labelled_containers(
         .map_err(failed("cannot list containers".into()))?;
     Ok(containers
         .into_iter()
-        .filter_map(|c| Some((c.labels.unwrap_or_default(), c.id?)))
+        .filter_map(|c| {
+            let networks = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .map(|n| n.into_keys().collect())
+                .unwrap_or_default();
+            Some(LabelledContainer {
+                id: c.id?,
+                labels: c.labels.unwrap_or_default(),
+                networks,
+            })
+        })
         .collect())
+}
+
+/// A container with the run label, as the engine lists it.
+struct LabelledContainer {
+    id: String,
+    labels: HashMap<String, String>,
+    /// Names of the networks it is attached to.
+    networks: Vec<String>,
 }
 
 /// (labels, id) of every network with the run label.
@@ -615,24 +635,36 @@ async fn remove_by_label(
     let containers = labelled_containers(docker, run_id).await?;
     if let Some(dir) = logs_dir.filter(|_| !containers.is_empty()) {
         std::fs::create_dir_all(dir)?;
-    }
-    let removals = containers.into_iter().map(|(labels, id)| async move {
-        if let (Some(dir), Some(node)) = (logs_dir, labels.get(NODE_LABEL)) {
-            if let Err(e) = save_logs(docker, &id, &dir.join(format!("{node}.log"))).await {
+        let targets: Vec<(String, std::path::PathBuf)> = containers
+            .iter()
+            .filter_map(|c| {
+                let node = c.labels.get(NODE_LABEL)?;
+                Some((c.id.clone(), dir.join(format!("{node}.log"))))
+            })
+            .collect();
+        let saves = targets.into_iter().map(|(id, path)| async move {
+            if let Err(e) = save_logs(docker, &id, &path).await {
                 tracing::warn!(container = %id, "could not save logs: {e}");
             }
-        }
+        });
+        futures::stream::iter(saves)
+            .buffer_unordered(TEARDOWN_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+    }
+    detach_one_at_a_time(docker, &containers).await;
+    let removals = containers.into_iter().map(|c| async move {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        match docker.remove_container(&id, Some(options)).await {
+        match docker.remove_container(&c.id, Some(options)).await {
             Ok(()) => Ok(true),
             // Removed meanwhile by a concurrent teardown: gone, but not by this one.
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(e) => Err(format!("container {id}: {e}")),
+            Err(e) => Err(format!("container {}: {e}", c.id)),
         }
     });
     let mut results = futures::stream::iter(removals).buffer_unordered(TEARDOWN_CONCURRENCY);
@@ -649,6 +681,37 @@ async fn remove_by_label(
         }
     }
     Ok(report)
+}
+
+/// Disconnects the containers from their networks before they are removed: one container at
+/// a time on each network, the networks side by side.
+///
+/// Docker before 28.1 keeps a per-network endpoint count that concurrent updates can leave
+/// too high (moby#42119); a network whose count never returns to zero cannot be removed
+/// until the daemon restarts. Removing many containers of one network at once, which is
+/// what a teardown did, is when that happened here (a CI run of 32 containers, and 100
+/// removed by hand). Taking each network's endpoints away one by one keeps its count exact;
+/// the removals that follow release no endpoint and can run concurrently.
+async fn detach_one_at_a_time(docker: &Docker, containers: &[LabelledContainer]) {
+    let mut by_network: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in containers {
+        for net in &c.networks {
+            by_network.entry(net).or_default().push(&c.id);
+        }
+    }
+    let networks = by_network.into_iter().map(|(network, ids)| async move {
+        for id in ids {
+            let request = NetworkDisconnectRequest {
+                container: id.to_string(),
+                force: Some(true),
+            };
+            // Best effort: a container that is gone or already detached needs nothing.
+            if let Err(e) = docker.disconnect_network(network, request).await {
+                tracing::debug!(network, container = id, "disconnect before removal: {e}");
+            }
+        }
+    });
+    futures::future::join_all(networks).await;
 }
 
 /// Removes one network; `Ok(false)` when it was already gone.
