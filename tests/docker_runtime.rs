@@ -331,3 +331,46 @@ async fn check_support_refuses_undeclared_networks_before_anything_starts() {
     assert!(err.to_string().contains("`nowhere`"), "{err}");
     assert_eq!(remaining(&docker, &run_id).await, (0, 0));
 }
+
+#[tokio::test]
+async fn a_taken_subnet_names_the_network_holding_it_and_how_to_free_it() {
+    with_run("dksub", |docker, run_id, image| async move {
+        // A leftover of another (pretend) peerlab run holds the subnet this run asks for.
+        let holder_run = format!("{run_id}-old");
+        let subnet = "10.77.99.0/24";
+        let request = bollard::models::NetworkCreateRequest {
+            name: format!("{holder_run}-core"),
+            driver: Some("bridge".into()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(subnet.into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(HashMap::from([(RUN_LABEL.to_string(), holder_run.clone())])),
+            ..Default::default()
+        };
+        docker.create_network(request).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = vec![node("genesis-0", true, &["core"], 1)];
+        let networks = vec![NetworkSpec {
+            name: "core".into(),
+            subnet: Some(subnet.into()),
+        }];
+        let mut runtime = DockerRuntime::with_client(docker.clone());
+        let result = runtime
+            .prepare(&plan(&run_id, dir.path(), &image, nodes, networks))
+            .await;
+        let freed = remove_leftovers(Some(&holder_run)).await.unwrap();
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{holder_run}-core"))
+                && err.contains(&format!("peerlab down {holder_run}")),
+            "{err}"
+        );
+        assert_eq!(freed.networks_removed, 1);
+        assert_eq!(remaining(&docker, &run_id).await, (0, 0));
+    })
+    .await;
+}

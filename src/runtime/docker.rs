@@ -343,16 +343,15 @@ impl Runtime for DockerRuntime {
                 labels: Some(labels.clone()),
                 ..Default::default()
             };
-            self.docker
-                .create_network(request)
-                .await
-                .map_err(failed(format!(
-                    "cannot create network {name}{}",
-                    net.subnet
-                        .as_ref()
-                        .map(|s| format!(" ({s}; is the subnet already in use?)"))
-                        .unwrap_or_default()
-                )))?;
+            if let Err(e) = self.docker.create_network(request).await {
+                let hint = match &net.subnet {
+                    Some(subnet) => subnet_hint(&self.docker, subnet).await,
+                    None => String::new(),
+                };
+                return Err(RuntimeError::Failed(format!(
+                    "cannot create network {name}: {e}{hint}"
+                )));
+            }
         }
         Ok(())
     }
@@ -598,6 +597,33 @@ async fn labelled_containers(
             })
         })
         .collect())
+}
+
+/// Why a fixed subnet may be taken, and what to do: names the network that holds exactly
+/// that subnet, and for a peerlab run's network the command that removes it.
+async fn subnet_hint(docker: &Docker, subnet: &str) -> String {
+    let holder = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|n| {
+            n.ipam
+                .as_ref()
+                .and_then(|i| i.config.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.subnet.as_deref() == Some(subnet)))
+        });
+    let Some(holder) = holder else {
+        return format!(" (is {subnet} used by another network or the host?)");
+    };
+    let name = holder.name.unwrap_or_default();
+    match holder.labels.unwrap_or_default().get(RUN_LABEL) {
+        Some(run) => format!(
+            " ({subnet} is held by network {name} of peerlab run {run}: `peerlab down {run}`; \
+             if that reports active endpoints, restart the Docker daemon first)"
+        ),
+        None => format!(" ({subnet} is held by network {name}, which is not peerlab's)"),
+    }
 }
 
 /// A container with the run label, as the engine lists it.
