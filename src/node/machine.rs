@@ -29,8 +29,6 @@ use crate::status_api::{DeliveredMessage, PeerRef};
 
 /// Redirected link attempts per join attempt.
 const MAX_REDIRECTS: usize = 4;
-/// Why a full node refuses a link (a joiner then asks for another member at once).
-const NO_ROOM: &str = "no room for another link";
 /// Quick re-asks after a join found only full nodes; then the usual back-off, so that a
 /// network with no room at all is not asked again and again.
 const QUICK_REJOINS: u32 = 3;
@@ -521,9 +519,9 @@ impl Machine {
         if c.phase != Phase::Open {
             match msg {
                 Message::Hello(hello) => self.on_hello(now, conn, hello),
-                Message::Disconnect { reason } => {
+                Message::Disconnect { reason, full } => {
                     debug!(conn, reason, "refused");
-                    if reason == NO_ROOM && self.is_joining_link(conn) {
+                    if full && self.is_joining_link(conn) {
                         self.refused_for_room = true;
                     }
                     self.close(now, conn);
@@ -555,7 +553,7 @@ impl Machine {
                 self.counters.bad_frames += 1;
                 self.close(now, conn);
             }
-            Message::Disconnect { reason } => {
+            Message::Disconnect { reason, .. } => {
                 debug!(conn, reason, "peer disconnects");
                 self.close(now, conn);
             }
@@ -777,7 +775,8 @@ impl Machine {
                 // first, and a redirect saves it a whole new join attempt.
                 let nodes = self.redirect_candidates(&hello.id);
                 self.send(conn, Message::NodesToConnect { nodes });
-                self.refuse(now, conn, NO_ROOM);
+                self.send(conn, Message::no_room());
+                self.close(now, conn);
                 return;
             }
         }
@@ -813,13 +812,12 @@ impl Machine {
                 // links (joins, repairs, retries) may complete at once.
                 let full = self.neighbours.len() >= self.cfg.max_peers;
                 if full || self.neighbours.contains_key(&hello.id) {
-                    let reason = if full { NO_ROOM } else { "already linked" };
-                    self.send(
-                        conn,
-                        Message::Disconnect {
-                            reason: reason.into(),
-                        },
-                    );
+                    let refusal = if full {
+                        Message::no_room()
+                    } else {
+                        Message::disconnect("already linked")
+                    };
+                    self.send(conn, refusal);
                     self.close_quietly(conn);
                     self.after_link_attempt(now, conn);
                     return;
@@ -850,12 +848,7 @@ impl Machine {
                     self.close(now, link);
                     self.suspects.remove(&id);
                 }
-                self.send(
-                    conn,
-                    Message::Disconnect {
-                        reason: "probe done".into(),
-                    },
-                );
+                self.send(conn, Message::disconnect("probe done"));
                 self.close_quietly(conn);
             }
             Some(Purpose::AskRandom | Purpose::AskNodes) => {
@@ -964,12 +957,7 @@ impl Machine {
             return;
         }
         let genesis = self.conns.get(&conn).and_then(|c| c.dialed.clone());
-        self.send(
-            conn,
-            Message::Disconnect {
-                reason: "thanks".into(),
-            },
-        );
+        self.send(conn, Message::disconnect("thanks"));
         self.close_quietly(conn);
         match (node, genesis) {
             (Some(node), _) if node.id != self.cfg.id => {
@@ -994,12 +982,7 @@ impl Machine {
         {
             return;
         }
-        self.send(
-            conn,
-            Message::Disconnect {
-                reason: "thanks".into(),
-            },
-        );
+        self.send(conn, Message::disconnect("thanks"));
         self.close_quietly(conn);
         let mut pending = HashSet::new();
         let own_id = self.cfg.id.clone();
@@ -1612,12 +1595,7 @@ impl Machine {
     }
 
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: &str) {
-        self.send(
-            conn,
-            Message::Disconnect {
-                reason: reason.to_string(),
-            },
-        );
+        self.send(conn, Message::disconnect(reason));
         self.close(now, conn);
     }
 

@@ -56,10 +56,30 @@ pub enum Message {
     /// Sent before closing on purpose, with a reason the other side logs.
     Disconnect {
         reason: String,
+        /// The sender refused a link for lack of room (it is at `--max-peers`): a joiner
+        /// asks for other nodes at once instead of backing off, since the network is fine.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        full: bool,
     },
 }
 
 impl Message {
+    /// A disconnect for any reason but lack of room.
+    pub fn disconnect(reason: &str) -> Message {
+        Message::Disconnect {
+            reason: reason.into(),
+            full: false,
+        }
+    }
+
+    /// The refusal of a node at its link limit.
+    pub fn no_room() -> Message {
+        Message::Disconnect {
+            reason: "no room for another link".into(),
+            full: true,
+        }
+    }
+
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -199,6 +219,21 @@ pub fn digest(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_for_room_says_full() {
+        let full = serde_json::to_value(Message::no_room()).expect("serialise");
+        assert_eq!(full["type"], "disconnect");
+        assert_eq!(full["full"], true);
+        let other = serde_json::to_value(Message::disconnect("thanks")).expect("serialise");
+        assert_eq!(
+            other,
+            serde_json::json!({"type": "disconnect", "reason": "thanks"})
+        );
+        let parsed: Message =
+            serde_json::from_str(r#"{"type":"disconnect","reason":"bye"}"#).expect("parse");
+        assert_eq!(parsed, Message::disconnect("bye"));
+    }
 
     #[test]
     fn broadcast_frame_keeps_the_seed_fields() {
