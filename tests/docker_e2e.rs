@@ -61,13 +61,24 @@ fn small_topology(dir: &Path, name: &str, peers: u32, checks: &str) -> PathBuf {
 /// `peerlab run --runtime docker FILE` with its own runs dir; returns (exit code, run id,
 /// stderr), with the run's leftovers removed by a guard whatever happens.
 fn run_docker(file: &Path, runs_dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    run_docker_with_env(file, runs_dir, extra, &[])
+}
+
+/// [`run_docker`] with extra environment variables.
+fn run_docker_with_env(
+    file: &Path,
+    runs_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let out = output(
         peerlab()
             .args(["run", "--runtime", "docker"])
             .arg(file)
             .arg("--runs-dir")
             .arg(runs_dir)
-            .args(extra),
+            .args(extra)
+            .envs(env.iter().copied()),
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let run_id = announced_run_id(&stderr)
@@ -148,28 +159,15 @@ fn a_panicking_docker_run_exits_3_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = small_topology(dir.path(), "dkpanic", 2, "");
     let runs_dir = dir.path().join("runs");
-    let out = output(
-        peerlab()
-            .args(["run", "--runtime", "docker"])
-            .arg(&file)
-            .arg("--runs-dir")
-            .arg(&runs_dir)
-            .env(peerlab::orchestrator::run::PANIC_AFTER_START, "1"),
+    // run_docker_with_env checks that the orchestrator's own teardown removed everything.
+    let (code, run_id, stderr) = run_docker_with_env(
+        &file,
+        &runs_dir,
+        &[],
+        &[(peerlab::orchestrator::run::PANIC_AFTER_START, "1")],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let run_id = announced_run_id(&stderr).unwrap_or_else(|| panic!("no run id:\n{stderr}"));
-    let _guard = RunGuard {
-        run_id: run_id.clone(),
-        runs_dir: runs_dir.clone(),
-    };
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("internal error (panic)"), "{stderr}");
-    // Checked before the guard could clean up: the orchestrator's own teardown must do it.
-    let (containers, networks) = run_leftovers(&run_id);
-    assert!(
-        containers.is_empty() && networks.is_empty(),
-        "panicked run {run_id} left containers {containers:?} and networks {networks:?}\n{stderr}"
-    );
     let logs = runs_dir.join(&run_id).join("logs");
     assert_eq!(
         std::fs::read_dir(&logs).map(|d| d.count()).unwrap_or(0),
