@@ -26,13 +26,17 @@ async fn remove_image(docker: &Docker, tag: &str) {
     let _ = docker.remove_image(tag, Some(options), None).await;
 }
 
-/// Runs `body`, then removes `tag` even when `body` panicked.
-async fn with_image_cleanup<F>(docker: &Docker, tag: &str, body: F)
+/// Runs `body` with the engine and a fresh tag `<prefix>-<unique>:test`, then removes that
+/// tag even when `body` panicked.
+async fn with_tag<F, Fut>(prefix: &str, body: F)
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: FnOnce(Docker, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let outcome = tokio::spawn(body).await;
-    remove_image(docker, tag).await;
+    let docker = docker().await;
+    let tag = format!("{}:test", unique(prefix));
+    let outcome = tokio::spawn(body(docker.clone(), tag.clone())).await;
+    remove_image(&docker, &tag).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -40,10 +44,7 @@ where
 
 #[tokio::test]
 async fn image_from_a_binary_has_the_dockerfile_settings() {
-    let docker = docker().await;
-    let tag = format!("{}:test", unique("peerlab-image-test"));
-    let (d, t) = (docker.clone(), tag.clone());
-    with_image_cleanup(&docker, &tag, async move {
+    with_tag("peerlab-image-test", |d, t| async move {
         let mut lines = Vec::new();
         let binary = Path::new(env!("CARGO_BIN_EXE_peerlab"));
         peerlab::image::build_image_from(&d, &t, binary, |l| lines.push(l.to_string()))
@@ -71,11 +72,8 @@ async fn image_from_a_binary_has_the_dockerfile_settings() {
 
 #[tokio::test]
 async fn ensure_image_builds_a_missing_tag_once_and_never_pulls() {
-    let docker = docker().await;
     // No registry has this tag: a pull would fail, a local build succeeds.
-    let tag = format!("{}:test", unique("peerlab-ensure-test"));
-    let (d, t) = (docker.clone(), tag.clone());
-    with_image_cleanup(&docker, &tag, async move {
+    with_tag("peerlab-ensure-test", |d, t| async move {
         assert!(
             peerlab::image::ensure_image(&d, &t).await.unwrap(),
             "a missing tag is built"
@@ -90,10 +88,7 @@ async fn ensure_image_builds_a_missing_tag_once_and_never_pulls() {
 
 #[tokio::test]
 async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one() {
-    let docker = docker().await;
-    let tag = format!("{}:test", unique("peerlab-stale-test"));
-    let (d, t) = (docker.clone(), tag.clone());
-    with_image_cleanup(&docker, &tag, async move {
+    with_tag("peerlab-stale-test", |d, t| async move {
         // The cargo-built `peerlab` is not this test executable: to ensure_image it is stale.
         let other = Path::new(env!("CARGO_BIN_EXE_peerlab"));
         peerlab::image::build_image_from(&d, &t, other, |_| {})
@@ -132,10 +127,7 @@ async fn a_missing_binary_fails_with_its_path_and_builds_nothing() {
 
 #[tokio::test]
 async fn image_build_again_leaves_no_dangling_image() {
-    let docker = docker().await;
-    let tag = format!("{}:test", unique("peerlab-rebuild-test"));
-    let (d, t) = (docker.clone(), tag.clone());
-    with_image_cleanup(&docker, &tag, async move {
+    with_tag("peerlab-rebuild-test", |d, t| async move {
         let build = || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerlab"))
                 .args(["image", "build", "--tag", &t])

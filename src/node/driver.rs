@@ -352,9 +352,12 @@ fn snapshot(
     list_members: bool,
 ) -> NodeStatus {
     let c = machine.counters();
-    let members = machine.members();
-    let member_count = Some(members.len());
-    let members_digest = Some(members_digest(members.iter().map(|m| m.id.as_str())));
+    // A brief view (what checkers poll) never builds the list: count and digest suffice.
+    let members = if list_members {
+        machine.members()
+    } else {
+        Vec::new()
+    };
     NodeStatus {
         id: machine.id().to_string(),
         name,
@@ -362,9 +365,9 @@ fn snapshot(
         genesis: machine.is_genesis(),
         joined: machine.is_joined(),
         neighbours: machine.neighbours(),
-        members: if list_members { members } else { Vec::new() },
-        member_count,
-        members_digest,
+        members,
+        member_count: Some(machine.member_count()),
+        members_digest: Some(members_digest(machine.member_ids())),
         suspects: machine.suspects(),
         target_degree: machine.target_degree(),
         counters: Counters {

@@ -381,6 +381,16 @@ impl Machine {
         list
     }
 
+    /// Living members, ourselves included.
+    pub fn member_count(&self) -> usize {
+        self.members.alive_count()
+    }
+
+    /// Ids of the living members, ourselves included, without building the list.
+    pub fn member_ids(&self) -> impl Iterator<Item = &str> {
+        self.members.alive().map(|(id, _)| id.as_str())
+    }
+
     pub fn members(&self) -> Vec<PeerRef> {
         let mut list: Vec<PeerRef> = self
             .members
@@ -732,11 +742,11 @@ impl Machine {
                 version = hello.version,
                 "protocol version mismatch; closing connection"
             );
-            self.refuse(now, conn, "protocol version mismatch");
+            self.refuse(now, conn, Message::disconnect("protocol version mismatch"));
             return;
         }
         if hello.id == self.cfg.id {
-            self.refuse(now, conn, "connected to itself");
+            self.refuse(now, conn, Message::disconnect("connected to itself"));
             return;
         }
         let outbound = self.conns.get(&conn).is_some_and(|c| c.purpose.is_some());
@@ -752,7 +762,7 @@ impl Machine {
     fn on_hello_inbound(&mut self, now: Instant, conn: ConnId, hello: Hello) {
         if hello.intent == Intent::Link {
             if self.neighbours.contains_key(&hello.id) {
-                self.refuse(now, conn, "already linked");
+                self.refuse(now, conn, Message::disconnect("already linked"));
                 return;
             }
             // Both dialed at once: keep the connection opened by the smaller id.
@@ -764,7 +774,11 @@ impl Machine {
             });
             if let Some(mine) = crossing {
                 if self.cfg.id < hello.id {
-                    self.refuse(now, conn, "simultaneous link; keeping mine");
+                    self.refuse(
+                        now,
+                        conn,
+                        Message::disconnect("simultaneous link; keeping mine"),
+                    );
                     return;
                 }
                 self.out.push_back(Output::Close { conn: mine });
@@ -775,8 +789,7 @@ impl Machine {
                 // first, and a redirect saves it a whole new join attempt.
                 let nodes = self.redirect_candidates(&hello.id);
                 self.send(conn, Message::NodesToConnect { nodes });
-                self.send(conn, Message::no_room());
-                self.close(now, conn);
+                self.refuse(now, conn, Message::no_room());
                 return;
             }
         }
@@ -1594,8 +1607,8 @@ impl Machine {
         self.out.push_back(Output::Send { conn, msg });
     }
 
-    fn refuse(&mut self, now: Instant, conn: ConnId, reason: &str) {
-        self.send(conn, Message::disconnect(reason));
+    fn refuse(&mut self, now: Instant, conn: ConnId, refusal: Message) {
+        self.send(conn, refusal);
         self.close(now, conn);
     }
 
