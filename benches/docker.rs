@@ -18,15 +18,13 @@
 //!
 //! Goals: 100 containers formed and checked in at most 30 s; peerlab no slower than compose.
 
-#[path = "../tests/docker_support/mod.rs"]
-mod docker_support;
 mod support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use docker_support::*;
+use support::docker::*;
 
 /// Time allowed for one size to form, in either tool, before the benchmark gives up.
 const DEADLINE: Duration = Duration::from_secs(300);

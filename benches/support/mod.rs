@@ -1,10 +1,12 @@
 //! What every benchmark shares: reading sizes and flags from the command line, the table
 //! header, writing the table under `target/bench/`, keeping run directories on request, and
-//! reading a process's memory and CPU from /proc. [`net`] starts and watches local networks.
+//! reading a process's memory and CPU from /proc. [`net`] starts and watches local networks,
+//! [`docker`] drives Docker and docker-compose.
 //!
 //! Each bench is its own crate and uses part of this module only, hence the `allow`.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod net;
 
 use std::path::{Path, PathBuf};

@@ -1,17 +1,17 @@
 //! End-to-end tests of the orchestrator on the local runtime: `peerlab run|up|ps|down|validate`
 //! as a user runs them, with real node processes on loopback.
 //!
-//! Each test uses its own workspace and topology name (see `local_runs`), so the tests run in
-//! parallel and a failing one cannot leave nodes behind.
-
-mod local_runs;
+//! Each test uses its own workspace and topology name (see `support::cli`), so the tests run
+//! in parallel and a failing one cannot leave nodes behind.
 
 use std::time::Duration;
 
-use local_runs::{
-    Workspace, assert_gone_within, node_logs, poll_until, processes_of, topologies_dir,
-};
 use nix::sys::signal::Signal;
+
+use crate::support::cli::{
+    Output, Workspace, assert_gone_within, node_logs, processes_of, run_id_in_line,
+};
+use crate::support::{poll_until_blocking, topologies_dir};
 
 /// Teardown stops nodes with SIGTERM and a grace period; allow for a loaded machine.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -22,7 +22,7 @@ fn report_json(path: &std::path::Path) -> serde_json::Value {
 }
 
 /// Runs a topology to its end and checks that it left no process behind.
-fn run_to_end(ws: &Workspace, topology: &std::path::Path, extra: &[&str]) -> local_runs::Output {
+fn run_to_end(ws: &Workspace, topology: &std::path::Path, extra: &[&str]) -> Output {
     let topology = topology.to_str().expect("utf-8 path");
     let mut args = vec!["run", topology, "--runtime", "local"];
     args.extend_from_slice(extra);
@@ -256,14 +256,11 @@ fn sigint_while_forming_tears_everything_down() {
          checks:\n  formation:\n    within: 60s\n",
     );
     let mut running = ws.spawn(&["run", topology.to_str().unwrap(), "--runtime", "local"]);
-    let run_id = poll_until(Duration::from_secs(30), "the run id on stderr", || {
-        running
-            .stderr_so_far()
-            .lines()
-            .find_map(local_runs::run_id_in_line)
+    let run_id = poll_until_blocking(Duration::from_secs(30), "the run id on stderr", || {
+        running.stderr_so_far().lines().find_map(run_id_in_line)
     });
     let run_dir = ws.runs_dir().join(&run_id);
-    poll_until(Duration::from_secs(30), "node logs of the run", || {
+    poll_until_blocking(Duration::from_secs(30), "node logs of the run", || {
         (node_logs(&run_dir).len() >= 2).then_some(())
     });
     assert!(

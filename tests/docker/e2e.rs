@@ -11,16 +11,16 @@
 //! subnet 10.77.1.0/24, which two networks cannot share: the tests that create networks
 //! from it take [`QUICKSTART`] in turn.
 
-mod docker_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use docker_support::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::support::docker::*;
+use crate::support::{ROOT, heavy_turn, topologies_dir};
 
 /// Held by tests that create networks with quickstart.yaml's fixed subnet.
 static QUICKSTART: Mutex<()> = Mutex::new(());
@@ -35,8 +35,7 @@ fn quickstart_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// The topologies meant for Docker: quickstart.yaml and every docker-*.yaml, sorted.
 fn docker_topologies() -> Vec<PathBuf> {
-    let dir = Path::new(ROOT).join("topologies");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(topologies_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -112,6 +111,8 @@ fn every_docker_topology_runs_passes_and_leaves_nothing() {
         "the Docker topology rule lost a file: {names:?}"
     );
     let dir = tempfile::tempdir().unwrap();
+    // docker-thirty.yaml is thirty containers: not alongside a fault scenario's twenty.
+    let _turn = heavy_turn();
     let _subnet = quickstart_lock();
     for file in &files {
         let report_path = dir.path().join("r.json");
@@ -310,10 +311,9 @@ fn top_level_compose_file_forms_a_network_of_six() {
             .args(["up", "-d", "--no-build", "--scale", "peer=5"]),
     );
     let deadline = Instant::now() + FORM_DEADLINE;
-    wait_members("127.0.0.1:7071", 6, deadline);
-    for index in 1..=5 {
-        wait_members(&project.port("peer", index, 7071), 6, deadline);
-    }
+    let mut addrs = vec!["127.0.0.1:7071".to_string()];
+    addrs.extend((1..=5).map(|index| project.port("peer", index, 7071)));
+    wait_members(&addrs, 6, deadline);
     project.down();
     let (containers, networks) = project.leftovers();
     assert!(
@@ -340,9 +340,11 @@ fn exported_quickstart_forms_under_compose() {
     let project = ComposeProject::new("plexp", &file);
     must(project.command().args(["up", "-d", "--no-build"]));
     let deadline = Instant::now() + FORM_DEADLINE;
-    for service in ["genesis-0", "peers-0", "peers-1", "peers-2", "peers-3"] {
-        wait_members(&project.port(service, 1, 7071), 5, deadline);
-    }
+    let addrs: Vec<String> = ["genesis-0", "peers-0", "peers-1", "peers-2", "peers-3"]
+        .iter()
+        .map(|service| project.port(service, 1, 7071))
+        .collect();
+    wait_members(&addrs, 5, deadline);
     project.down();
     let (containers, networks) = project.leftovers();
     assert!(

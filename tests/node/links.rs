@@ -1,39 +1,25 @@
 //! The local runtime's partitions and shaping, through the nodes' admin endpoints.
 
-mod support;
-
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use peerlab::client::StatusClient;
 use peerlab::node::faults::FaultsReport;
 use peerlab::runtime::local::LocalRuntime;
 use peerlab::runtime::{LinkShape, NodeEndpoint, NodeSpec, RunPlan, Runtime};
-use support::{BIN, FAST_TIMEOUTS, poll_until};
+
+use crate::support::cluster::FAST_TIMEOUTS;
+use crate::support::fixtures::{node_spec, run_plan};
+use crate::support::formation::{self, observation};
+use crate::support::{BIN, poll_until};
 
 fn node(name: &str, genesis: bool, seed: u64) -> NodeSpec {
-    NodeSpec {
-        name: name.into(),
-        group: if genesis { "genesis" } else { "peers" }.into(),
-        genesis,
-        networks: Vec::new(),
-        start_after: Duration::ZERO,
-        node_args: FAST_TIMEOUTS.iter().map(|s| s.to_string()).collect(),
-        seed,
-    }
+    node_spec(name, genesis, seed, &FAST_TIMEOUTS)
 }
 
-fn plan(dir: PathBuf, nodes: Vec<NodeSpec>) -> RunPlan {
-    RunPlan {
-        run_id: format!("links-{:x}", std::process::id()),
-        run_dir: dir,
-        topology_name: "links".into(),
-        image: String::new(),
-        networks: Vec::new(),
-        nodes,
-        detach: false,
-    }
+fn plan(dir: &Path, nodes: Vec<NodeSpec>) -> RunPlan {
+    let run_id = format!("links-{:x}", std::process::id());
+    run_plan(&run_id, dir, "links", "", nodes, Vec::new())
 }
 
 async fn faults(endpoint: &NodeEndpoint) -> FaultsReport {
@@ -45,21 +31,35 @@ async fn faults(endpoint: &NodeEndpoint) -> FaultsReport {
         .expect("a faults report")
 }
 
-/// Waits until each node's member list is exactly the names of its group.
+/// Waits until each group's member lists are exactly the group, as the orchestrator's
+/// full-membership check judges it over the group's nodes (a node's id is its name on the
+/// local runtime, which is checked too).
 async fn wait_members(endpoints: &[NodeEndpoint], groups: &[&[&str]], what: &str) {
     let clients: Vec<StatusClient> = endpoints
         .iter()
         .map(|e| StatusClient::new(&e.status_url, Duration::from_secs(5)).unwrap())
         .collect();
     poll_until(Duration::from_secs(30), what, || async {
-        for (endpoint, client) in endpoints.iter().zip(&clients) {
-            let status = client.status().await.ok()?;
-            let group = groups
-                .iter()
-                .find(|g| g.contains(&endpoint.name.as_str()))?;
-            let expected: BTreeSet<&str> = group.iter().copied().collect();
-            let members: BTreeSet<&str> = status.members.iter().map(|m| m.id.as_str()).collect();
-            if members != expected {
+        for group in groups {
+            let mut observations = Vec::new();
+            for (endpoint, client) in endpoints.iter().zip(&clients) {
+                if !group.contains(&endpoint.name.as_str()) {
+                    continue;
+                }
+                let status = client.status().await.ok()?;
+                if status.id != endpoint.name {
+                    return None;
+                }
+                observations.push(observation(
+                    &endpoint.name,
+                    &endpoint.status_url,
+                    Ok(status),
+                    false,
+                ));
+            }
+            if observations.len() != group.len()
+                || formation::problem(&observations, &formation::full_membership()).is_some()
+            {
                 return None;
             }
         }
@@ -79,7 +79,7 @@ async fn local_partition_heals_and_teardown_leaves_no_fault() {
         .collect();
     let mut runtime = LocalRuntime::with_executable(BIN.into());
     runtime
-        .prepare(&plan(dir.path().into(), specs.clone()))
+        .prepare(&plan(dir.path(), specs.clone()))
         .await
         .unwrap();
     let mut endpoints = Vec::new();
@@ -134,7 +134,7 @@ async fn link_faults_refuse_unknown_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let mut runtime = LocalRuntime::with_executable(BIN.into());
     runtime
-        .prepare(&plan(dir.path().into(), vec![node("genesis-0", true, 1)]))
+        .prepare(&plan(dir.path(), vec![node("genesis-0", true, 1)]))
         .await
         .unwrap();
     let sides = vec![vec!["nobody".to_string()], vec!["genesis-0".to_string()]];

@@ -1,14 +1,12 @@
 //! Topology files: the shipped examples validate, bad files are reported at the right line
 //! with the right key path, and valid files expand into the expected node specs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use peerlab::topology::{self, Diagnostic, TopologyError};
 
-fn topologies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies")
-}
+use crate::support::topologies_dir;
 
 fn example_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(topologies_dir())

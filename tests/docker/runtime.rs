@@ -3,51 +3,21 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use peerlab::runtime::Runtime;
 use peerlab::runtime::docker::{DockerRuntime, list_runs, remove_leftovers};
-use peerlab::runtime::{
-    NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
-};
+use peerlab::runtime::{NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan};
 use peerlab::status_api::NodeStatus;
+
+use crate::support::docker::{connect, remaining, unique, with_run};
+use crate::support::fixtures::{network, node_spec, on_networks, run_plan};
+use crate::support::formation::{self, observation};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn unique_run_id(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{:x}",
-        (std::process::id() as u64) << 32 ^ nanos as u64
-    )
-}
-
-async fn docker() -> Docker {
-    peerlab::image::connect()
-        .await
-        .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
-}
-
 fn node(name: &str, genesis: bool, networks: &[&str], seed: u64) -> NodeSpec {
-    NodeSpec {
-        name: name.into(),
-        group: if genesis {
-            "genesis".into()
-        } else {
-            "peers".into()
-        },
-        genesis,
-        networks: networks.iter().map(|s| s.to_string()).collect(),
-        start_after: Duration::ZERO,
-        node_args: vec!["--degree".into(), "2".into()],
-        seed,
-    }
+    on_networks(node_spec(name, genesis, seed, &["--degree", "2"]), networks)
 }
 
 fn plan(
@@ -57,62 +27,7 @@ fn plan(
     nodes: Vec<NodeSpec>,
     networks: Vec<NetworkSpec>,
 ) -> RunPlan {
-    RunPlan {
-        run_id: run_id.into(),
-        run_dir: run_dir.into(),
-        topology_name: "docker-test".into(),
-        image: image.into(),
-        networks,
-        nodes,
-        detach: false,
-    }
-}
-
-/// Containers and networks still labelled with `run_id`.
-async fn remaining(docker: &Docker, run_id: &str) -> (usize, usize) {
-    let filters = HashMap::from([("label", vec![format!("{RUN_LABEL}={run_id}")])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap();
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap();
-    (containers.len(), networks.len())
-}
-
-/// Builds a test image from the cargo-built `peerlab`, runs `body`, then removes every
-/// container and network of `run_id` and the image, even when `body` panicked.
-async fn with_run<F, Fut>(prefix: &str, body: F)
-where
-    F: FnOnce(Docker, String, String) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let docker = docker().await;
-    let run_id = unique_run_id(prefix);
-    let image = format!("peerlab-test:{run_id}");
-    let binary = Path::new(env!("CARGO_BIN_EXE_peerlab"));
-    peerlab::image::build_image_from(&docker, &image, binary, |_| {})
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(body(docker.clone(), run_id.clone(), image.clone())).await;
-    let cleanup = remove_leftovers(Some(&run_id)).await;
-    let options = RemoveImageOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_image(&image, Some(options), None).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    cleanup.unwrap();
+    run_plan(run_id, run_dir, "docker-test", image, nodes, networks)
 }
 
 /// Polls `url` until it answers 2xx, or fails at the deadline with the last answer.
@@ -171,26 +86,31 @@ async fn four_nodes_form_a_network_and_teardown_leaves_nothing() {
             assert!(e.status_url.starts_with("http://127.0.0.1:"), "{e:?}");
             wait_ok(&client, &format!("{}/ready", e.status_url), deadline).await;
         }
-        let expected: Vec<String> = endpoints.iter().map(|e| e.peer_addr.clone()).collect();
+        // Formed as the orchestrator's full-membership check judges it, every node under its
+        // own name and every member known by the address the runtime gave it.
+        let mut want: Vec<String> = endpoints.iter().map(|e| e.peer_addr.clone()).collect();
+        want.sort();
         loop {
+            let mut observations = Vec::new();
             let mut views = Vec::new();
             for e in &endpoints {
                 let s = status(&client, e).await;
                 let mut members: Vec<String> = s.members.iter().map(|m| m.addr.clone()).collect();
                 members.sort();
                 views.push((e.name.clone(), s.name.clone(), members));
+                observations.push(observation(&e.name, &e.status_url, Ok(s), true));
             }
-            let mut want = expected.clone();
-            want.sort();
-            if views
-                .iter()
-                .all(|(name, shown, members)| Some(name) == shown.as_ref() && *members == want)
+            let problem = formation::problem(&observations, &formation::full_membership());
+            if problem.is_none()
+                && views
+                    .iter()
+                    .all(|(name, shown, members)| Some(name) == shown.as_ref() && *members == want)
             {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "membership did not converge to {want:?}: {views:?}"
+                "membership did not converge to {want:?}: {problem:?} {views:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -235,16 +155,7 @@ async fn nodes_join_every_network_they_are_on_and_leftovers_are_found_by_label()
     with_run("dkls", |docker, run_id, image| async move {
         let dir = tempfile::tempdir().unwrap();
         // Both networks with engine-chosen subnets: fixed ones could clash with parallel tests.
-        let networks = vec![
-            NetworkSpec {
-                name: "lan".into(),
-                subnet: None,
-            },
-            NetworkSpec {
-                name: "wan".into(),
-                subnet: None,
-            },
-        ];
+        let networks = vec![network("lan", None), network("wan", None)];
         let nodes = vec![
             node("genesis-0", true, &["lan", "wan"], 1),
             node("peers-0", false, &["wan"], 2),
@@ -272,10 +183,7 @@ async fn nodes_join_every_network_they_are_on_and_leftovers_are_found_by_label()
                     .contains(&"genesis-0".to_string())
             );
         }
-        runtime
-            .act("peers-0", peerlab::runtime::NodeAction::Pause)
-            .await
-            .unwrap();
+        runtime.act("peers-0", NodeAction::Pause).await.unwrap();
         let paused = docker
             .inspect_container(&format!("{run_id}-peers-0"), None)
             .await
@@ -320,8 +228,8 @@ async fn nodes_join_every_network_they_are_on_and_leftovers_are_found_by_label()
 
 #[tokio::test]
 async fn check_support_refuses_undeclared_networks_before_anything_starts() {
-    let docker = docker().await;
-    let run_id = unique_run_id("dkcs");
+    let docker = connect().await;
+    let run_id = unique("dkcs");
     let dir = tempfile::tempdir().unwrap();
     let nodes = vec![node("genesis-0", true, &["nowhere"], 1)];
     let runtime = DockerRuntime::with_client(docker.clone());
@@ -354,10 +262,7 @@ async fn a_taken_subnet_names_the_network_holding_it_and_how_to_free_it() {
         docker.create_network(request).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let nodes = vec![node("genesis-0", true, &["core"], 1)];
-        let networks = vec![NetworkSpec {
-            name: "core".into(),
-            subnet: Some(subnet.into()),
-        }];
+        let networks = vec![network("core", Some(subnet))];
         let mut runtime = DockerRuntime::with_client(docker.clone());
         let result = runtime
             .prepare(&plan(&run_id, dir.path(), &image, nodes, networks))

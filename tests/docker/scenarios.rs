@@ -5,31 +5,30 @@
 //! no engine answers. Reading a container's rules needs root (`nsenter`), as the runtime's
 //! kernel partitions do.
 //!
-//! The tests take turns ([`ONE_AT_A_TIME`]): each runs up to twenty containers with
+//! The tests take turns ([`heavy_turn`]): each runs up to twenty containers with
 //! one-second failure detection, and two such runs on two cores starve each other.
 
-mod docker_support;
-mod fault_files;
-
-use fault_files::{FAULT_TOPOLOGIES, fault_topologies, file_name};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use docker_support::*;
 use peerlab::runtime::netfilter::{mentions_chain, rules_in};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+use crate::support::docker::*;
+use crate::support::reports::{
+    FAULT_TOPOLOGIES, fault_topologies, file_name, read_report, report_problems,
+};
+use crate::support::{ROOT, heavy_turn};
 
 /// One run of a fault topology on containers: formation plus the scenario's deadlines.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// How long a scenario step may take to be reached.
 const STEP_LIMIT: Duration = Duration::from_secs(120);
 
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+fn turn() -> MutexGuard<'static, ()> {
+    heavy_turn()
 }
 
 /// `peerlab run --runtime docker` in flight, its stderr collected on a thread. Dropping it
@@ -108,7 +107,7 @@ impl DockerRun {
                 self.run_id,
                 self.stderr()
             );
-            std::thread::sleep(POLL);
+            std::thread::sleep(DOCKER_POLL);
         }
     }
 
@@ -127,7 +126,7 @@ impl DockerRun {
                     self.stderr()
                 );
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(DOCKER_POLL);
         };
         // The pipe closed at exit; give the reader a moment to take the last lines.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -147,42 +146,12 @@ impl Drop for DockerRun {
     }
 }
 
-/// Problems with a finished run's report: not passed, or an `expect` step without checks
-/// or with a failing one.
-fn report_problems(report_path: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(report_path) else {
-        return vec![format!("no report at {}", report_path.display())];
-    };
-    let report: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(r) => r,
-        Err(e) => return vec![format!("report is not JSON: {e}")],
-    };
-    let mut problems = Vec::new();
-    if report["passed"] != true {
-        problems.push("report says passed: false".to_string());
+/// Problems with a finished run's report on Docker (see [`report_problems`]).
+fn docker_report_problems(report_path: &Path) -> Vec<String> {
+    match read_report(report_path) {
+        Ok(report) => report_problems(&report, "docker"),
+        Err(e) => vec![e],
     }
-    if report["runtime"] != "docker" {
-        problems.push(format!("ran on {}", report["runtime"]));
-    }
-    let steps = report["scenario"].as_array().cloned().unwrap_or_default();
-    let checks = report["checks"].as_array().cloned().unwrap_or_default();
-    if steps.is_empty() {
-        problems.push("the report has no scenario".to_string());
-    }
-    for step in steps.iter().filter(|s| s["action"]["step"] == "expect") {
-        let prefix = format!("expect#{} ", step["index"]);
-        let mine: Vec<&serde_json::Value> = checks
-            .iter()
-            .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-            .collect();
-        if mine.is_empty() {
-            problems.push(format!("step {} produced no check", step["text"]));
-        }
-        for c in mine.iter().filter(|c| c["passed"] != true) {
-            problems.push(format!("{} failed: {}", c["name"], c["message"]));
-        }
-    }
-    problems
 }
 
 #[test]
@@ -211,7 +180,7 @@ fn every_fault_topology_passes_on_docker_and_leaves_nothing() {
         let (code, stderr) = run.finish();
         // Checked before the guard could clean up: the orchestrator's own teardown must.
         let (containers, networks) = run_leftovers(&run_id);
-        let mut problems = report_problems(&report);
+        let mut problems = docker_report_problems(&report);
         if code != 0 {
             problems.insert(0, format!("exit {code}"));
         }
@@ -381,9 +350,9 @@ fn a_docker_partition_cuts_traffic_in_the_kernel_and_leaves_no_rule() {
         "teardown did not verify the chains are gone:\n{stderr}"
     );
     assert!(
-        report_problems(&report).is_empty(),
+        docker_report_problems(&report).is_empty(),
         "{:?}",
-        report_problems(&report)
+        docker_report_problems(&report)
     );
     assert_run_gone(&run_id);
 }
@@ -415,9 +384,9 @@ fn with_partitions_through_the_nodes_docker_still_splits_and_heals() {
     );
     assert!(!stderr.contains("removed iptables chain"), "{stderr}");
     assert!(
-        report_problems(&report).is_empty(),
+        docker_report_problems(&report).is_empty(),
         "{:?}",
-        report_problems(&report)
+        docker_report_problems(&report)
     );
     assert_run_gone(&run_id);
 }

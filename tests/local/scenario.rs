@@ -7,22 +7,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
+use crate::support::{BIN, POLL, heavy_turn};
 
 /// Heartbeats fast enough that a death is noticed in about two seconds, and a generous
 /// formation deadline: these machines are shared with compilers.
 const FAST: &str = "defaults:\n  heartbeat_interval: 200ms\n  heartbeat_timeout: 1s\n  suspect_timeout: 1s\nchecks: {formation: {within: 60s}}\n";
 
-/// One run at a time: each starts up to twenty processes with one-second timeouts, and
-/// several at once on two cores starve each other into false failures.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// A run in flight. One at a time ([`heavy_turn`]): each starts up to twenty processes with
+/// one-second timeouts, and several at once on two cores starve each other into false
+/// failures.
 struct Run {
     child: Child,
     dir: tempfile::TempDir,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Drop for Run {
@@ -39,7 +39,7 @@ struct Outcome {
 }
 
 fn start(yaml: &str, extra: &[&str]) -> Run {
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let turn = heavy_turn();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -78,7 +78,7 @@ fn finish(mut run: Run, within: Duration) -> Outcome {
             "run still going after {within:?}:\n{}",
             text(run.dir.path())
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL);
     };
     let output = text(run.dir.path());
     let report = std::fs::read_to_string(run.dir.path().join("report.json"))

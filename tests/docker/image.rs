@@ -2,51 +2,15 @@
 //! fail, not skip, without one, because CI runs them on machines that have one.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bollard::Docker;
-use bollard::query_parameters::RemoveImageOptionsBuilder;
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{:x}{:x}", std::process::id(), nanos)
-}
-
-async fn docker() -> Docker {
-    peerlab::image::connect()
-        .await
-        .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
-}
-
-async fn remove_image(docker: &Docker, tag: &str) {
-    let options = RemoveImageOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_image(tag, Some(options), None).await;
-}
-
-/// Runs `body` with the engine and a fresh tag `<prefix>-<unique>:test`, then removes that
-/// tag even when `body` panicked.
-async fn with_tag<F, Fut>(prefix: &str, body: F)
-where
-    F: FnOnce(Docker, String) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let docker = docker().await;
-    let tag = format!("{}:test", unique(prefix));
-    let outcome = tokio::spawn(body(docker.clone(), tag.clone())).await;
-    remove_image(&docker, &tag).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
+use crate::support::BIN;
+use crate::support::docker::{connect, unique, with_tag};
 
 #[tokio::test]
 async fn image_from_a_binary_has_the_dockerfile_settings() {
     with_tag("peerlab-image-test", |d, t| async move {
         let mut lines = Vec::new();
-        let binary = Path::new(env!("CARGO_BIN_EXE_peerlab"));
+        let binary = Path::new(BIN);
         peerlab::image::build_image_from(&d, &t, binary, |l| lines.push(l.to_string()))
             .await
             .unwrap();
@@ -90,7 +54,7 @@ async fn ensure_image_builds_a_missing_tag_once_and_never_pulls() {
 async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one() {
     with_tag("peerlab-stale-test", |d, t| async move {
         // The cargo-built `peerlab` is not this test executable: to ensure_image it is stale.
-        let other = Path::new(env!("CARGO_BIN_EXE_peerlab"));
+        let other = Path::new(BIN);
         peerlab::image::build_image_from(&d, &t, other, |_| {})
             .await
             .unwrap();
@@ -112,7 +76,7 @@ async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one(
 
 #[tokio::test]
 async fn a_missing_binary_fails_with_its_path_and_builds_nothing() {
-    let docker = docker().await;
+    let docker = connect().await;
     let tag = format!("{}:test", unique("peerlab-missing-test"));
     let err =
         peerlab::image::build_image_from(&docker, &tag, Path::new("/nonexistent/peerlab"), |_| {})
@@ -129,7 +93,7 @@ async fn a_missing_binary_fails_with_its_path_and_builds_nothing() {
 async fn image_build_again_leaves_no_dangling_image() {
     with_tag("peerlab-rebuild-test", |d, t| async move {
         let build = || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerlab"))
+            let out = std::process::Command::new(BIN)
                 .args(["image", "build", "--tag", &t])
                 .output()
                 .unwrap();

@@ -1,13 +1,13 @@
 //! Link faults the node applies to itself (`/admin/*`): partitions that heal, shaping.
 
-mod support;
-
-use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node};
+use crate::support::formation::{self, observation};
+use crate::support::poll_until;
 use peerlab::node::faults::FaultsReport;
+use peerlab::orchestrator::FormationExpectation;
 use serde_json::{Value, json};
-use support::{Cluster, FAST_TIMEOUTS, Node, adjacency, poll_until, reachable};
 
 const FORMATION: Duration = Duration::from_secs(30);
 
@@ -62,25 +62,27 @@ async fn a_blocked_split_forms_two_overlays_and_heals_after_unblock() {
         }
     }
 
+    // Each half, judged by the orchestrator's checks: connected, every member list exactly
+    // the half, and no link left to the other half.
+    let half = FormationExpectation {
+        connected: true,
+        full_membership: true,
+        ..FormationExpectation::default()
+    };
     for (side, name) in [(&left, "left"), (&right, "right")] {
-        let ids: BTreeSet<String> = side.iter().map(|n| n.id().to_string()).collect();
         poll_until(
             Duration::from_secs(30),
             &format!("the {name} half sees only itself and stays connected"),
             || async {
-                let mut statuses = Vec::new();
+                let mut observations = Vec::new();
                 for node in side.iter() {
-                    statuses.push(node.status().await?);
+                    let status = node.client.status().await.map_err(|e| e.to_string());
+                    let url = format!("http://{}", node.status_addr());
+                    observations.push(observation(&node.name, &url, status, false));
                 }
-                for s in &statuses {
-                    let members: BTreeSet<String> =
-                        s.members.iter().map(|m| m.id.clone()).collect();
-                    if members != ids {
-                        return None;
-                    }
-                }
-                let graph = adjacency(&statuses);
-                (reachable(&graph, &statuses[0].id) == ids).then_some(())
+                formation::closed_problem(&observations, &half)
+                    .is_none()
+                    .then_some(())
             },
         )
         .await;

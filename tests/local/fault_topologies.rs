@@ -6,25 +6,22 @@
 //! One test per file, so a failure names the topology; [`COVERED`] lists them and
 //! `every_fault_topology_has_a_test` fails when a file with a scenario is added to
 //! `topologies/` without a test here. Runs take turns: each starts up to twenty nodes with
-//! one-second timeouts, and two at once on two cores starve each other into false failures.
+//! one-second timeouts, and two at once on two cores starve each other into false failures
+//! (`support::heavy_turn`, shared with the scenario tests).
 
-mod fault_files;
-mod local_runs;
-
-use fault_files::{FAULT_TOPOLOGIES, fault_topologies, file_name};
-use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use local_runs::{Workspace, assert_gone_within, processes_of, topologies_dir};
+use crate::support::cli::{Workspace, assert_gone_within, processes_of};
+use crate::support::reports::{
+    FAULT_TOPOLOGIES, assert_report_passed, fault_topologies, file_name,
+};
+use crate::support::{heavy_turn, topologies_dir};
 
 /// The fault topologies with a test below.
 const COVERED: &[&str] = FAULT_TOPOLOGIES;
 
 /// How long one run may take: formation plus the scenario's deadlines, on busy cores.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn every_fault_topology_has_a_test() {
@@ -38,7 +35,7 @@ fn every_fault_topology_has_a_test() {
 
 /// Runs `topologies/<file>` as it is and checks the run end to end; returns the report.
 fn passes_on_local_processes(file: &str) -> serde_json::Value {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = heavy_turn();
     let stem = file.trim_end_matches(".yaml");
     // Run ids start with the topology's name, never with this prefix: the workspace's
     // cleanup cannot touch another test's run.
@@ -62,53 +59,7 @@ fn passes_on_local_processes(file: &str) -> serde_json::Value {
     assert_gone_within(&run_id, Duration::from_secs(10));
     assert!(processes_of(&run_id).is_empty());
     assert_eq!(out.code(), Some(0), "{file} failed:\n{}", out.dump());
-    assert_report_passed(file, &report_path, &out.dump())
-}
-
-/// The report passed, and each `expect` step of the scenario has checks, all passing.
-fn assert_report_passed(file: &str, report_path: &Path, dump: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(report_path)
-        .unwrap_or_else(|e| panic!("{file}: no report at {}: {e}", report_path.display()));
-    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
-    assert_eq!(report["passed"], true, "{file}: report not passed\n{dump}");
-    let steps = report["scenario"]
-        .as_array()
-        .expect("report has the scenario");
-    let checks = report["checks"].as_array().expect("report has checks");
-    assert!(!steps.is_empty(), "{file}: empty scenario in the report");
-    let mut expects = 0;
-    for step in steps {
-        if step["action"]["step"] != "expect" {
-            continue;
-        }
-        expects += 1;
-        let prefix = format!("expect#{} ", step["index"]);
-        let mine: Vec<&serde_json::Value> = checks
-            .iter()
-            .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-            .collect();
-        assert!(
-            !mine.is_empty(),
-            "{file}: step {} produced no check\n{dump}",
-            step["text"]
-        );
-        for c in mine {
-            assert_eq!(
-                c["passed"], true,
-                "{file}: {} failed: {}",
-                c["name"], c["message"]
-            );
-        }
-    }
-    assert!(
-        expects > 0,
-        "{file}: a fault topology should expect something"
-    );
-    assert!(
-        checks.iter().all(|c| c["passed"] == true),
-        "{file}: a check failed\n{dump}"
-    );
-    report
+    assert_report_passed(file, &report_path, "local", &out.dump())
 }
 
 #[test]

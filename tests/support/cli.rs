@@ -1,10 +1,10 @@
-//! Harness for end-to-end tests of `peerlab run|up|ps|down` on the local runtime.
+//! The `peerlab` command line as a user runs it: one-shot commands ([`run_cli`]) and the
+//! end-to-end tests of `peerlab run|up|ps|down` on the local runtime ([`Workspace`]).
 //!
 //! Every test gets its own [`Workspace`]: a tempdir holding its runs directory and its own
 //! copy of a topology under a name no other test uses. Parallel tests therefore never see
 //! each other's processes, and the workspace's `Drop` kills whatever a failing test left
 //! behind (every process whose `PEERLAB_RUN` starts with `<name>-`), so no test leaks nodes.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,19 +16,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use peerlab::runtime::local::scan_processes;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
-
-/// Interval between polls; every poll loop carries its own deadline.
-pub const POLL: Duration = Duration::from_millis(50);
+use super::{BIN, POLL, topologies_dir};
 
 /// Longest any single `peerlab` invocation may take before the test gives up on it.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(150);
-
-/// The repository's topology directory.
-pub fn topologies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies")
-}
 
 /// What a finished `peerlab` invocation printed.
 #[derive(Debug)]
@@ -293,21 +284,6 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
     rx
 }
 
-/// Polls `check` until it returns `Some`, or panics after `within` naming `what`.
-pub fn poll_until<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
 /// Node log files in a run directory.
 pub fn node_logs(run_dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(run_dir.join("logs")) {
@@ -318,4 +294,18 @@ pub fn node_logs(run_dir: &Path) -> Vec<PathBuf> {
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// Runs `peerlab` with `args` and returns (exit status, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peerlab");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

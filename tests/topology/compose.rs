@@ -9,8 +9,11 @@ use peerlab::runtime::compose::{ExportOptions, export, export_with};
 use peerlab::runtime::{NetworkSpec, NodeSpec, RunPlan};
 use serde_json::Value;
 
+use crate::support::fixtures::{network, node_spec, on_networks, run_plan};
+use crate::support::{ROOT, topologies_dir};
+
 fn schema() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compose-spec.json");
+    let path = Path::new(ROOT).join("tests/data/compose-spec.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -26,41 +29,28 @@ fn violations(yaml: &str) -> Vec<String> {
 }
 
 fn node(name: &str, genesis: bool, networks: &[&str], start_after: Duration) -> NodeSpec {
+    let args = ["--degree", "2", "--heartbeat-interval", "500ms"];
     NodeSpec {
-        name: name.into(),
-        group: if genesis {
-            "genesis".into()
-        } else {
-            "peers".into()
-        },
-        genesis,
-        networks: networks.iter().map(|s| s.to_string()).collect(),
         start_after,
-        node_args: vec![
-            "--degree".into(),
-            "2".into(),
-            "--heartbeat-interval".into(),
-            "500ms".into(),
-        ],
-        seed: 7,
+        ..on_networks(node_spec(name, genesis, 7, &args), networks)
     }
 }
 
 fn plan(nodes: Vec<NodeSpec>, networks: Vec<NetworkSpec>) -> RunPlan {
-    RunPlan {
-        run_id: "schema-0f1e".into(),
-        run_dir: "/tmp/schema-0f1e".into(),
-        topology_name: "schema".into(),
-        image: "peerlab:0.1.0".into(),
-        networks,
+    let dir = Path::new("/tmp/schema-0f1e");
+    run_plan(
+        "schema-0f1e",
+        dir,
+        "schema",
+        "peerlab:0.1.0",
         nodes,
-        detach: false,
-    }
+        networks,
+    )
 }
 
 #[test]
 fn shipped_compose_file_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-compose.yml");
+    let path = Path::new(ROOT).join("docker-compose.yml");
     let yaml = std::fs::read_to_string(path).unwrap();
     assert_eq!(violations(&yaml), Vec::<String>::new());
     let file: Value = serde_saphyr::from_str(&yaml).unwrap();
@@ -98,16 +88,7 @@ fn exported_plan_with_subnets_several_genesis_and_dropped_delays_is_valid() {
         node("genesis-1", true, &["lan"], Duration::ZERO),
         node("edge-0", false, &["wan"], Duration::from_secs(2)),
     ];
-    let networks = vec![
-        NetworkSpec {
-            name: "lan".into(),
-            subnet: Some("10.77.1.0/24".into()),
-        },
-        NetworkSpec {
-            name: "wan".into(),
-            subnet: None,
-        },
-    ];
+    let networks = vec![network("lan", Some("10.77.1.0/24")), network("wan", None)];
     let yaml = export_with(
         &plan(nodes, networks),
         ExportOptions {
@@ -131,9 +112,7 @@ fn the_schema_rejects_what_compose_rejects() {
 
 /// The run plan of a shipped topology, as the orchestrator builds it.
 fn topology_plan(file: &str) -> RunPlan {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("topologies")
-        .join(file);
+    let path = topologies_dir().join(file);
     let topology = peerlab::topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
     RunPlan {
         run_id: format!("{}-0f1e", topology.name),
@@ -148,7 +127,7 @@ fn topology_plan(file: &str) -> RunPlan {
 
 #[test]
 fn every_shipped_topology_exports_to_a_valid_file() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+    let dir = topologies_dir();
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

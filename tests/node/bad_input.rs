@@ -1,12 +1,11 @@
 //! Hostile input against one running node with two peers: each case asserts the node's
 //! reaction (it closes the connection, a counter moves), and that it keeps serving.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Cluster, Node};
+use crate::support::poll_until;
 use peerlab::status_api::NodeStatus;
-use support::{Cluster, Node, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,18 +1,18 @@
 //! Process-level tests of `peerlab node`: real networks of child processes on loopback.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::support::cli::run_cli;
+use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node, Spec};
+use crate::support::poll_until;
 use nix::sys::signal::Signal;
 use peerlab::status_api::{NodeStatus, members_digest};
-use support::{Cluster, FAST_TIMEOUTS, Spec, poll_until, run_cli};
 
 const FORMATION: Duration = Duration::from_secs(30);
 
 /// Ids of the messages with `id` in a node's /messages.
-async fn count_delivered(node: &support::Node, id: &str) -> Option<usize> {
+async fn count_delivered(node: &Node, id: &str) -> Option<usize> {
     let messages = node.messages().await?;
     Some(messages.iter().filter(|m| m.id == id).count())
 }

@@ -1,27 +1,34 @@
-//! Helpers for Docker end-to-end tests and the Docker benchmark: drive the built `peerlab`
-//! binary, the `docker` and `docker-compose` clients, and prove nothing is left behind.
+//! Docker helpers: drive the built `peerlab` binary, the `docker` and `docker-compose`
+//! clients (as a user would, so the tests exercise the same paths as the documentation), or
+//! the engine's API through bollard for the runtime's own tests; build the node image once
+//! per test process; and prove nothing is left behind.
 //!
-//! Everything goes through the command-line clients, as a user would, so the tests exercise
-//! the same paths as the documentation. Guards remove what a test started even when it
-//! panics, so a failing test does not leave containers for the next one.
-//!
-//! Shared by `tests/docker_e2e.rs` and `benches/docker.rs`; not every item is used by each.
-#![allow(dead_code)]
+//! Guards remove what a test started even when it panics, so a failing test does not leave
+//! containers for the next one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use peerlab::runtime::RUN_LABEL;
+use peerlab::runtime::docker::remove_leftovers;
 use peerlab::status_api::NodeStatus;
 use sha2::{Digest, Sha256};
 
-/// The binary under test (built by cargo for integration tests and benches).
-pub const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
-/// The repository root: topologies and the top-level docker-compose.yml live there.
-pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// Interval between polls; every poll loop has its own deadline.
-pub const POLL: Duration = Duration::from_millis(250);
+use super::BIN;
+use super::formation::{self, observation};
+
+/// Interval between polls that start a process (`peerlab status`, `docker inspect`) or
+/// watch a run's progress: slower than [`super::POLL`] to spare the cores the containers
+/// need. Every poll loop has its own deadline.
+pub const DOCKER_POLL: Duration = Duration::from_millis(250);
 
 /// Run a command to completion, failing the test with its output when it cannot start.
 pub fn output(cmd: &mut Command) -> Output {
@@ -234,19 +241,108 @@ pub fn status(addr: &str) -> Result<NodeStatus, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad status JSON from {addr}: {e}"))
 }
 
-/// Polls `addr` until its node lists `members` members; fails at the deadline with the
-/// last answer.
-pub fn wait_members(addr: &str, members: usize, deadline: Instant) {
+/// Polls the nodes at `addrs` (through `peerlab status`) until each lists `members` members
+/// and, as the orchestrator's full-membership check judges it, they all know exactly each
+/// other; fails at the deadline with the last problem.
+pub fn wait_members(addrs: &[String], members: usize, deadline: Instant) {
     loop {
-        let last = match status(addr) {
-            Ok(s) if s.members.len() == members => return,
-            Ok(s) => format!("{} members", s.members.len()),
-            Err(e) => e,
+        let observations: Vec<_> = addrs
+            .iter()
+            .map(|addr| {
+                let url = format!("http://{addr}");
+                observation(addr, &url, status(addr), false)
+            })
+            .collect();
+        let counted = observations.iter().find_map(|o| {
+            let s = o.status.as_ref()?;
+            (s.member_total() != members)
+                .then(|| format!("{} lists {} members", o.name, s.member_total()))
+        });
+        let last = match counted {
+            Some(p) => p,
+            None => match formation::problem(&observations, &formation::full_membership()) {
+                None => return,
+                Some(p) => p,
+            },
         };
         assert!(
             Instant::now() < deadline,
-            "{addr} did not list {members} members in time; last answer: {last}"
+            "{addrs:?} did not list {members} members in time; last problem: {last}"
         );
-        std::thread::sleep(POLL);
+        std::thread::sleep(DOCKER_POLL);
     }
+}
+
+/// The engine's API, failing the test (never skipping it) without an engine.
+pub async fn connect() -> Docker {
+    peerlab::image::connect()
+        .await
+        .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
+}
+
+/// Removes `tag` (forced); a missing tag is no error.
+pub async fn remove_image(docker: &Docker, tag: &str) {
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_image(tag, Some(options), None).await;
+}
+
+/// Runs `body` with the engine and a fresh tag `<prefix><unique>:test`, then removes that
+/// tag even when `body` panicked.
+pub async fn with_tag<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(Docker, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let docker = connect().await;
+    let tag = format!("{}:test", unique(prefix));
+    let outcome = tokio::spawn(body(docker.clone(), tag.clone())).await;
+    remove_image(&docker, &tag).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Containers and networks still labelled with `run_id`, counted through the API.
+pub async fn remaining(docker: &Docker, run_id: &str) -> (usize, usize) {
+    let filters = HashMap::from([("label", vec![format!("{RUN_LABEL}={run_id}")])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    (containers.len(), networks.len())
+}
+
+/// Runs `body` with the engine, a fresh run id `<prefix><unique>` and the node image of the
+/// binary under test (shared by every test of the process, see [`ensure_image`]), then
+/// removes every container and network of the run, even when `body` panicked.
+pub async fn with_run<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(Docker, String, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let docker = connect().await;
+    let run_id = unique(prefix);
+    tokio::task::spawn_blocking(ensure_image)
+        .await
+        .expect("build the node image");
+    let image = peerlab::DEFAULT_IMAGE.to_string();
+    let outcome = tokio::spawn(body(docker.clone(), run_id.clone(), image)).await;
+    let cleanup = remove_leftovers(Some(&run_id)).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    cleanup.unwrap();
 }

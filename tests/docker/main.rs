@@ -1,0 +1,16 @@
+//! The Docker side end to end: the node image, the Docker runtime through its API, and
+//! `peerlab run|up|ps|down|compose` with containers, fault scenarios included. Requires a
+//! Docker engine: fails, never skips, without one.
+//!
+//! The tests share one node image of the binary under test (`support::docker::ensure_image`,
+//! built at most once per run of this binary) except those that test image building itself.
+//! Runs of many containers take turns (`support::heavy_turn`), since the tests of this
+//! binary run in parallel on two cores.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod e2e;
+mod image;
+mod runtime;
+mod scenarios;

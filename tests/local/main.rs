@@ -1,0 +1,13 @@
+//! The orchestrator end to end on the local runtime: `peerlab run|up|ps|down|validate` as a
+//! user runs them, fault scenarios played by `peerlab run`, and every fault topology of
+//! `topologies/`, with real node processes on loopback.
+//!
+//! Heavy runs (fault scenarios with one-second failure detection) take turns through
+//! `support::heavy_turn`, since the tests of this binary run in parallel.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod fault_topologies;
+mod orchestrator;
+mod scenario;

@@ -1,0 +1,10 @@
+//! `peerlab node` as real child processes on loopback: networks that form and heal, link
+//! faults through the admin endpoints, hostile input, and the local runtime's partitions.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod faults;
+mod links;
+mod network;
