@@ -111,6 +111,25 @@ pub fn ensure_image() {
     });
 }
 
+/// A second name of the node image of the binary under test, for tests that hand an image
+/// to the Docker runtime themselves. The runtime rebuilds any `peerlab:*` image from the
+/// running executable, which in a test process is the test binary, so these tests need a
+/// name outside `peerlab`.
+pub const RUNTIME_TEST_IMAGE: &str = "peerlab-test:runtime";
+
+/// [`ensure_image`], then [`RUNTIME_TEST_IMAGE`] names the same image: a tag, not a second
+/// build. The image an earlier binary left under that name is removed (when nothing else
+/// names or uses it), so runs leave no image behind but `peerlab:<version>` and this tag.
+pub fn runtime_test_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        ensure_image();
+        let _ = output(docker().args(["image", "rm", RUNTIME_TEST_IMAGE]));
+        must(docker().args(["tag", peerlab::DEFAULT_IMAGE, RUNTIME_TEST_IMAGE]));
+    });
+    RUNTIME_TEST_IMAGE
+}
+
 /// IDs listed by `docker <what> ls -q` (all containers, or networks) with a label filter.
 pub fn labelled(what: &str, label: &str) -> Vec<String> {
     let mut cmd = docker();
@@ -326,7 +345,7 @@ pub async fn remaining(docker: &Docker, run_id: &str) -> (usize, usize) {
 }
 
 /// Runs `body` with the engine, a fresh run id `<prefix><unique>` and the node image of the
-/// binary under test (shared by every test of the process, see [`ensure_image`]), then
+/// binary under test ([`runtime_test_image`], shared by every test of the process), then
 /// removes every container and network of the run, even when `body` panicked.
 pub async fn with_run<F, Fut>(prefix: &str, body: F)
 where
@@ -335,10 +354,10 @@ where
 {
     let docker = connect().await;
     let run_id = unique(prefix);
-    tokio::task::spawn_blocking(ensure_image)
+    let image = tokio::task::spawn_blocking(runtime_test_image)
         .await
-        .expect("build the node image");
-    let image = peerlab::DEFAULT_IMAGE.to_string();
+        .expect("build the node image")
+        .to_string();
     let outcome = tokio::spawn(body(docker.clone(), run_id.clone(), image)).await;
     let cleanup = remove_leftovers(Some(&run_id)).await;
     if let Err(e) = outcome {
