@@ -6,12 +6,11 @@
 //! Guards remove what a test started even when it panics, so a failing test does not leave
 //! containers for the next one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -49,10 +48,12 @@ pub fn must(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `peerlab`, the binary under test.
 pub fn peerlab() -> Command {
     Command::new(BIN)
 }
 
+/// The `docker` client.
 pub fn docker() -> Command {
     Command::new("docker")
 }
