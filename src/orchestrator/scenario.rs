@@ -17,8 +17,9 @@ use super::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, evaluate_broadcast,
     evaluate_formation,
 };
-use crate::runtime::{LinkShape, NodeAction, NodeSpec, RunPlan, Runtime, RuntimeError};
-use crate::status_api::DeliveredMessage;
+use crate::contract::DeliveredMessage;
+use crate::contract::LinkShape;
+use crate::runtime::{NodeAction, NodeSpec, RunPlan, Runtime, RuntimeError};
 use crate::topology::{Fault, ResolvedAction, ResolvedExpect, ResolvedStep};
 
 const POLL_CONCURRENCY: usize = 64;
