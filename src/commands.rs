@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::FutureExt;
-use rand::RngExt;
 
 use crate::cli::{
     Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
@@ -12,6 +11,7 @@ use crate::cli::{
 use crate::cli::{ComposeArgs, ImageArgs, ImageCommand};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
+use crate::orchestrator::plan;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::run::{RunOutcome, Stage, execute};
 use crate::orchestrator::{RenderOptions, summary_text, to_dot_with, to_svg_with, write_junit};
@@ -174,20 +174,6 @@ async fn select_runtime(choice: RuntimeChoice) -> Result<Box<dyn Runtime>, Runti
     }
 }
 
-fn make_plan(topology: &Topology, seed: u64, runs_dir: &Path, detach: bool) -> RunPlan {
-    let suffix: u32 = rand::rng().random::<u32>() & 0xff_ffff;
-    let run_id = format!("{}-{suffix:06x}", topology.name);
-    RunPlan {
-        run_dir: runs_dir.join(&run_id),
-        run_id,
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(seed),
-        detach,
-    }
-}
-
 /// Resolves on Ctrl-C or SIGTERM.
 async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -308,7 +294,13 @@ async fn begin(
         eprintln!("error: {e}");
         exit::RUNTIME_FAILED
     })?;
-    let plan = make_plan(&topology, seed, runs_dir, detach);
+    let plan = plan::build(
+        &topology,
+        seed,
+        &plan::fresh_run_id(&topology),
+        runs_dir,
+        detach,
+    );
     if let Err(e) = runtime.check_support(&plan) {
         eprintln!("error: {e}");
         return Err(exit::BAD_INPUT);
@@ -580,13 +572,18 @@ fn compose(args: ComposeArgs) -> u8 {
         Err(code) => return code,
     };
     let seed = args.seed.unwrap_or(topology.seed);
-    let mut plan = make_plan(&topology, seed, Path::new(".peerlab/runs"), true);
     // A compose project is named after the topology, not after one run.
-    plan.run_id = topology.name.clone();
-    let options = crate::runtime::compose::ExportOptions {
+    let plan = plan::build(
+        &topology,
+        seed,
+        &topology.name,
+        Path::new(".peerlab/runs"),
+        true,
+    );
+    let options = crate::export::compose::ExportOptions {
         drop_start_delays: args.drop_delays,
     };
-    let text = match crate::runtime::compose::export_with(&plan, options) {
+    let text = match crate::export::compose::export_with(&plan, options) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -617,7 +614,7 @@ fn compose(args: ComposeArgs) -> u8 {
 
 async fn image(args: ImageArgs) -> u8 {
     let ImageCommand::Build { tag } = args.command;
-    let docker = match crate::image::connect().await {
+    let docker = match crate::runtime::docker::image::connect().await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -630,7 +627,9 @@ async fn image(args: ImageArgs) -> u8 {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
-    match crate::image::build_image(&docker, &tag, |line| eprintln!("  {line}")).await {
+    match crate::runtime::docker::image::build_image(&docker, &tag, |line| eprintln!("  {line}"))
+        .await
+    {
         Ok(()) => {
             eprintln!("built {tag}; `peerlab run --runtime docker FILE` uses it");
             exit::PASSED

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-mod arp;
-pub mod compose;
+use crate::contract::LinkShape;
+
+pub mod container;
 pub mod docker;
-pub mod docker_partition;
 pub mod links;
 pub mod local;
-pub mod netfilter;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
@@ -90,19 +89,6 @@ pub enum NodeAction {
     Resume,
     /// Start again a node that was killed or stopped, on the same address.
     Start,
-}
-
-/// Link conditions applied to a node's links (by the node itself, or by the kernel where
-/// the runtime can): kernel netem is missing on many machines, so every runtime must be able
-/// to fall back to the node's own shaping.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LinkShape {
-    pub delay: Duration,
-    pub jitter: Duration,
-    /// Probability in 0..=1 that a frame is dropped.
-    pub loss: f64,
-    /// Bytes per second, `None` for unlimited.
-    pub rate: Option<u64>,
 }
 
 /// What teardown removed, so callers can prove nothing is left behind.

@@ -18,9 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::links::LinkFaults;
-use super::{
-    LinkShape, NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
-};
+use super::{NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport};
+use crate::contract::LinkShape;
 
 /// How long a node may take to bind and write its ports file.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -160,7 +159,7 @@ impl LocalRuntime {
 
 /// Loopback addresses for a run: 127.a.b.c with a, b from the run id, c from 1 to 250.
 fn allocate_addresses(run_id: &str, names: &[String]) -> HashMap<String, String> {
-    let hash = crate::node::wire::digest(&[run_id]);
+    let hash = crate::contract::digest::digest(&[run_id]);
     let bytes = hex::decode(&hash[..4]).unwrap_or_else(|_| vec![1, 1]);
     let a = 1 + (bytes[0] % 250) as usize;
     let b = bytes[1] as usize;
