@@ -47,8 +47,8 @@ use crate::runtime::container::{
 };
 use crate::runtime::links::LinkFaults;
 use crate::runtime::{
-    NODE_LABEL, NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
-    RuntimeError, TeardownReport,
+    Capabilities, NODE_LABEL, NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL,
+    RunListing, RunPlan, Runtime, RuntimeError, TeardownReport,
 };
 use partition::DockerPartitions;
 
@@ -242,6 +242,12 @@ fn is_peerlab_image(image: &str) -> bool {
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Everything: signals through the engine, partitions in the kernel or through the
+    /// nodes, shaping through the nodes, and real networks.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
     }
 
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
@@ -530,10 +536,34 @@ impl Runtime for DockerRuntime {
         self.started.lock().map_err(|_| poisoned())?.clear();
         Ok(report)
     }
+
+    async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
+        Ok(runs_by_label(&self.docker)
+            .await?
+            .into_iter()
+            .map(|(run_id, nodes)| RunListing {
+                run_id,
+                runtime: NAME,
+                nodes,
+            })
+            .collect())
+    }
+
+    /// Removes the containers and networks labelled with the run, saving each container's
+    /// output to `<logs_dir>/<node>.log` first when asked (a run of `peerlab up` has no other
+    /// copy of its logs).
+    async fn remove_run(
+        &self,
+        run: Option<&str>,
+        logs_dir: Option<&Path>,
+    ) -> Result<TeardownReport, RuntimeError> {
+        remove_by_label(&self.docker, run, logs_dir).await
+    }
 }
 
-/// Remove the containers and networks of one run (or of every run), found by label, for
-/// `peerlab down [RUN|--all]`. Safe to repeat: a second call removes nothing.
+/// Remove the containers and networks of one run (or of every run), found by label; what
+/// [`Runtime::remove_run`] does, with its own connection. Safe to repeat: a second call
+/// removes nothing.
 pub async fn remove_leftovers(run_id: Option<&str>) -> Result<TeardownReport, RuntimeError> {
     remove_by_label(&connect().await?, run_id, None).await
 }
@@ -549,14 +579,17 @@ pub async fn remove_run_saving_logs(
 
 /// Runs that have containers or networks, with their number of containers (for `peerlab ps`).
 pub async fn list_runs() -> Result<Vec<(String, usize)>, RuntimeError> {
-    let docker = connect().await?;
+    runs_by_label(&connect().await?).await
+}
+
+async fn runs_by_label(docker: &Docker) -> Result<Vec<(String, usize)>, RuntimeError> {
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for LabelledContainer { labels, .. } in labelled_containers(&docker, None).await? {
+    for LabelledContainer { labels, .. } in labelled_containers(docker, None).await? {
         if let Some(run) = labels.get(RUN_LABEL) {
             *runs.entry(run.clone()).or_default() += 1;
         }
     }
-    for (labels, _) in labelled_networks(&docker, None).await? {
+    for (labels, _) in labelled_networks(docker, None).await? {
         if let Some(run) = labels.get(RUN_LABEL) {
             runs.entry(run.clone()).or_default();
         }
