@@ -13,6 +13,8 @@ pub mod client;
 pub mod commands;
 pub mod contract;
 pub mod export;
+#[cfg(test)]
+mod layers;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;
