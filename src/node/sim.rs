@@ -38,6 +38,8 @@ mod tests_failure;
 mod tests_join;
 #[cfg(test)]
 mod tests_partition;
+#[cfg(test)]
+mod tests_timers;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -258,6 +260,16 @@ impl Sim {
             };
             if node.machine.poll_timeout().is_some_and(|at| at <= now) {
                 node.machine.handle_timeout(now);
+                // The contract every driver relies on: after its timers ran, a machine never
+                // asks to be woken in the past (a driver would spin).
+                if let Some(next) = node.machine.poll_timeout() {
+                    assert!(
+                        next > now,
+                        "{addr} asked to wake at {:?}, before now ({:?}), right after its timers ran",
+                        next - self.base,
+                        self.elapsed
+                    );
+                }
                 self.pump(&addr);
             }
         }

@@ -58,10 +58,17 @@ impl Machine {
             .map(|s| (s.since + timeout).min(s.next_probe))
             .min();
         let probes = self.probes_startable().then_some(now);
-        let periodic = self
-            .is_joined()
-            .then(|| self.detector.next_sync.min(self.detector.next_random_probe));
-        [suspicions, probes, periodic].into_iter().flatten().min()
+        // Anti-entropy needs a neighbour to ask, a random probe a member that is not one
+        // (a lone genesis has neither, and sleeps).
+        let joined = self.is_joined();
+        let linked = !self.links.neighbours.is_empty();
+        let sync = (joined && linked).then_some(self.detector.next_sync);
+        let unlinked = self.members.alive_count() > self.links.neighbours.len() + 1;
+        let random = (joined && unlinked).then_some(self.detector.next_random_probe);
+        [suspicions, probes, sync, random]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When a link falls silent long enough to suspect its peer: links whose peer is

@@ -481,12 +481,13 @@ impl Machine {
         self.check_connections(now);
         self.advance_join(now);
         self.advance_suspicions(now);
-        self.run_probes(now);
         if self.is_joined() {
             self.repair_degree(now);
             self.run_retries(now);
             self.periodic_membership(now);
         }
+        // After everything that queues probes, so that they start in this wake-up.
+        self.run_probes(now);
         self.housekeeping(now);
         self.repair.link_cooldown.retain(|_, until| *until > now);
         self.flush_forwards();
