@@ -20,11 +20,11 @@
 //! concern; the logic sits on [`Machine`] because every concern reads the others' tables
 //! (a death closes a link, a link lost starts a suspicion, a join floods an event):
 //!
-//! - [`links`]: connections, the hello handshake (who is behind a connection), links;
-//! - [`join`]: joining through a genesis, redirects, back-off, answering candidates;
-//! - [`membership`]: the member table, heartbeats, suspicion, probes, refutation, sync;
-//! - [`broadcast`]: flooding, de-duplication, the delivered ring, batched membership floods;
-//! - [`repair`]: degree repair, retries of dead members and genesis addresses.
+//! - `links`: connections, the hello handshake (who is behind a connection), links;
+//! - `join`: joining through a genesis, redirects, back-off, answering candidates;
+//! - `membership`: the member table, heartbeats, suspicion, probes, refutation, sync;
+//! - `broadcast`: flooding, de-duplication, the delivered ring, batched membership floods;
+//! - `repair`: degree repair, retries of dead members and genesis addresses.
 //!
 //! # Time
 //!
@@ -164,22 +164,35 @@ impl Config {
 pub enum Output {
     /// Open a TCP connection; answer with [`Machine::on_connected`] or [`Machine::on_dial_failed`].
     Dial {
+        /// The id the connection will have.
         conn: ConnId,
+        /// Where to dial (`host:port`).
         addr: String,
         /// Ids of the living members known at `addr` (the driver's blocks may name them).
         known_as: Vec<String>,
     },
     /// Queue a frame on a connection.
-    Send { conn: ConnId, msg: Message },
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        msg: Message,
+    },
     /// Close after flushing what was sent before. No `on_closed` is expected for it.
-    Close { conn: ConnId },
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The peer on `conn` says (in its hello) that it is `id`, listening at `addr`. The
     /// machine holds that hello until the driver calls [`Machine::admit_hello`]; a driver
     /// that drops the peer's frames (a blocked link) does not, and the handshake times out
     /// exactly as if the hello had been lost on the wire.
     Identified {
+        /// The connection.
         conn: ConnId,
+        /// The peer's node id.
         id: String,
+        /// The peer's advertised address.
         addr: String,
     },
     /// The leave was flooded: flush every connection and exit.
