@@ -6,6 +6,8 @@
 //! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
 //! - [`orchestrator`]: turns a topology into a run, checks it, reports.
 //! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
+//! - `testcontainers` (cargo feature `testcontainers`): the node image as a testcontainers
+//!   `Image`, for tests that start a genesis and peers with testcontainers.
 
 pub mod cli;
 pub mod client;
@@ -15,6 +17,8 @@ pub mod node;
 pub mod orchestrator;
 pub mod runtime;
 pub mod status_api;
+#[cfg(feature = "testcontainers")]
+pub mod testcontainers;
 pub mod topology;
 
 /// Tag of the node image built from this executable.
