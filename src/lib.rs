@@ -12,6 +12,8 @@
 //!   [`runtime::docker`] (containers).
 //! - [`export`]: plans written out for other tools (a compose file), apart from the runtimes.
 //! - [`cli`] and [`commands`]: the `peerlab` command line.
+//! - `testcontainers` (cargo feature `testcontainers`): the node image as a testcontainers
+//!   `Image`, for tests that start a genesis and peers with testcontainers.
 //!
 //! Dependencies point one way: `cli`/`commands` -> `orchestrator` -> `topology` and the
 //! runtime interface; runtimes and exporters -> the plan types in [`runtime`]; everything ->
@@ -28,6 +30,8 @@ mod layers;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;
+#[cfg(feature = "testcontainers")]
+pub mod testcontainers;
 pub mod topology;
 
 /// Tag of the node image built from this executable.
