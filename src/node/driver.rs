@@ -28,6 +28,7 @@ use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
 use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
+use super::timer::DeadlineTimer;
 use super::wire::Message;
 use crate::contract::{Counters, NodeStatus, members_digest};
 
@@ -108,23 +109,14 @@ pub async fn drive(
     let mut writers = JoinSet::new();
     let mut printed = 0u64;
     // One timer, re-armed only when the machine's deadline moves.
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
+    let mut timer = DeadlineTimer::new();
 
     loop {
-        let wanted = machine.poll_timeout();
-        if wanted != armed {
-            if let Some(at) = wanted {
-                timer.as_mut().reset(at.into());
-            }
-            armed = wanted;
-        }
+        timer.set(machine.poll_timeout());
         // Time is read as each event is handled, not before waiting for one: a `now` taken
         // before the wait would stamp frames and broadcasts too early.
         tokio::select! {
-            () = &mut timer, if armed.is_some() => {
-                armed = None;
+            () = timer.fired(), if timer.armed().is_some() => {
                 machine.handle_timeout(Instant::now());
             }
             accepted = listener.accept() => match accepted {

@@ -23,6 +23,7 @@ pub mod seen;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod status;
+mod timer;
 pub mod wire;
 
 use std::net::SocketAddr;
