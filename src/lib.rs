@@ -2,19 +2,36 @@
 //!
 //! - [`node`]: the p2p node. Protocol logic is a sans-IO state machine ([`node::machine`]);
 //!   a thin tokio driver runs it over TCP and serves the status socket.
-//! - [`status_api`]: the JSON contract of the status socket, shared by node and checker.
-//! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
-//! - [`orchestrator`]: turns a topology into a run, checks it, reports.
-//! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
+//! - [`contract`]: what the status socket serves and accepts (status JSON, admin requests,
+//!   link shapes, digests): the one definition node, orchestrator and runtimes share.
+//! - [`client`]: an HTTP client of the status socket.
+//! - [`topology`]: the YAML topology model and its validation (pure, runtime-neutral).
+//! - [`orchestrator`]: turns a topology into a run plan ([`orchestrator::plan`]), drives it
+//!   through the [`runtime::Runtime`] trait, checks what formed, reports.
+//! - [`runtime`]: where nodes live, behind one trait: [`runtime::local`] (processes) and
+//!   [`runtime::docker`] (containers).
+//! - [`export`]: plans written out for other tools (a compose file), apart from the runtimes.
+//! - [`cli`] and [`commands`]: the `peerlab` command line.
+//! - `testcontainers` (cargo feature `testcontainers`): the node image as a testcontainers
+//!   `Image`, for tests that start a genesis and peers with testcontainers.
+//!
+//! Dependencies point one way: `cli`/`commands` -> `orchestrator` -> `topology` and the
+//! runtime interface; runtimes and exporters -> the plan types in [`runtime`]; everything ->
+//! [`contract`], which depends on nothing. The node uses only [`contract`]. A unit test
+//! (`src/layers.rs`) keeps it that way.
 
 pub mod cli;
 pub mod client;
 pub mod commands;
-pub mod image;
+pub mod contract;
+pub mod export;
+#[cfg(test)]
+mod layers;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;
-pub mod status_api;
+#[cfg(feature = "testcontainers")]
+pub mod testcontainers;
 pub mod topology;
 
 /// Tag of the node image built from this executable.

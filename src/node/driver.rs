@@ -2,9 +2,16 @@
 //!
 //! One task owns the machine. Everything else (accepting, dialing, connection readers, the
 //! status socket, stdin) talks to it through channels, and every output the machine emits
-//! is carried out here. Keeping this loop thin is what keeps the protocol testable.
+//! is carried out here. Keeping this loop thin is what keeps the protocol testable: the
+//! driver never reads a protocol message, the machine tells it what it needs to know
+//! (who is behind a connection, who lives at a dialed address).
 //! Link faults ([`Faults`]) filter what goes in and out here, by peer, so the machine sees
 //! a cut or slow link exactly as a real network would show it.
+//!
+//! There is no ticker: the loop sleeps until the machine's deadline
+//! ([`Machine::poll_timeout`]) or until an event, and asks for the deadline again after
+//! each event. An idle node thus wakes only when its heartbeat round (or another timer)
+//! is due.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +28,9 @@ use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
 use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
+use super::timer::DeadlineTimer;
 use super::wire::Message;
-use crate::status_api::{Counters, NodeStatus, members_digest};
+use crate::contract::{Counters, NodeStatus, members_digest};
 
 /// What the tasks around the machine report.
 pub enum Event {
@@ -46,7 +54,6 @@ pub struct DriverOptions {
     pub name: Option<String>,
     pub max_connections: usize,
     pub connect_timeout: Duration,
-    pub tick: Duration,
     /// Print delivered broadcasts on stdout (interactive `--stdin` mode).
     pub echo_deliveries: bool,
     /// The node's seed: link loss and jitter draw from it.
@@ -100,15 +107,18 @@ pub async fn drive(
     let mut links = Links::default();
     let mut faults = Faults::new(opts.seed);
     let mut writers = JoinSet::new();
-    let mut ticker = tokio::time::interval(opts.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut printed = 0u64;
+    // One timer, re-armed only when the machine's deadline moves.
+    let mut timer = DeadlineTimer::new();
 
     loop {
+        timer.set(machine.poll_timeout());
         // Time is read as each event is handled, not before waiting for one: a `now` taken
-        // before the wait would stamp frames and broadcasts up to a tick early.
+        // before the wait would stamp frames and broadcasts too early.
         tokio::select! {
-            _ = ticker.tick() => machine.tick(Instant::now()),
+            () = timer.fired(), if timer.armed().is_some() => {
+                machine.handle_timeout(Instant::now());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     if links.len() >= opts.max_connections {
@@ -139,11 +149,7 @@ pub async fn drive(
                     machine.on_dial_failed(Instant::now(), conn, &e.to_string());
                 }
                 Event::Frame { conn, msg } => {
-                    if let Some(peer) = links.peers.get_mut(&conn) {
-                        if let Message::Hello(hello) = &msg {
-                            peer.id = Some(hello.id.clone());
-                            peer.addr = Some(hello.addr.clone());
-                        }
+                    if let Some(peer) = links.peers.get(&conn) {
                         // A blocked peer's frames vanish, as on a cut link.
                         if !faults.drop_incoming(peer) {
                             machine.on_frame(Instant::now(), conn, msg);
@@ -183,6 +189,12 @@ pub async fn drive(
             }
         }
 
+        // A deadline that passed while events kept the loop busy is not left waiting for
+        // the select to pick the timer.
+        let now = Instant::now();
+        if machine.poll_timeout().is_some_and(|at| at <= now) {
+            machine.handle_timeout(now);
+        }
         if opts.echo_deliveries || tracing::enabled!(tracing::Level::INFO) {
             printed = report_deliveries(&machine, printed, opts.echo_deliveries);
         }
@@ -208,7 +220,7 @@ pub async fn drive(
 fn change_faults(
     faults: &mut Faults,
     change: FaultChange,
-) -> Result<crate::node::faults::FaultsReport, String> {
+) -> Result<crate::contract::FaultsReport, String> {
     match change {
         FaultChange::Block(req) => {
             faults.block(&req)?;
@@ -242,23 +254,14 @@ fn apply_outputs(
     let mut exit = false;
     while let Some(output) = machine.poll_output() {
         match output {
-            Output::Dial { conn, addr } => {
+            Output::Dial {
+                conn,
+                addr,
+                known_as,
+            } => {
                 let events = events.clone();
                 let timeout = opts.connect_timeout;
-                // Who is at that address matters only when a block is in force; listing the
-                // members on every dial would cost O(N) per probe in a big network.
-                let known: Vec<String> = if faults.blocks_any() {
-                    machine
-                        .members()
-                        .into_iter()
-                        .chain(machine.suspects())
-                        .filter(|m| m.addr == addr)
-                        .map(|m| m.id)
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                if faults.blocks_dial(&addr, &known) {
+                if faults.blocks_dial(&addr, &known_as) {
                     // A cut link: the SYN goes unanswered until the dial times out.
                     tokio::spawn(async move {
                         tokio::time::sleep(timeout).await;
@@ -321,6 +324,18 @@ fn apply_outputs(
             }
             Output::Close { conn } => {
                 links.close(conn);
+            }
+            Output::Identified { conn, id, addr } => {
+                let Some(peer) = links.peers.get_mut(&conn) else {
+                    continue;
+                };
+                peer.id = Some(id);
+                peer.addr = Some(addr);
+                // A blocked peer's hello vanishes like its other frames: the machine never
+                // sees it, and the handshake times out.
+                if !faults.drop_incoming(peer) {
+                    machine.admit_hello(Instant::now(), conn);
+                }
             }
             Output::Exit => exit = true,
         }

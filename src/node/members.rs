@@ -56,6 +56,9 @@ pub struct Members {
     last_change: Instant,
     /// [`Members::digest`] since that change: it sorts and hashes the whole table.
     digest_cache: Option<String>,
+    /// No tombstone is older than this (it may be older than the oldest one left, after
+    /// a revival): the machine sweeps only when one expires.
+    oldest_tombstone: Option<Instant>,
 }
 
 impl Members {
@@ -84,6 +87,7 @@ impl Members {
             alive_count: 1,
             last_change: now,
             digest_cache: None,
+            oldest_tombstone: None,
         }
     }
 
@@ -153,6 +157,8 @@ impl Members {
             if rec.state == MemberState::Alive {
                 self.alive_count += 1;
                 self.touched(now);
+            } else {
+                self.oldest_tombstone.get_or_insert(now);
             }
             // A tombstone for a stranger is kept (it blocks stale revivals) but changes nothing.
             return if rec.state == MemberState::Alive {
@@ -199,6 +205,9 @@ impl Members {
             known.incarnation = rec.incarnation;
             known.state = rec.state;
             known.changed_at = now;
+            if rec.state != MemberState::Alive {
+                self.oldest_tombstone.get_or_insert(now);
+            }
             self.touched(now);
         }
         change
@@ -207,6 +216,16 @@ impl Members {
     fn touched(&mut self, now: Instant) {
         self.last_change = now;
         self.digest_cache = None;
+    }
+
+    /// When the living membership (or an incarnation) last changed.
+    pub fn changed_at(&self) -> Instant {
+        self.last_change
+    }
+
+    /// When the oldest tombstone expires, if there is one: the next sweep worth doing.
+    pub fn next_tombstone_expiry(&self) -> Option<Instant> {
+        self.oldest_tombstone.map(|t| t + self.tombstone_ttl)
     }
 
     /// How long the living membership has gone unchanged.
@@ -221,6 +240,12 @@ impl Members {
         self.table.retain(|_, m| {
             m.state == MemberState::Alive || now.saturating_duration_since(m.changed_at) < ttl
         });
+        self.oldest_tombstone = self
+            .table
+            .values()
+            .filter(|m| m.state != MemberState::Alive)
+            .map(|m| m.changed_at)
+            .min();
         before - self.table.len()
     }
 

@@ -1,12 +1,16 @@
 //! The p2p node (`peerlab node`).
 //!
+//! - [`args`]: the flags of `peerlab node`.
 //! - [`machine`]: join, membership, failure detection, repair and flooding as a sans-IO
-//!   state machine; [`members`] and [`seen`] are its bounded tables.
+//!   state machine that says when it next needs to wake; [`members`] and [`seen`] are its
+//!   bounded tables.
+//! - `sim` (with the cargo feature `sim`): a deterministic in-memory network of machines.
 //! - [`wire`] and [`codec`]: messages and length-delimited JSON frames.
 //! - [`driver`] and [`connection`]: the thin tokio layer that runs the machine over TCP.
 //! - [`faults`]: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - [`status`]: the HTTP status socket the orchestrator checks.
 
+pub mod args;
 pub mod codec;
 pub mod connection;
 pub mod driver;
@@ -16,9 +20,10 @@ pub mod members;
 pub mod metrics;
 mod resolver;
 pub mod seen;
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod status;
+mod timer;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -31,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::cli::NodeArgs;
+use args::NodeArgs;
 use driver::DriverOptions;
 use machine::{Config, Machine};
 use status::Command;
@@ -83,6 +88,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     cfg.heartbeat_timeout = args.heartbeat_timeout;
     cfg.suspect_timeout = args.suspect_timeout;
     cfg.hello_timeout = cfg_hello_timeout(&args);
+    // Every wake-up costs the process (context switches, with hundreds of nodes on a few
+    // cores), so deadlines are rounded as coarsely as the heartbeat allows: a quarter of
+    // its interval, between 20 ms and 500 ms (the fixed tick this replaced).
+    cfg.timer_granularity =
+        (args.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     cfg.incarnation = wall.as_millis() as u64;
     cfg.unix_start = wall.as_secs_f64();
     cfg.seed = seed;
@@ -137,11 +147,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         // hundred containers can take over a second, and a join or probe that gives up
         // then turns slowness into a failed join or a suspicion. Match the handshake bound.
         connect_timeout: cfg_hello_timeout(&args),
-        // Every tick wakes the process; with hundreds of nodes on a few cores the wake-ups
-        // themselves are the cost (context switches), so tick only as finely as the
-        // heartbeat needs: a quarter of its interval, between 20 ms and 500 ms.
-        tick: (args.heartbeat_interval / 4)
-            .clamp(Duration::from_millis(20), Duration::from_millis(500)),
         echo_deliveries: args.stdin,
         seed,
     };
@@ -192,8 +197,8 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
             break;
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = crate::status_api::BroadcastRequest {
-            title: crate::status_api::default_title(),
+        let request = crate::contract::BroadcastRequest {
+            title: crate::contract::default_title(),
             message: line,
         };
         if commands

@@ -52,6 +52,13 @@ impl SeenSet {
         }
     }
 
+    /// When the oldest id ages out (just past `max_age`): the next sweep worth doing.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.order
+            .front()
+            .map(|(at, _)| *at + self.max_age + std::time::Duration::from_nanos(1))
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }

@@ -3,10 +3,24 @@
 //! The machine is sans-IO, so a whole network of them can run inside one test: this module
 //! is the switch between them. It plays the driver's part for every node: `Dial` becomes a
 //! pipe (`on_connected` on the dialer, `on_accepted` on the target) or `on_dial_failed`;
-//! `Send` becomes `on_frame` on the other end; `Close` becomes `on_closed` there. Time is
-//! virtual (a fixed `Instant` plus an offset, stepped in ticks of [`TICK`]), events are kept
-//! in one queue ordered by (time, sequence number), nodes are visited in address order and
-//! every seed is fixed, so a run repeats exactly and a failing test fails every time.
+//! `Send` becomes `on_frame` on the other end; `Close` becomes `on_closed` there; an
+//! `Identified` hello is admitted at once. Time is virtual (a fixed `Instant` plus an
+//! offset, stepped in steps of [`TICK`]); at each step a node runs
+//! [`Machine::handle_timeout`] only if its [`Machine::poll_timeout`] has come, as the real
+//! driver does. Events are kept in one queue ordered by (time, sequence number), nodes are
+//! visited in address order and every seed is fixed, so a run repeats exactly and a
+//! failing test fails every time.
+//!
+//! Outside the crate's own tests it is available with the cargo feature `sim`, for
+//! simulation runtimes and users' tests of the protocol:
+//!
+//! ```ignore
+//! use peerlab::node::sim::Sim;
+//! let mut sim = Sim::new();
+//! sim.spawn("n00", &[]);
+//! sim.spawn("n01", &["n00"]);
+//! sim.run_until(std::time::Duration::from_secs(30), |s| s.check_formed(1).is_ok());
+//! ```
 //!
 //! Faults mimic what the real driver can see: a killed node's peers get their connections
 //! closed; a frozen node behaves like a paused process (the kernel still accepts dials and
@@ -24,15 +38,18 @@ mod tests_failure;
 mod tests_join;
 #[cfg(test)]
 mod tests_partition;
+#[cfg(test)]
+mod tests_timers;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::machine::{Config, ConnId, Machine, MachineCounters, Output};
 use super::wire::{MemberEvent, Message};
-use crate::status_api::DeliveredMessage;
+use crate::contract::DeliveredMessage;
 
-/// The simulator's tick, as the driver's default tick.
+/// The simulator's time step: events due within one step are delivered together, and
+/// nodes whose deadline has come run their timers at its end.
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// Events one delivery round may process before we call it a storm (a protocol loop).
@@ -61,7 +78,7 @@ pub fn node_config(name: &str, genesis: &[&str]) -> Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Up,
-    /// Paused: events wait in its backlog, it does not tick.
+    /// Paused: events wait in its backlog, its timers do not run.
     Frozen,
     /// Killed or left: dials fail, frames are dropped.
     Gone,
@@ -103,12 +120,16 @@ enum Event {
 /// A membership event seen on the wire for the first time.
 #[derive(Debug, Clone)]
 pub struct SeenEvent {
+    /// Virtual time since the simulation started.
     pub at: Duration,
     /// Name of the node that put it on the wire first.
     pub origin: String,
+    /// What happened.
     pub event: MemberEvent,
 }
 
+/// A simulated network: nodes (machines), the pipes between them, a virtual clock and the
+/// faults in force. See the module docs.
 pub struct Sim {
     base: Instant,
     elapsed: Duration,
@@ -131,7 +152,14 @@ pub struct Sim {
     raw_inbox: HashMap<u64, Vec<Message>>,
 }
 
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
 impl Sim {
+    /// An empty network at virtual time zero, without latency.
     pub fn new() -> Self {
         Sim {
             base: Instant::now(),
@@ -152,11 +180,12 @@ impl Sim {
         }
     }
 
-    /// Every frame, dial and close takes this many ticks to arrive from now on.
+    /// Every frame, dial and close takes this many steps to arrive from now on.
     pub fn set_latency_ticks(&mut self, ticks: u32) {
         self.latency = TICK * ticks;
     }
 
+    /// The virtual clock.
     pub fn now(&self) -> Instant {
         self.base + self.elapsed
     }
@@ -191,7 +220,8 @@ impl Sim {
 
     // ----- time --------------------------------------------------------------------------
 
-    /// Steps virtual time by `d` (rounded up to whole ticks), ticking every running node.
+    /// Steps virtual time by `d` (rounded up to whole steps); every running node whose
+    /// deadline comes runs its timers.
     pub fn run_for(&mut self, d: Duration) {
         let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
         for _ in 0..ticks {
@@ -225,10 +255,23 @@ impl Sim {
             .map(|(a, _)| a.clone())
             .collect();
         for addr in running {
-            if let Some(node) = self.nodes.get_mut(&addr) {
-                node.machine.tick(now);
+            let Some(node) = self.nodes.get_mut(&addr) else {
+                continue;
+            };
+            if node.machine.poll_timeout().is_some_and(|at| at <= now) {
+                node.machine.handle_timeout(now);
+                // The contract every driver relies on: after its timers ran, a machine never
+                // asks to be woken in the past (a driver would spin).
+                if let Some(next) = node.machine.poll_timeout() {
+                    assert!(
+                        next > now,
+                        "{addr} asked to wake at {:?}, before now ({:?}), right after its timers ran",
+                        next - self.base,
+                        self.elapsed
+                    );
+                }
+                self.pump(&addr);
             }
-            self.pump(&addr);
         }
         self.deliver_due();
     }
@@ -289,13 +332,13 @@ impl Sim {
     }
 
     /// A frozen node's timer fires before it reads anything that arrived meanwhile: what a
-    /// tokio driver does when its ticker wins the race after a long stall. It stays frozen
-    /// otherwise, so a test can look at what that one tick did.
+    /// tokio driver does when its timer wins the race after a long stall. It stays frozen
+    /// otherwise, so a test can look at what that one wake-up did.
     pub fn tick_while_frozen(&mut self, name: &str) {
         let addr = self.addr(name);
         let now = self.now();
         match self.nodes.get_mut(&addr) {
-            Some(node) if node.state == State::Frozen => node.machine.tick(now),
+            Some(node) if node.state == State::Frozen => node.machine.handle_timeout(now),
             _ => return,
         }
         self.pump(&addr);
@@ -406,6 +449,7 @@ impl Sim {
         pipe
     }
 
+    /// Sends a frame to the node on a raw connection.
     pub fn send_raw(&mut self, pipe: u64, msg: Message) {
         self.enqueue_on(
             pipe,
@@ -440,6 +484,7 @@ impl Sim {
             .collect()
     }
 
+    /// The machine of the node called `name` (panics if there is none).
     pub fn machine(&self, name: &str) -> &Machine {
         let addr = self.addr(name);
         match self.nodes.get(&addr) {
@@ -448,6 +493,7 @@ impl Sim {
         }
     }
 
+    /// Ids of the node's neighbours, sorted.
     pub fn neighbours(&self, name: &str) -> Vec<String> {
         self.machine(name)
             .neighbours()
@@ -456,6 +502,7 @@ impl Sim {
             .collect()
     }
 
+    /// Ids of the node's living members (itself included), sorted.
     pub fn members(&self, name: &str) -> Vec<String> {
         self.machine(name)
             .members()
@@ -464,6 +511,7 @@ impl Sim {
             .collect()
     }
 
+    /// Ids of the members the node suspects, sorted.
     pub fn suspects(&self, name: &str) -> Vec<String> {
         self.machine(name)
             .suspects()
@@ -472,16 +520,24 @@ impl Sim {
             .collect()
     }
 
+    /// Has the node joined (or started) the network?
     pub fn joined(&self, name: &str) -> bool {
         self.machine(name).is_joined()
     }
 
+    /// Broadcasts the node delivered, oldest first.
     pub fn delivered(&self, name: &str) -> Vec<DeliveredMessage> {
         self.machine(name).delivered().cloned().collect()
     }
 
+    /// The node's counters.
     pub fn counters(&self, name: &str) -> MachineCounters {
         self.machine(name).counters().clone()
+    }
+
+    /// How often the node ran its timers ([`Machine::handle_timeout`]).
+    pub fn wakeups(&self, name: &str) -> u64 {
+        self.machine(name).counters().timer_wakeups
     }
 
     /// Addresses the node has dialed so far, in order.
@@ -566,17 +622,35 @@ impl Sim {
         self.queue.insert((at, self.seq), (addr, event));
     }
 
-    /// Carries out what a node asked for.
+    /// Carries out what a node asked for, until it asks for nothing more.
     fn pump(&mut self, addr: &str) {
-        let mut outputs = Vec::new();
-        if let Some(node) = self.nodes.get_mut(addr) {
-            while let Some(out) = node.machine.poll_output() {
-                outputs.push(out);
+        loop {
+            let mut outputs = Vec::new();
+            if let Some(node) = self.nodes.get_mut(addr) {
+                while let Some(out) = node.machine.poll_output() {
+                    outputs.push(out);
+                }
             }
+            if outputs.is_empty() {
+                return;
+            }
+            self.carry_out(addr, outputs);
         }
+    }
+
+    fn carry_out(&mut self, addr: &str, outputs: Vec<Output>) {
+        let now = self.now();
         for out in outputs {
             match out {
-                Output::Dial { conn, addr: target } => self.on_dial(addr, conn, target),
+                Output::Dial {
+                    conn, addr: target, ..
+                } => self.on_dial(addr, conn, target),
+                Output::Identified { conn, .. } => {
+                    // The simulator's faults are in its switch, not by peer: admit it.
+                    if let Some(node) = self.nodes.get_mut(addr) {
+                        node.machine.admit_hello(now, conn);
+                    }
+                }
                 Output::Send { conn, msg } => self.on_send(addr, conn, msg),
                 Output::Close { conn } => {
                     if let Some((pipe, side)) = self.ends.remove(&(addr.to_string(), conn)) {

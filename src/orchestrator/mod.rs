@@ -1,6 +1,8 @@
 //! Turns a topology into a run, checks what the nodes formed, and reports.
 //!
-//! Everything here except `run` and `progress` is pure: it works on observations the run
+//! [`plan`] builds the run plan a runtime starts; [`run`] and [`scenario`] drive a runtime
+//! through the [`crate::runtime::Runtime`] trait only, never a concrete runtime.
+//! Everything here except `run`, `scenario` and `progress` is pure: it works on observations the run
 //! collected from status sockets, so each check and report can be tested on synthetic
 //! networks without starting a single node.
 
@@ -11,6 +13,7 @@ pub mod junit;
 pub mod layout;
 mod membership;
 pub mod model;
+pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod report;

@@ -18,8 +18,8 @@ use super::{
     NodeObservation, Overlay, Report, RunMeta, evaluate_broadcast, evaluate_formation,
 };
 use crate::client::StatusClient;
+use crate::contract::DeliveredMessage;
 use crate::runtime::{NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError};
-use crate::status_api::DeliveredMessage;
 use crate::topology::{Topology, resolve};
 
 /// Nodes started at once.
@@ -124,7 +124,7 @@ impl Observer {
             .map(|e| (e.name.clone(), e.clone()))
             .collect();
         let ready = self.ready_after.lock().await.clone();
-        let fetched: HashMap<String, Result<crate::status_api::NodeStatus, String>> =
+        let fetched: HashMap<String, Result<crate::contract::NodeStatus, String>> =
             futures::stream::iter(endpoints.values().cloned())
                 .map(|ep| async move {
                     let client = self.client(&ep);

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use peerlab::contract::NodeStatus;
 use peerlab::runtime::Runtime;
 use peerlab::runtime::docker::{DockerRuntime, list_runs, remove_leftovers};
 use peerlab::runtime::{NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan};
-use peerlab::status_api::NodeStatus;
 
 use crate::support::docker::{connect, remaining, unique, with_run};
 use crate::support::fixtures::{network, node_spec, on_networks, run_plan};

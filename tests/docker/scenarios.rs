@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use peerlab::runtime::netfilter::{mentions_chain, rules_in};
+use peerlab::runtime::docker::netfilter::{mentions_chain, rules_in};
 
 use crate::support::docker::*;
 use crate::support::reports::{

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Cluster, Node};
 use crate::support::poll_until;
-use peerlab::status_api::NodeStatus;
+use peerlab::contract::NodeStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node};
 use crate::support::formation::{self, observation};
 use crate::support::poll_until;
-use peerlab::node::faults::FaultsReport;
+use peerlab::contract::FaultsReport;
 use peerlab::orchestrator::FormationExpectation;
 use serde_json::{Value, json};
 

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use peerlab::client::StatusClient;
-use peerlab::node::faults::FaultsReport;
+use peerlab::contract::FaultsReport;
+use peerlab::contract::LinkShape;
 use peerlab::runtime::local::LocalRuntime;
-use peerlab::runtime::{LinkShape, NodeEndpoint, NodeSpec, RunPlan, Runtime};
+use peerlab::runtime::{NodeEndpoint, NodeSpec, RunPlan, Runtime};
 
 use crate::support::cluster::FAST_TIMEOUTS;
 use crate::support::fixtures::{node_spec, run_plan};

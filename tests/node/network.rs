@@ -7,7 +7,7 @@ use crate::support::cli::run_cli;
 use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node, Spec};
 use crate::support::poll_until;
 use nix::sys::signal::Signal;
-use peerlab::status_api::{NodeStatus, members_digest};
+use peerlab::contract::{NodeStatus, members_digest};
 
 const FORMATION: Duration = Duration::from_secs(30);
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use peerlab::client::StatusClient;
-use peerlab::status_api::{DeliveredMessage, NodeStatus};
+use peerlab::contract::{DeliveredMessage, NodeStatus};
 
 use super::formation::{self, observation};
 use super::{BIN, POLL, poll_until};

@@ -16,9 +16,9 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
 };
+use peerlab::contract::NodeStatus;
 use peerlab::runtime::RUN_LABEL;
 use peerlab::runtime::docker::remove_leftovers;
-use peerlab::status_api::NodeStatus;
 use sha2::{Digest, Sha256};
 
 use super::BIN;
@@ -295,7 +295,7 @@ pub fn wait_members(addrs: &[String], members: usize, deadline: Instant) {
 
 /// The engine's API, failing the test (never skipping it) without an engine.
 pub async fn connect() -> Docker {
-    peerlab::image::connect()
+    peerlab::runtime::docker::image::connect()
         .await
         .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
 }

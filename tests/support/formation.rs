@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use peerlab::contract::NodeStatus;
 use peerlab::orchestrator::{FormationExpectation, NodeObservation, Overlay, evaluate_formation};
-use peerlab::status_api::NodeStatus;
 
 /// One node as a test saw it: its `/status` (or why there was none) and whether `/ready`
 /// answered 200 (a ready node gets a zero `ready_after`: tests do not time formation).

@@ -94,6 +94,7 @@ impl Sim {
         }
     }
 
+    /// Every running node has at least `min` running neighbours.
     pub fn check_degrees(&self, min: usize) -> Result<(), String> {
         for (n, adj) in self.graph() {
             if adj.len() < min {
@@ -103,6 +104,7 @@ impl Sim {
         Ok(())
     }
 
+    /// Every running node has joined.
     pub fn check_joined(&self) -> Result<(), String> {
         let waiting: Vec<String> = self
             .running()

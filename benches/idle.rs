@@ -1,0 +1,427 @@
+//! Idle cost of a node: CPU per node per second and memory (PSS) per node of N local
+//! `peerlab node` processes that have formed their network and have nothing to do, for
+//! this build and, side by side in the same run, for a baseline binary.
+//!
+//! ```text
+//! cargo bench --bench idle [-- 300] [-- --baseline /work/baseline/peerlab]
+//!     [-- --window 20] [-- --settle 10]
+//! ```
+//!
+//! Each binary in turn: a genesis and N-1 peers on loopback (port 0, ports read from each
+//! node's ports file), formation awaited by polling every status socket (everyone joined,
+//! every member list complete), `--settle` seconds for the joins' floods to die down, then
+//! CPU (utime + stime from /proc/PID/stat) over a `--window` of seconds in which nothing
+//! polls the nodes, and PSS from /proc/PID/smaps_rollup. After the window every node must
+//! still list all N members, so that a cheap node is not a broken one.
+//!
+//! The bench is self-contained (no orchestrator) so that both binaries are started the same
+//! way, whatever their version. Every node it starts is killed when the bench ends, also
+//! on a panic or Ctrl-C: children are killed by a guard when dropped, by a Ctrl-C handler,
+//! and by the kernel (parent-death signal) if the bench itself is killed.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The build under test (release under `cargo bench`).
+const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
+/// /proc counts CPU time in USER_HZ, which the kernel ABI fixes at 100 on x86_64.
+const USER_HZ: u64 = 100;
+/// How long formation may take before the run is reported as not formed.
+const FORMATION_LIMIT: Duration = Duration::from_secs(180);
+
+/// Pids of every node started, for the Ctrl-C handler.
+type Registry = Arc<Mutex<Vec<u32>>>;
+
+/// Kills every node process it holds when dropped (also on a panic).
+struct Nodes {
+    children: Vec<Child>,
+    registry: Registry,
+}
+
+impl Nodes {
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+        if let Ok(mut pids) = self.registry.lock() {
+            pids.clear();
+        }
+    }
+}
+
+/// One row of the table.
+struct Row {
+    binary: String,
+    nodes: usize,
+    formed_after: Option<Duration>,
+    cpu_ms_per_s: Option<f64>,
+    pss_mb: Option<f64>,
+    load: String,
+    still_formed: String,
+}
+
+fn main() {
+    let sizes = positional_sizes(&[300]);
+    let window = Duration::from_secs(flag("window").and_then(|v| v.parse().ok()).unwrap_or(20));
+    let settle = Duration::from_secs(flag("settle").and_then(|v| v.parse().ok()).unwrap_or(10));
+    let mut binaries = vec![("this build".to_string(), PathBuf::from(BIN))];
+    if let Some(path) = flag("baseline") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "--baseline {} is not a file (build the baseline first)",
+            path.display()
+        );
+        binaries.insert(0, (format!("baseline ({})", path.display()), path));
+    }
+
+    let registry: Registry = Arc::new(Mutex::new(Vec::new()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    {
+        let registry = registry.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if let Ok(pids) = registry.lock() {
+                    for pid in pids.iter() {
+                        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                    }
+                }
+                eprintln!("interrupted; every node killed");
+                std::process::exit(130);
+            }
+        });
+    }
+
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for (label, path) in &binaries {
+            eprintln!("{label}: {n} nodes");
+            let row = runtime.block_on(measure(label, path, n, window, settle, &registry));
+            rows.push(row);
+        }
+    }
+
+    let mut table = String::new();
+    table.push_str(&format!(
+        "Idle cost per node ({}, window {} s after {} s of settling)\n\n",
+        build_line(),
+        window.as_secs(),
+        settle.as_secs()
+    ));
+    table.push_str("| binary | N | formed in | CPU ms/s per node | PSS MB per node | load average (1/5/15 min) | still formed after the window |\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.binary,
+            r.nodes,
+            r.formed_after.map_or("not formed".to_string(), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
+            r.cpu_ms_per_s
+                .map_or("-".to_string(), |v| format!("{v:.3}")),
+            r.pss_mb.map_or("-".to_string(), |v| format!("{v:.2}")),
+            r.load,
+            r.still_formed,
+        ));
+    }
+    print!("{table}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let path = dir.join("idle.md");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &table)) {
+        Ok(()) => eprintln!("written to {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
+
+async fn measure(
+    label: &str,
+    bin: &Path,
+    n: usize,
+    window: Duration,
+    settle: Duration,
+    registry: &Registry,
+) -> Row {
+    let dir = tempfile::Builder::new()
+        .prefix("peerlab-idle-")
+        .tempdir()
+        .expect("a tempdir for the nodes' ports files and logs");
+    let mut row = Row {
+        binary: label.to_string(),
+        nodes: n,
+        formed_after: None,
+        cpu_ms_per_s: None,
+        pss_mb: None,
+        load: String::new(),
+        still_formed: "-".to_string(),
+    };
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        registry: registry.clone(),
+    };
+    let started = Instant::now();
+    nodes
+        .children
+        .push(spawn_node(bin, dir.path(), 0, None, registry));
+    let Some(genesis) = read_ports(dir.path(), 0, Duration::from_secs(20)).await else {
+        row.load = load_average();
+        row.still_formed = "the genesis did not start".into();
+        return row;
+    };
+    for i in 1..n {
+        nodes.children.push(spawn_node(
+            bin,
+            dir.path(),
+            i,
+            Some(&genesis.listen),
+            registry,
+        ));
+    }
+    let mut status = vec![String::new(); n];
+    status[0] = genesis.status.clone();
+    for (i, slot) in status.iter_mut().enumerate().skip(1) {
+        match read_ports(dir.path(), i, Duration::from_secs(60)).await {
+            Some(p) => *slot = p.status,
+            None => {
+                row.load = load_average();
+                row.still_formed = format!("node {i} did not start");
+                return row;
+            }
+        }
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client");
+    let formed = loop {
+        let problem = formation_problem(&http, &status, n).await;
+        if problem.is_none() {
+            break true;
+        }
+        if started.elapsed() > FORMATION_LIMIT {
+            row.still_formed = problem.unwrap_or_default();
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if !formed {
+        row.load = load_average();
+        return row;
+    }
+    row.formed_after = Some(started.elapsed());
+    tokio::time::sleep(settle).await;
+
+    let pids = nodes.pids();
+    let before: Vec<Option<u64>> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let after: Vec<Option<u64>> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let elapsed = t0.elapsed().as_secs_f64();
+    row.load = load_average();
+    let ticks: u64 = before
+        .iter()
+        .zip(&after)
+        .filter_map(|(b, a)| Some(a.as_ref()?.saturating_sub(*b.as_ref()?)))
+        .sum();
+    let measured = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.is_some() && a.is_some())
+        .count();
+    if measured > 0 {
+        let ms = ticks as f64 * 1000.0 / USER_HZ as f64;
+        row.cpu_ms_per_s = Some(ms / measured as f64 / elapsed);
+    }
+    let pss: Vec<u64> = pids.iter().filter_map(|p| pss_kib(*p)).collect();
+    if !pss.is_empty() {
+        row.pss_mb = Some(pss.iter().sum::<u64>() as f64 / pss.len() as f64 / 1024.0);
+    }
+    row.still_formed = match formation_problem(&http, &status, n).await {
+        None => "yes".into(),
+        Some(why) => format!("no: {why}"),
+    };
+    drop(nodes);
+    row
+}
+
+/// Starts node `i` (`i == 0`: the genesis) with its ports file and log in `dir`.
+fn spawn_node(
+    bin: &Path,
+    dir: &Path,
+    i: usize,
+    genesis: Option<&str>,
+    registry: &Registry,
+) -> Child {
+    let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("a node log file");
+    let mut cmd = Command::new(bin);
+    cmd.arg("node")
+        .args(["--listen", "127.0.0.1:0", "--status", "127.0.0.1:0"])
+        .args(["--name", &format!("n{i:04}")])
+        .args(["--seed", &i.to_string()])
+        .arg("--ports-file")
+        .arg(dir.join(format!("n{i}.json")))
+        .env("PEERLAB_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(g) = genesis {
+        cmd.args(["--genesis", g]);
+    }
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    if let Ok(mut pids) = registry.lock() {
+        pids.push(child.id());
+    }
+    child
+}
+
+struct Ports {
+    listen: String,
+    status: String,
+}
+
+/// Waits for node `i`'s ports file (written once it listens).
+async fn read_ports(dir: &Path, i: usize, within: Duration) -> Option<Ports> {
+    let path = dir.join(format!("n{i}.json"));
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                let listen = v.get("listen")?.as_str()?.to_string();
+                let status = v.get("status")?.as_str()?.to_string();
+                return Some(Ports { listen, status });
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why the network is not formed (every node answers, has joined and counts `n` members),
+/// or `None` when it is.
+async fn formation_problem(http: &reqwest::Client, status: &[String], n: usize) -> Option<String> {
+    let asks = status.iter().map(|addr| async move {
+        let url = format!("http://{addr}/status?members=false");
+        let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        let joined = v.get("joined")?.as_bool()?;
+        let count = v.get("member_count")?.as_u64()? as usize;
+        Some((joined, count))
+    });
+    let answers = futures::future::join_all(asks).await;
+    let silent = answers.iter().filter(|a| a.is_none()).count();
+    if silent > 0 {
+        return Some(format!("{silent} node(s) did not answer"));
+    }
+    let unjoined = answers.iter().flatten().filter(|(j, _)| !j).count();
+    if unjoined > 0 {
+        return Some(format!("{unjoined} node(s) have not joined"));
+    }
+    let partial = answers.iter().flatten().filter(|(_, c)| *c != n).count();
+    (partial > 0).then(|| format!("{partial} node(s) do not list all {n} members"))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Proportional set size of a process in KiB: shared pages (the binary's text) are split
+/// among the processes that map them, so the sum over nodes is what they cost together.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn build_line() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!(
+        "{profile} build, {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
+/// The value of `--NAME VALUE` or `--NAME=VALUE`.
+fn flag(name: &str) -> Option<String> {
+    let long = format!("--{name}");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == long {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix(&format!("{long}=")).map(str::to_string)
+        }
+    })
+}
+
+/// Network sizes given as bare numbers (flag values excluded), else `defaults`.
+fn positional_sizes(defaults: &[usize]) -> Vec<usize> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut sizes = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a.starts_with("--") {
+            // `--bench` (from cargo) stands alone; the others take a value.
+            if !a.contains('=') && a != "--bench" {
+                i += 1;
+            }
+        } else if let Ok(n) = a.parse::<usize>() {
+            if n >= 2 {
+                sizes.push(n);
+            } else {
+                eprintln!("ignoring size {n}: a network needs at least 2 nodes");
+            }
+        }
+        i += 1;
+    }
+    if sizes.is_empty() {
+        defaults.to_vec()
+    } else {
+        sizes
+    }
+}

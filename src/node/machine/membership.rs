@@ -1,0 +1,498 @@
+//! Membership and failure detection: the member table as first-hand evidence and lists
+//! update it, heartbeat rounds on links, suspicion with direct probes before a death is
+//! declared and flooded, refutation by incarnation, random probes of non-neighbours and
+//! anti-entropy digests.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::seq::IndexedRandom;
+use tracing::{debug, info, warn};
+
+use super::links::Purpose;
+use super::{Config, ConnId, Machine};
+use crate::node::members::{Change, Evidence};
+use crate::node::wire::{Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message};
+
+/// The suspicion timeout never grows beyond this multiple of `--suspect-timeout`.
+const SUSPICION_SCALE_MAX: f64 = 3.0;
+
+#[derive(Debug)]
+pub(super) struct Suspicion {
+    pub since: Instant,
+    pub addr: String,
+    pub next_probe: Instant,
+}
+
+/// The failure detector's state.
+pub(super) struct Detector {
+    pub suspects: BTreeMap<String, Suspicion>,
+    /// Members to probe: (id, addr).
+    pub probe_queue: VecDeque<(String, String)>,
+    /// Next anti-entropy digest.
+    pub next_sync: Instant,
+    /// Next probe of a random non-neighbour (SWIM's protocol period: two heartbeats).
+    pub next_random_probe: Instant,
+}
+
+impl Detector {
+    pub fn new(cfg: &Config, now: Instant) -> Self {
+        Detector {
+            suspects: BTreeMap::new(),
+            probe_queue: VecDeque::new(),
+            next_sync: now + cfg.sync_interval,
+            next_random_probe: now + cfg.heartbeat_interval * 2,
+        }
+    }
+}
+
+impl Machine {
+    /// Suspicions to advance, probes to start, and (once joined) the random probe and
+    /// the anti-entropy digest.
+    pub(super) fn detector_deadline(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.suspect_timeout();
+        let suspicions = self
+            .detector
+            .suspects
+            .values()
+            .map(|s| (s.since + timeout).min(s.next_probe))
+            .min();
+        let probes = self.probes_startable().then_some(now);
+        // Anti-entropy needs a neighbour to ask, a random probe a member that is not one
+        // (a lone genesis has neither, and sleeps).
+        let joined = self.is_joined();
+        let linked = !self.links.neighbours.is_empty();
+        let sync = (joined && linked).then_some(self.detector.next_sync);
+        let unlinked = self.members.alive_count() > self.links.neighbours.len() + 1;
+        let random = (joined && unlinked).then_some(self.detector.next_random_probe);
+        [suspicions, probes, sync, random]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When a link falls silent long enough to suspect its peer: links whose peer is
+    /// already a suspect are the suspicion's business.
+    pub(super) fn silence_deadline(&self) -> Option<Instant> {
+        self.links
+            .conns
+            .values()
+            .filter(|c| c.is_link())
+            .filter(|c| {
+                c.peer
+                    .as_ref()
+                    .is_some_and(|p| !self.detector.suspects.contains_key(&p.id))
+            })
+            .map(|c| c.last_heard + self.cfg.heartbeat_timeout)
+            .min()
+    }
+
+    // ----- heartbeats --------------------------------------------------------------------
+
+    /// Silent links, lingering handshakes, and (at a round) the heartbeats.
+    ///
+    /// Heartbeats go out in rounds, at multiples of the heartbeat interval of the Unix
+    /// clock: every link quiet for half an interval is pinged at once, so a node wakes
+    /// once per round for all of its links, and its neighbours (whose rounds fall on the
+    /// same instants) ping it at the same moment. Two pings that cross answer each other
+    /// (see [`Machine::on_ping`]), so an idle link carries one frame each way per round,
+    /// as one ping-pong did before, without a wake-up for the pong.
+    pub(super) fn check_connections(&mut self, now: Instant) {
+        let round = now >= self.links.next_round;
+        if round {
+            self.links.next_round = self.round_after(now);
+        }
+        let half = self.cfg.heartbeat_interval / 2;
+        let mut silent = Vec::new();
+        let mut stale = Vec::new();
+        let mut pings = Vec::new();
+        for (id, c) in &self.links.conns {
+            if c.is_link() {
+                let quiet = now.saturating_duration_since(c.last_heard);
+                if quiet >= self.cfg.heartbeat_timeout {
+                    silent.push(*id);
+                }
+                // Any frame from the peer proves it alive, its pings included.
+                if round && quiet >= half && now.saturating_duration_since(c.last_ping) >= half {
+                    pings.push(*id);
+                }
+            } else if now.saturating_duration_since(c.opened_at) >= self.handshake_limit(c) {
+                stale.push(*id);
+            }
+        }
+        for conn in pings {
+            let nonce = self.links.next_nonce;
+            self.links.next_nonce += 1;
+            if let Some(c) = self.links.conns.get_mut(&conn) {
+                c.last_ping = now;
+            }
+            self.send(conn, Message::Ping { nonce });
+        }
+        // A silent link is kept open while its peer is a suspect: a slow peer that speaks
+        // again clears the suspicion without a new link and without any flood. The link
+        // is closed when the suspicion ends in a death, or when a probe finds the peer
+        // alive but this link still silent (a broken connection, see on_probe_answered).
+        for conn in silent {
+            let Some(peer) = self.links.peer_id(conn) else {
+                continue;
+            };
+            if !self.members.is_alive(&peer) {
+                // Declared dead or gone by others, and silent here too: nothing to wait for.
+                debug!(peer = %peer, "silent link to a member no longer alive; closing it");
+                self.close(now, conn);
+            } else if !self.detector.suspects.contains_key(&peer) {
+                warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
+                self.suspect(now, &peer);
+            }
+        }
+        for conn in stale {
+            debug!(conn, "connection timed out before completing");
+            self.close(now, conn);
+        }
+    }
+
+    /// A ping is answered, unless our own ping on this link crossed it: that ping, sent
+    /// within the last half interval, already told the peer we are alive.
+    pub(super) fn on_ping(&mut self, now: Instant, conn: ConnId, nonce: u64) {
+        let half = self.cfg.heartbeat_interval / 2;
+        let crossed = self
+            .links
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.is_link() && now.saturating_duration_since(c.last_ping) < half);
+        if !crossed {
+            self.send(conn, Message::Pong { nonce });
+        }
+    }
+
+    /// Once joined: the random probe of a non-neighbour and the anti-entropy digest, each
+    /// on a round.
+    pub(super) fn periodic_membership(&mut self, now: Instant) {
+        if now >= self.detector.next_sync {
+            self.detector.next_sync = self.round_near(now, self.cfg.sync_interval);
+            if self.members_settled(now) {
+                self.send_digest();
+            }
+        }
+        if now >= self.detector.next_random_probe {
+            self.detector.next_random_probe = self.round_near(now, self.cfg.heartbeat_interval * 2);
+            self.probe_random_member();
+        }
+    }
+
+    /// The round nearest to `period` after `now` (a wake-up a little after its round
+    /// must not push the next one a whole round later).
+    pub(super) fn round_near(&self, now: Instant, period: Duration) -> Instant {
+        let half = self.cfg.heartbeat_interval / 2;
+        self.round_after(now + period.saturating_sub(half))
+    }
+
+    // ----- suspicion ---------------------------------------------------------------------
+
+    pub(super) fn suspect(&mut self, now: Instant, id: &str) {
+        if id == self.cfg.id || self.leaving || !self.members.is_alive(id) {
+            return;
+        }
+        let Some(addr) = self.members.get(id).map(|m| m.addr.clone()) else {
+            return;
+        };
+        if !self.detector.suspects.contains_key(id) {
+            info!(member = %id, "suspecting member");
+            self.detector.suspects.insert(
+                id.to_string(),
+                Suspicion {
+                    since: now,
+                    addr,
+                    next_probe: now,
+                },
+            );
+        }
+    }
+
+    pub(super) fn advance_suspicions(&mut self, now: Instant) {
+        if self.detector.suspects.is_empty() {
+            return;
+        }
+        let timeout = self.suspect_timeout();
+        let mut dead = Vec::new();
+        let mut probe = Vec::new();
+        for (id, s) in &mut self.detector.suspects {
+            if now.saturating_duration_since(s.since) >= timeout {
+                dead.push(id.clone());
+            } else if now >= s.next_probe {
+                s.next_probe = now + self.cfg.heartbeat_interval;
+                probe.push((id.clone(), s.addr.clone()));
+            }
+        }
+        for (id, addr) in probe {
+            self.queue_probe(id, addr);
+        }
+        for id in dead {
+            self.declare_dead(now, &id);
+        }
+    }
+
+    fn declare_dead(&mut self, now: Instant, id: &str) {
+        let Some(s) = self.detector.suspects.remove(id) else {
+            return;
+        };
+        let Some(mut rec) = self.members.record(id) else {
+            return;
+        };
+        if rec.state != MemberState::Alive {
+            return;
+        }
+        rec.state = MemberState::Dead;
+        warn!(member = %id, after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
+        self.counters.members_declared_dead += 1;
+        self.members.apply(&rec, Evidence::Hearsay, now);
+        if let Some(conn) = self.links.neighbours.get(id).copied() {
+            self.close(now, conn);
+        }
+        self.add_retry(now, s.addr);
+        self.flood_event(now, MemberEvent::Dead { member: rec });
+    }
+
+    /// How long a suspect has to answer before it is declared dead. As SWIM's Lifeguard
+    /// does, the timeout grows with the logarithm of the network's size: in a big network
+    /// more nodes watch each member, a false death costs a flood to every node and its
+    /// refutation another, and loaded machines (many nodes on few cores) answer late.
+    pub(super) fn suspect_timeout(&self) -> Duration {
+        let n = self.members.alive_count().max(1) as f64;
+        let from = self.cfg.suspicion_scale_from.max(2) as f64;
+        let scale = (n.log2() / from.log2()).clamp(1.0, SUSPICION_SCALE_MAX);
+        self.cfg.suspect_timeout.mul_f64(scale)
+    }
+
+    // ----- probes ------------------------------------------------------------------------
+
+    fn probes_in_flight(&self) -> usize {
+        self.links
+            .conns
+            .values()
+            .filter(|c| matches!(c.purpose, Some(Purpose::Probe { .. })))
+            .count()
+    }
+
+    /// Queued probes that may start now (in-flight ones below the cap).
+    fn probes_startable(&self) -> bool {
+        !self.detector.probe_queue.is_empty() && self.probes_in_flight() < self.cfg.max_probes
+    }
+
+    pub(super) fn queue_probe(&mut self, id: String, addr: String) {
+        let queued = self.detector.probe_queue.iter().any(|(q, _)| *q == id);
+        let in_flight = self
+            .links
+            .conns
+            .values()
+            .any(|c| matches!(&c.purpose, Some(Purpose::Probe { id: p, .. }) if *p == id));
+        if !queued && !in_flight && self.detector.probe_queue.len() < self.cfg.max_members {
+            self.detector.probe_queue.push_back((id, addr));
+        }
+    }
+
+    pub(super) fn run_probes(&mut self, now: Instant) {
+        let mut in_flight = self.probes_in_flight();
+        while in_flight < self.cfg.max_probes {
+            let Some((id, addr)) = self.detector.probe_queue.pop_front() else {
+                break;
+            };
+            self.dial(now, addr.clone(), Purpose::Probe { id, addr });
+            in_flight += 1;
+        }
+    }
+
+    /// Members are otherwise watched only through links, so a member with no link into our
+    /// part of a split network (or that died while only linked across the split) would stay
+    /// listed forever. Every two heartbeat intervals, probe a random non-neighbour, as SWIM
+    /// does each protocol period: if it cannot be reached it becomes a suspect like any
+    /// other. After a mass failure, members whose every neighbour died too are found this
+    /// way; with one probe per node per period, the survivors find them within seconds.
+    /// (Found by the simulator's partition test: each half kept the other's unlinked
+    /// members alive indefinitely.)
+    fn probe_random_member(&mut self) {
+        let mut others: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, _)| {
+                **id != self.cfg.id
+                    && !self.links.neighbours.contains_key(*id)
+                    && !self.detector.suspects.contains_key(*id)
+            })
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        others.sort();
+        if let Some((id, addr)) = others.choose(&mut self.rng).cloned() {
+            self.queue_probe(id, addr);
+        }
+    }
+
+    /// A probe's hello came back: the member is alive.
+    pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
+        if self.detector.suspects.remove(id).is_some() {
+            info!(member = %id, "suspect answered; alive");
+        }
+        // Alive, yet our link to it says nothing: that connection is broken (a
+        // half-open socket, a cut in one direction). Drop it; repair links anew.
+        let broken = self.links.neighbours.get(id).copied().filter(|link| {
+            self.links.conns.get(link).is_some_and(|l| {
+                now.saturating_duration_since(l.last_heard) >= self.cfg.heartbeat_timeout
+            })
+        });
+        if let Some(link) = broken {
+            info!(peer = %id, "link silent although its peer answers; replacing it");
+            self.close(now, link);
+            self.detector.suspects.remove(id);
+        }
+        self.send(conn, Message::disconnect("probe done"));
+        self.close_quietly(conn);
+    }
+
+    pub(super) fn probe_failed(&mut self, now: Instant, id: &str) {
+        // An alive member we cannot reach becomes a suspect; a dead one stays dead.
+        if self.members.is_alive(id) && !self.links.neighbours.contains_key(id) {
+            self.suspect(now, id);
+        }
+    }
+
+    // ----- the member table --------------------------------------------------------------
+
+    /// Life proven by the member itself: add or revive it, and tell the network if that
+    /// changed our view (a revival after a split, a restart on the same address).
+    pub(super) fn learn_first_hand(&mut self, now: Instant, hello: &Hello) {
+        // A query from a stranger is a candidate, not a member yet.
+        let known = self.members.get(&hello.id).is_some();
+        if hello.intent == Intent::Query && !known {
+            return;
+        }
+        let rec = MemberRecord {
+            id: hello.id.clone(),
+            addr: hello.addr.clone(),
+            incarnation: hello.incarnation,
+            state: MemberState::Alive,
+        };
+        let was_dead = known && !self.members.is_alive(&hello.id);
+        if self.members.apply(&rec, Evidence::FirstHand, now) == Change::Added && was_dead {
+            info!(member = %hello.id, "dead member is back; telling the network");
+            let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
+            if self.flood.seen.insert(&flood.id, now) {
+                self.forward(now, &flood, None);
+            }
+        }
+        self.detector.suspects.remove(&hello.id);
+    }
+
+    pub(super) fn on_member_list(&mut self, now: Instant, conn: ConnId, list: Vec<MemberRecord>) {
+        let theirs: HashSet<&str> = list.iter().map(|r| r.id.as_str()).collect();
+        // Members we believe alive that they do not know: verify them ourselves.
+        let peer = self.links.peer_id(conn);
+        let absent: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, _)| **id != self.cfg.id && !theirs.contains(id.as_str()))
+            .filter(|(id, _)| peer.as_deref() != Some(id.as_str()))
+            .filter(|(id, _)| !self.links.neighbours.contains_key(*id))
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        for (id, addr) in absent {
+            self.queue_probe(id, addr);
+        }
+        for rec in list {
+            if rec.state != MemberState::Alive {
+                continue;
+            }
+            if rec.id == self.cfg.id {
+                continue;
+            }
+            let known_dead = self
+                .members
+                .get(&rec.id)
+                .is_some_and(|m| m.state == MemberState::Dead && m.incarnation == rec.incarnation);
+            if known_dead {
+                // They think it alive, we think it dead: ask it ourselves.
+                self.queue_probe(rec.id.clone(), rec.addr.clone());
+                continue;
+            }
+            if self.members.apply(&rec, Evidence::Hearsay, now) == Change::Added {
+                debug!(member = %rec.id, "learned member from a list");
+            }
+        }
+        self.member_list_received();
+    }
+
+    /// A membership event from a flood.
+    pub(super) fn apply_event(&mut self, now: Instant, event: MemberEvent) {
+        match event {
+            MemberEvent::Joined { member } => {
+                if member.id == self.cfg.id {
+                    return;
+                }
+                // A join flood is sent by the member itself, or by a node that just heard
+                // from it: first-hand evidence.
+                if self.members.apply(&member, Evidence::FirstHand, now) == Change::Added {
+                    debug!(member = %member.id, "member joined");
+                    self.detector.suspects.remove(&member.id);
+                    self.repair.retries.remove(&member.addr);
+                }
+            }
+            MemberEvent::Left { member } | MemberEvent::Dead { member }
+                if member.id == self.cfg.id =>
+            {
+                if member.incarnation >= self.incarnation && member.state == MemberState::Dead {
+                    self.incarnation = member.incarnation + 1;
+                    self.members.set_self_incarnation(self.incarnation, now);
+                    warn!(
+                        incarnation = self.incarnation,
+                        "declared dead by the network; refuting"
+                    );
+                    let me = self.self_record();
+                    self.flood_event(now, MemberEvent::Joined { member: me });
+                }
+            }
+            MemberEvent::Left { member } => {
+                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                    info!(member = %member.id, "member left");
+                }
+                self.detector.suspects.remove(&member.id);
+                self.repair.retries.remove(&member.addr);
+            }
+            MemberEvent::Dead { member } => {
+                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                    info!(member = %member.id, "member declared dead");
+                }
+                self.detector.suspects.remove(&member.id);
+            }
+        }
+    }
+
+    // ----- anti-entropy ------------------------------------------------------------------
+
+    /// Anti-entropy repairs what floods missed; while members are still joining or
+    /// leaving, tables differ because floods are still travelling, and comparing them
+    /// would trade whole member lists (at 1,000 nodes, hundreds of KB a second per node)
+    /// for differences that settle by themselves. So both sides wait for quiet.
+    fn members_settled(&self, now: Instant) -> bool {
+        self.members.stable_for(now) >= self.cfg.sync_interval / 2
+    }
+
+    fn send_digest(&mut self) {
+        let links: Vec<ConnId> = self.links.neighbours.values().copied().collect();
+        if let Some(conn) = links.choose(&mut self.rng).copied() {
+            let msg = Message::MembersDigest {
+                digest: self.members.digest(),
+                count: self.members.alive_count(),
+            };
+            self.send(conn, msg);
+        }
+    }
+
+    pub(super) fn on_digest(&mut self, now: Instant, conn: ConnId, digest: String) {
+        // Our own table still moving: the floods in flight will settle it, and a
+        // full exchange now would be a thousand records each way for nothing.
+        if self.members_settled(now) && digest != self.members.digest() {
+            let members = self.members.alive_records();
+            self.send(conn, Message::NodesInNetwork { members });
+            self.send(conn, Message::GiveNodesInNetwork);
+        }
+    }
+}
