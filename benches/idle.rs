@@ -312,12 +312,12 @@ async fn read_ports(dir: &Path, i: usize, within: Duration) -> Option<Ports> {
     let path = dir.join(format!("n{i}.json"));
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                let listen = v.get("listen")?.as_str()?.to_string();
-                let status = v.get("status")?.as_str()?.to_string();
-                return Some(Ports { listen, status });
-            }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let listen = v.get("listen")?.as_str()?.to_string();
+            let status = v.get("status")?.as_str()?.to_string();
+            return Some(Ports { listen, status });
         }
         if Instant::now() > deadline {
             return None;

@@ -322,14 +322,14 @@ async fn begin(
 }
 
 async fn run(args: RunArgs) -> u8 {
-    if let Some(graph) = &args.graph {
-        if graph_format(graph).is_none() {
-            eprintln!(
-                "error: --graph {} must end in .svg or .dot",
-                graph.display()
-            );
-            return exit::BAD_INPUT;
-        }
+    if let Some(graph) = &args.graph
+        && graph_format(graph).is_none()
+    {
+        eprintln!(
+            "error: --graph {} must end in .svg or .dot",
+            graph.display()
+        );
+        return exit::BAD_INPUT;
     }
     let Started {
         topology,

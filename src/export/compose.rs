@@ -91,15 +91,15 @@ fn check(plan: &RunPlan, options: ExportOptions) -> Result<(), RuntimeError> {
             )));
         }
     }
-    if !options.drop_start_delays {
-        if let Some((group, delay)) = group_delays(plan).into_iter().find(|(_, d)| !d.is_zero()) {
-            return Err(unsupported(format!(
-                "compose cannot delay a service's start, but group `{group}` starts {} after the \
+    if !options.drop_start_delays
+        && let Some((group, delay)) = group_delays(plan).into_iter().find(|(_, d)| !d.is_zero())
+    {
+        return Err(unsupported(format!(
+            "compose cannot delay a service's start, but group `{group}` starts {} after the \
                  run starts (its start_delay); set it to 0s, or export anyway dropping the delay \
                  (its nodes then start as soon as the genesis is healthy)",
-                humantime::format_duration(delay)
-            )));
-        }
+            humantime::format_duration(delay)
+        )));
     }
     Ok(())
 }

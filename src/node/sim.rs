@@ -308,10 +308,10 @@ impl Sim {
     /// The node stops processing and answering; dials to it still connect.
     pub fn freeze(&mut self, name: &str) {
         let addr = self.addr(name);
-        if let Some(node) = self.nodes.get_mut(&addr) {
-            if node.state == State::Up {
-                node.state = State::Frozen;
-            }
+        if let Some(node) = self.nodes.get_mut(&addr)
+            && node.state == State::Up
+        {
+            node.state = State::Frozen;
         }
     }
 
@@ -808,14 +808,14 @@ impl Sim {
                 };
                 if let Message::Broadcast(flood) = &msg {
                     *self.flood_frames.entry(flood.id.clone()).or_default() += 1;
-                    if let Some(event) = &flood.event {
-                        if self.flood_ids.insert(flood.id.clone()) {
-                            self.events.push(SeenEvent {
-                                at: self.elapsed,
-                                origin: flood.origin.clone(),
-                                event: event.clone(),
-                            });
-                        }
+                    if let Some(event) = &flood.event
+                        && self.flood_ids.insert(flood.id.clone())
+                    {
+                        self.events.push(SeenEvent {
+                            at: self.elapsed,
+                            origin: flood.origin.clone(),
+                            event: event.clone(),
+                        });
                     }
                 }
                 node.machine.on_frame(now, conn, msg);

@@ -197,9 +197,9 @@ pub fn node_name(group: &str, index: usize) -> String {
 pub fn duration_text(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
-    } else if d.subsec_nanos() % 1_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000) {
         format!("{}us", d.as_micros())
     } else {
         format!("{}ns", d.as_nanos())

@@ -14,3 +14,6 @@ mod e2e;
 mod image;
 mod runtime;
 mod scenarios;
+/// `peerlab::testcontainers` (only built with the `testcontainers` feature, as CI does).
+#[cfg(feature = "testcontainers")]
+mod testcontainers;

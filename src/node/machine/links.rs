@@ -192,12 +192,11 @@ impl Machine {
             return;
         };
         c.last_heard = now;
-        if c.is_link() {
-            if let Some(peer) = c.peer.as_ref().map(|p| p.id.clone()) {
-                if self.detector.suspects.remove(&peer).is_some() {
-                    info!(member = %peer, "suspected neighbour spoke again; alive");
-                }
-            }
+        if c.is_link()
+            && let Some(peer) = c.peer.as_ref().map(|p| p.id.clone())
+            && self.detector.suspects.remove(&peer).is_some()
+        {
+            info!(member = %peer, "suspected neighbour spoke again; alive");
         }
         let Some(c) = self.links.conns.get(&conn) else {
             return;
@@ -371,10 +370,10 @@ impl Machine {
         let purpose = c.purpose.clone();
         match purpose {
             Some(Purpose::Link | Purpose::Retry) => {
-                if let Some(dialed) = c.dialed.clone() {
-                    if dialed != hello.addr {
-                        self.repair.aliases.insert(dialed, hello.id.clone());
-                    }
+                if let Some(dialed) = c.dialed.clone()
+                    && dialed != hello.addr
+                {
+                    self.repair.aliases.insert(dialed, hello.id.clone());
                 }
                 // Our own dials respect the cap as much as what others ask of us: several
                 // links (joins, repairs, retries) may complete at once.
@@ -489,13 +488,13 @@ impl Machine {
             return;
         };
         let peer_id = c.peer.as_ref().map(|p| p.id.clone());
-        if let Some(id) = &peer_id {
-            if self.links.neighbours.get(id) == Some(&conn) {
-                self.links.neighbours.remove(id);
-                info!(peer = %id, degree = self.links.neighbours.len(), "link lost");
-                if !self.leaving {
-                    self.suspect(now, id);
-                }
+        if let Some(id) = &peer_id
+            && self.links.neighbours.get(id) == Some(&conn)
+        {
+            self.links.neighbours.remove(id);
+            info!(peer = %id, degree = self.links.neighbours.len(), "link lost");
+            if !self.leaving {
+                self.suspect(now, id);
             }
         }
         if let (Some(Purpose::Link), true) = (&c.purpose, c.phase != Phase::Open) {

@@ -298,10 +298,10 @@ impl Runtime for DockerRuntime {
         self.check_support(plan)?;
         // Only a local engine shares this host's table; a remote one has its own.
         let local_engine = std::env::var("DOCKER_HOST").map_or(true, |h| h.starts_with("unix://"));
-        if local_engine {
-            if let Some(warning) = arp::table_warning(plan.nodes.len(), arp::host_table_bound()) {
-                tracing::warn!("{warning}");
-            }
+        if local_engine
+            && let Some(warning) = arp::table_warning(plan.nodes.len(), arp::host_table_bound())
+        {
+            tracing::warn!("{warning}");
         }
         self.plan = Some(plan.clone());
         if is_peerlab_image(&plan.image) {

@@ -464,10 +464,10 @@ impl LocalRuntime {
 
         let deadline = Instant::now() + START_TIMEOUT;
         let ports: PortsFile = loop {
-            if let Ok(text) = std::fs::read_to_string(&ports_path) {
-                if let Ok(p) = serde_json::from_str(&text) {
-                    break p;
-                }
+            if let Ok(text) = std::fs::read_to_string(&ports_path)
+                && let Ok(p) = serde_json::from_str(&text)
+            {
+                break p;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(RuntimeError::Failed(format!(
