@@ -6,16 +6,21 @@
 //! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
 //! - [`orchestrator`]: turns a topology into a run, checks it, reports.
 //! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
+//! - [`lab`]: the run lifecycle as a library ([`Lab`]): start a topology from a test,
+//!   wait for it to form, inject faults, check, tear down. The CLI is built on it.
 
 pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod image;
+pub mod lab;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;
 pub mod status_api;
 pub mod topology;
+
+pub use lab::Lab;
 
 /// Tag of the node image built from this executable.
 pub const DEFAULT_IMAGE: &str = concat!("peerlab:", env!("CARGO_PKG_VERSION"));

@@ -1,8 +1,10 @@
 //! Turns a topology into a run, checks what the nodes formed, and reports.
 //!
-//! Everything here except `run` and `progress` is pure: it works on observations the run
-//! collected from status sockets, so each check and report can be tested on synthetic
-//! networks without starting a single node.
+//! Everything here except `session`, `observer`, `run`, `scenario` and `progress` is pure:
+//! it works on observations the run collected from status sockets, so each check and
+//! report can be tested on synthetic networks without starting a single node. A
+//! [`Session`] holds one run's runtime and [`Observer`]; `run` checks it and `scenario`
+//! plays faults through it. [`crate::lab`] is the public front door over all of this.
 
 pub mod broadcast;
 pub mod checks;
@@ -11,11 +13,13 @@ pub mod junit;
 pub mod layout;
 mod membership;
 pub mod model;
+pub mod observer;
 pub mod progress;
 pub mod render;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod session;
 pub mod summary;
 mod text;
 
@@ -26,6 +30,8 @@ pub use junit::{junit, write_junit};
 pub use model::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,
 };
+pub use observer::{Detail, Formation, Observer};
 pub use render::{RenderOptions, to_dot, to_dot_with, to_svg, to_svg_with};
 pub use report::{NodeView, Report, RunMeta};
+pub use session::Session;
 pub use summary::summary_text;
