@@ -150,7 +150,7 @@ impl Session {
     /// Starts the initial nodes (see [`Session::initial_nodes`]) while watching them
     /// become ready, so that each time-to-ready is honest: genesis nodes one by one
     /// (everyone else needs their addresses), then the peers at their planned offsets,
-    /// up to [`START_CONCURRENCY`] at once.
+    /// up to 16 at once.
     pub async fn start_initial(&self, progress: &mut Progress) -> Result<(), RuntimeError> {
         let names = self.initial_nodes();
         let nodes: Vec<&NodeSpec> = self

@@ -3,7 +3,7 @@
 //!
 //! Loading happens in two steps so that users see every problem at once: serde-saphyr parses
 //! the file into span-carrying types ([`file`]), stopping at the first syntax or type error;
-//! then [`validate`] checks the meaning of every value and reports all problems, each at the
+//! then `validate` checks the meaning of every value and reports all problems, each at the
 //! `file:line:column` of the value at fault.
 
 mod diagnostic;
