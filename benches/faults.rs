@@ -30,12 +30,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use peerlab::contract::DeliveredMessage;
 use peerlab::orchestrator::{
     BroadcastExpectation, InjectedBroadcast, NodeObservation, evaluate_broadcast,
 };
 use peerlab::runtime::local::scan_processes;
 use peerlab::runtime::{NodeAction, Runtime};
-use peerlab::status_api::DeliveredMessage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::status_api::{BroadcastAccepted, BroadcastRequest, DeliveredMessage, NodeStatus};
+use crate::contract::{BroadcastAccepted, BroadcastRequest, DeliveredMessage, NodeStatus};
 
 /// Talks to one node's status socket.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::FutureExt;
-use rand::RngExt;
 
 use crate::cli::{
     Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
@@ -13,10 +12,11 @@ use crate::cli::{ComposeArgs, ImageArgs, ImageCommand};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
 use crate::lab::{Keep, Lab, LabBuilder, LabError, LabReport, RuntimeKind, graph_format};
+use crate::orchestrator::plan;
 use crate::orchestrator::run::{PANIC_AFTER_START, Stage};
-use crate::runtime::docker::{self, DockerRuntime};
-use crate::runtime::local;
-use crate::runtime::{RunPlan, RuntimeError, TeardownReport};
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::local::LocalRuntime;
+use crate::runtime::{Runtime, RuntimeError, TeardownReport};
 use crate::topology::{self, Topology};
 
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
@@ -444,17 +444,30 @@ async fn up(args: UpArgs) -> u8 {
     }
 }
 
+/// Every runtime that can have runs on this machine, for `ps` and `down`: local processes
+/// always, Docker when an engine answers (no engine simply means no Docker runs).
+async fn every_runtime() -> Vec<Box<dyn Runtime>> {
+    // Listing and removing runs start nothing, so a missing executable path does not matter.
+    let local =
+        LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
+    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
+    if let Ok(docker) = DockerRuntime::connect().await {
+        runtimes.push(Box::new(docker));
+    }
+    runtimes
+}
+
 async fn ps(args: PsArgs) -> u8 {
     // (run id, runtime) -> nodes
     let mut runs: std::collections::BTreeMap<(String, &str), usize> =
         std::collections::BTreeMap::new();
-    for p in local::scan_processes() {
-        *runs.entry((p.run_id, "local")).or_default() += 1;
-    }
-    // No engine simply means no Docker runs.
-    if let Ok(docker_runs) = docker::list_runs().await {
-        for (run, containers) in docker_runs {
-            *runs.entry((run, "docker")).or_default() += containers;
+    for runtime in every_runtime().await {
+        // An engine that stops answering between connect and list has nothing to show.
+        let Ok(listed) = runtime.list_runs().await else {
+            continue;
+        };
+        for run in listed {
+            *runs.entry((run.run_id, run.runtime)).or_default() += run.nodes;
         }
     }
     if runs.is_empty() {
@@ -472,57 +485,43 @@ async fn ps(args: PsArgs) -> u8 {
 
 async fn down(args: DownArgs) -> u8 {
     let target = if args.all { None } else { args.run.as_deref() };
-    let processes = local::stop_processes(target).await;
-    let containers = match target {
-        Some(run) => {
-            docker::remove_run_saving_logs(run, &args.runs_dir.join(run).join("logs")).await
-        }
-        None => docker::remove_leftovers(None).await,
-    };
+    // One run's container output is saved next to its other logs (a run of `peerlab up` has
+    // no other copy); `--all` removes without saving.
+    let logs = target.map(|run| args.runs_dir.join(run).join("logs"));
     let mut code = exit::PASSED;
-    let containers = match containers {
-        Ok(report) => report,
-        Err(e) => {
-            // Without an engine there is nothing of Docker to take down.
-            if DockerRuntime::connect().await.is_ok() {
-                eprintln!("error: removing containers failed: {e}");
+    let mut removed = TeardownReport::default();
+    for runtime in every_runtime().await {
+        match runtime.remove_run(target, logs.as_deref()).await {
+            Ok(report) => removed.absorb(report),
+            Err(e) => {
+                let what = match runtime.name() {
+                    "docker" => "containers".to_string(),
+                    "local" => "node processes".to_string(),
+                    other => format!("the nodes of the {other} runtime"),
+                };
+                eprintln!("error: removing {what} failed: {e}");
                 code = exit::RUNTIME_FAILED;
             }
-            TeardownReport::default()
         }
-    };
-    let stopped = processes.processes_stopped;
-    let removed = containers.containers_removed;
-    let networks = containers.networks_removed;
-    if stopped + removed + networks == 0 {
+    }
+    let stopped = removed.processes_stopped;
+    let containers = removed.containers_removed;
+    let networks = removed.networks_removed;
+    if stopped + containers + networks == 0 {
         match target {
             Some(run) => eprintln!("nothing of run {run} is up (see `peerlab ps`)"),
             None => eprintln!("nothing to take down"),
         }
     } else {
         eprintln!(
-            "stopped {stopped} node processes, removed {removed} containers and {networks} networks"
+            "stopped {stopped} node processes, removed {containers} containers and {networks} networks"
         );
     }
-    for l in containers.leftovers {
+    for l in removed.leftovers {
         eprintln!("warning: could not remove {l}");
         code = exit::RUNTIME_FAILED;
     }
     code
-}
-
-fn make_plan(topology: &Topology, seed: u64, runs_dir: &Path, detach: bool) -> RunPlan {
-    let suffix: u32 = rand::rng().random::<u32>() & 0xff_ffff;
-    let run_id = format!("{}-{suffix:06x}", topology.name);
-    RunPlan {
-        run_dir: runs_dir.join(&run_id),
-        run_id,
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(seed),
-        detach,
-    }
 }
 
 fn compose(args: ComposeArgs) -> u8 {
@@ -531,13 +530,18 @@ fn compose(args: ComposeArgs) -> u8 {
         Err(code) => return code,
     };
     let seed = args.seed.unwrap_or(topology.seed);
-    let mut plan = make_plan(&topology, seed, Path::new(".peerlab/runs"), true);
     // A compose project is named after the topology, not after one run.
-    plan.run_id = topology.name.clone();
-    let options = crate::runtime::compose::ExportOptions {
+    let plan = plan::build(
+        &topology,
+        seed,
+        &topology.name,
+        Path::new(".peerlab/runs"),
+        true,
+    );
+    let options = crate::export::compose::ExportOptions {
         drop_start_delays: args.drop_delays,
     };
-    let text = match crate::runtime::compose::export_with(&plan, options) {
+    let text = match crate::export::compose::export_with(&plan, options) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -568,7 +572,7 @@ fn compose(args: ComposeArgs) -> u8 {
 
 async fn image(args: ImageArgs) -> u8 {
     let ImageCommand::Build { tag } = args.command;
-    let docker = match crate::image::connect().await {
+    let docker = match crate::runtime::docker::image::connect().await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -581,7 +585,9 @@ async fn image(args: ImageArgs) -> u8 {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
-    match crate::image::build_image(&docker, &tag, |line| eprintln!("  {line}")).await {
+    match crate::runtime::docker::image::build_image(&docker, &tag, |line| eprintln!("  {line}"))
+        .await
+    {
         Ok(()) => {
             eprintln!("built {tag}; `peerlab run --runtime docker FILE` uses it");
             exit::PASSED

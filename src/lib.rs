@@ -2,7 +2,8 @@
 //!
 //! - [`node`]: the p2p node. Protocol logic is a sans-IO state machine ([`node::machine`]);
 //!   a thin tokio driver runs it over TCP and serves the status socket.
-//! - [`status_api`]: the JSON contract of the status socket, shared by node and checker.
+//! - [`contract`]: what the status socket serves and accepts (status JSON, admin requests,
+//!   link shapes, digests): the one definition node, orchestrator and runtimes share.
 //! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
 //! - [`orchestrator`]: turns a topology into a run, checks it, reports.
 //! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
@@ -12,12 +13,14 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
-pub mod image;
+pub mod contract;
+pub mod export;
 pub mod lab;
+#[cfg(test)]
+mod layers;
 pub mod node;
 pub mod orchestrator;
 pub mod runtime;
-pub mod status_api;
 pub mod topology;
 
 pub use lab::Lab;

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use peerlab::cli::{Cli, Command, LogFormat};
+use peerlab::cli::{Cli, Command};
 use peerlab::exit;
+use peerlab::node::args::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

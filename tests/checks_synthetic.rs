@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use peerlab::contract::{Counters, DeliveredMessage, NodeStatus, PeerRef, members_digest};
 use peerlab::orchestrator::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,
     Overlay, RenderOptions, Report, RunMeta, evaluate_broadcast, evaluate_formation,
     formation_time, junit, summary_text, to_dot, to_svg, to_svg_with,
 };
-use peerlab::status_api::{Counters, DeliveredMessage, NodeStatus, PeerRef, members_digest};
 
 fn name(i: usize) -> String {
     if i == 0 {

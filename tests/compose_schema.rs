@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use peerlab::runtime::compose::{ExportOptions, export, export_with};
+use peerlab::export::compose::{ExportOptions, export, export_with};
 use peerlab::runtime::{NetworkSpec, NodeSpec, RunPlan};
 use serde_json::Value;
 
@@ -135,15 +135,14 @@ fn topology_plan(file: &str) -> RunPlan {
         .join("topologies")
         .join(file);
     let topology = peerlab::topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    RunPlan {
-        run_id: format!("{}-0f1e", topology.name),
-        run_dir: "/tmp/unused".into(),
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(topology.seed),
-        detach: false,
-    }
+    let run_id = format!("{}-0f1e", topology.name);
+    peerlab::orchestrator::plan::build(
+        &topology,
+        topology.seed,
+        &run_id,
+        Path::new("/tmp/unused"),
+        false,
+    )
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn docker() -> Docker {
-    peerlab::image::connect()
+    peerlab::runtime::docker::image::connect()
         .await
         .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
 }
@@ -47,9 +47,11 @@ async fn image_from_a_binary_has_the_dockerfile_settings() {
     with_tag("peerlab-image-test", |d, t| async move {
         let mut lines = Vec::new();
         let binary = Path::new(env!("CARGO_BIN_EXE_peerlab"));
-        peerlab::image::build_image_from(&d, &t, binary, |l| lines.push(l.to_string()))
-            .await
-            .unwrap();
+        peerlab::runtime::docker::image::build_image_from(&d, &t, binary, |l| {
+            lines.push(l.to_string())
+        })
+        .await
+        .unwrap();
         assert!(!lines.is_empty(), "the builder reported no progress");
         let config = d.inspect_image(&t).await.unwrap().config.unwrap();
         assert_eq!(config.entrypoint.unwrap(), ["/peerlab", "node"]);
@@ -75,11 +77,15 @@ async fn ensure_image_builds_a_missing_tag_once_and_never_pulls() {
     // No registry has this tag: a pull would fail, a local build succeeds.
     with_tag("peerlab-ensure-test", |d, t| async move {
         assert!(
-            peerlab::image::ensure_image(&d, &t).await.unwrap(),
+            peerlab::runtime::docker::image::ensure_image(&d, &t)
+                .await
+                .unwrap(),
             "a missing tag is built"
         );
         assert!(
-            !peerlab::image::ensure_image(&d, &t).await.unwrap(),
+            !peerlab::runtime::docker::image::ensure_image(&d, &t)
+                .await
+                .unwrap(),
             "a current tag is kept"
         );
     })
@@ -91,12 +97,14 @@ async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one(
     with_tag("peerlab-stale-test", |d, t| async move {
         // The cargo-built `peerlab` is not this test executable: to ensure_image it is stale.
         let other = Path::new(env!("CARGO_BIN_EXE_peerlab"));
-        peerlab::image::build_image_from(&d, &t, other, |_| {})
+        peerlab::runtime::docker::image::build_image_from(&d, &t, other, |_| {})
             .await
             .unwrap();
         let stale = d.inspect_image(&t).await.unwrap().id.unwrap();
         assert!(
-            peerlab::image::ensure_image(&d, &t).await.unwrap(),
+            peerlab::runtime::docker::image::ensure_image(&d, &t)
+                .await
+                .unwrap(),
             "a stale tag is rebuilt"
         );
         let fresh = d.inspect_image(&t).await.unwrap();
@@ -105,7 +113,11 @@ async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one(
             d.inspect_image(&stale).await.is_err(),
             "the stale image is left dangling"
         );
-        assert!(!peerlab::image::ensure_image(&d, &t).await.unwrap());
+        assert!(
+            !peerlab::runtime::docker::image::ensure_image(&d, &t)
+                .await
+                .unwrap()
+        );
     })
     .await;
 }
@@ -114,10 +126,14 @@ async fn ensure_image_rebuilds_an_image_of_another_binary_and_drops_the_old_one(
 async fn a_missing_binary_fails_with_its_path_and_builds_nothing() {
     let docker = docker().await;
     let tag = format!("{}:test", unique("peerlab-missing-test"));
-    let err =
-        peerlab::image::build_image_from(&docker, &tag, Path::new("/nonexistent/peerlab"), |_| {})
-            .await
-            .unwrap_err();
+    let err = peerlab::runtime::docker::image::build_image_from(
+        &docker,
+        &tag,
+        Path::new("/nonexistent/peerlab"),
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(
         format!("{err:#}").contains("/nonexistent/peerlab"),
         "{err:#}"

@@ -9,11 +9,11 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveImageOptionsBuilder,
 };
+use peerlab::contract::NodeStatus;
 use peerlab::runtime::docker::{DockerRuntime, list_runs, remove_leftovers};
 use peerlab::runtime::{
     NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
 };
-use peerlab::status_api::NodeStatus;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -29,7 +29,7 @@ fn unique_run_id(prefix: &str) -> String {
 }
 
 async fn docker() -> Docker {
-    peerlab::image::connect()
+    peerlab::runtime::docker::image::connect()
         .await
         .unwrap_or_else(|e| panic!("this test needs Docker: {e}"))
 }
@@ -102,7 +102,7 @@ where
     let run_id = unique_run_id(prefix);
     let image = format!("peerlab-test:{run_id}");
     let binary = Path::new(env!("CARGO_BIN_EXE_peerlab"));
-    peerlab::image::build_image_from(&docker, &image, binary, |_| {})
+    peerlab::runtime::docker::image::build_image_from(&docker, &image, binary, |_| {})
         .await
         .unwrap();
     let outcome = tokio::spawn(body(docker.clone(), run_id.clone(), image.clone())).await;

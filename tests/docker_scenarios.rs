@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use docker_support::*;
-use peerlab::runtime::netfilter::{mentions_chain, rules_in};
+use peerlab::runtime::docker::netfilter::{mentions_chain, rules_in};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

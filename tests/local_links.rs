@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use peerlab::client::StatusClient;
-use peerlab::node::faults::FaultsReport;
+use peerlab::contract::FaultsReport;
+use peerlab::contract::LinkShape;
 use peerlab::runtime::local::LocalRuntime;
-use peerlab::runtime::{LinkShape, NodeEndpoint, NodeSpec, RunPlan, Runtime};
+use peerlab::runtime::{NodeEndpoint, NodeSpec, RunPlan, Runtime};
 use support::{BIN, FAST_TIMEOUTS, poll_until};
 
 fn node(name: &str, genesis: bool, seed: u64) -> NodeSpec {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use peerlab::status_api::NodeStatus;
+use peerlab::contract::NodeStatus;
 use support::{Cluster, Node, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -5,7 +5,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use peerlab::node::faults::FaultsReport;
+use peerlab::contract::FaultsReport;
 use serde_json::{Value, json};
 use support::{Cluster, FAST_TIMEOUTS, Node, adjacency, poll_until, reachable};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use peerlab::status_api::{NodeStatus, members_digest};
+use peerlab::contract::{NodeStatus, members_digest};
 use support::{Cluster, FAST_TIMEOUTS, Spec, poll_until, run_cli};
 
 const FORMATION: Duration = Duration::from_secs(30);

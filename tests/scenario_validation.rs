@@ -1,6 +1,7 @@
 //! Validation of `scenario:` steps: every problem at its line and column, with its key
 //! path and what to write instead, all reported at once.
 
+use peerlab::orchestrator::plan;
 use peerlab::topology::{self, Diagnostic, TopologyError};
 
 const HEAD: &str = "name: demo\nseed: 1\ngenesis: {count: 1}\ngroups:\n  - {name: peers, count: 4}\n  - {name: late, count: 2, start: manual}\nscenario:\n";
@@ -19,7 +20,7 @@ fn good_scenarios_validate() {
     assert_eq!(t.scenario.len(), 14);
     assert!(t.groups[1].manual);
     // Manual groups are in the plan (so runtimes allocate them) but wait for the join.
-    assert_eq!(t.node_specs(1).len(), 7);
+    assert_eq!(plan::node_specs(&t, 1).len(), 7);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use peerlab::orchestrator::plan;
 use peerlab::topology::{self, Diagnostic, TopologyError};
 
 fn topologies_dir() -> PathBuf {
@@ -419,7 +420,7 @@ fn node_specs_expand_names_order_timing_and_flags() {
             "late-1"
         ]
     );
-    let specs = t.node_specs(t.seed);
+    let specs = plan::node_specs(&t, t.seed);
     assert_eq!(
         specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         names
@@ -447,16 +448,16 @@ fn node_specs_expand_names_order_timing_and_flags() {
     assert!(flags(6).contains("--heartbeat-timeout 2s"), "{}", flags(6));
 
     // Seeds: deterministic for a seed, distinct per node, different for another seed.
-    let again = t.node_specs(t.seed);
+    let again = plan::node_specs(&t, t.seed);
     assert_eq!(specs, again);
     let mut seeds: Vec<u64> = specs.iter().map(|s| s.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
     assert_eq!(seeds.len(), specs.len());
-    let other = t.node_specs(t.seed + 1);
+    let other = plan::node_specs(&t, t.seed + 1);
     assert!(specs.iter().zip(&other).all(|(a, b)| a.seed != b.seed));
 
-    let networks = t.network_specs();
+    let networks = plan::network_specs(&t);
     assert_eq!(networks.len(), 2);
     assert_eq!(networks[0].name, "lan");
     assert_eq!(networks[0].subnet.as_deref(), Some("10.77.1.0/24"));
@@ -467,7 +468,7 @@ fn node_specs_expand_names_order_timing_and_flags() {
 fn rendered_flags_are_accepted_by_peerlab_node() {
     use clap::Parser;
     let t = topology::parse_str(EXPANSION, "expand.yaml").unwrap();
-    for spec in t.node_specs(1) {
+    for spec in plan::node_specs(&t, 1) {
         let mut argv = vec!["peerlab".to_string(), "node".to_string()];
         argv.extend(spec.node_args.clone());
         let cli = peerlab::cli::Cli::try_parse_from(&argv)

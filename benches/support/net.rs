@@ -15,7 +15,7 @@ use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use peerlab::client::StatusClient;
-use peerlab::orchestrator::{FormationExpectation, NodeObservation, evaluate_formation};
+use peerlab::orchestrator::{FormationExpectation, NodeObservation, evaluate_formation, plan};
 use peerlab::runtime::local::{LocalRuntime, scan_processes};
 use peerlab::runtime::{NodeEndpoint, RunPlan, Runtime};
 use peerlab::topology::{self, Topology};
@@ -34,15 +34,7 @@ const START_CONCURRENCY: usize = 32;
 pub fn plan_from_yaml(yaml: &str, runs_dir: &Path, run_id: &str) -> (Topology, RunPlan) {
     let topology = topology::parse_str(yaml, &format!("{run_id}.yaml"))
         .unwrap_or_else(|e| panic!("the bench topology is invalid:\n{e}"));
-    let plan = RunPlan {
-        run_dir: runs_dir.join(run_id),
-        run_id: run_id.to_string(),
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(topology.seed),
-        detach: false,
-    };
+    let plan = plan::build(&topology, topology.seed, run_id, runs_dir, false);
     (topology, plan)
 }
 

@@ -55,12 +55,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
-
+pub use crate::contract::LinkShape;
+pub use crate::contract::{DeliveredMessage, NodeStatus};
 pub use crate::orchestrator::observer::{Formation, Observer};
 pub use crate::orchestrator::{CheckResult, FormationExpectation, Report};
-pub use crate::runtime::{LinkShape, NodeEndpoint, TeardownReport};
-pub use crate::status_api::{DeliveredMessage, NodeStatus};
+pub use crate::runtime::{Capabilities, NodeEndpoint, TeardownReport};
 pub use crate::topology::{NodeSettings, Topology};
 pub use error::LabError;
 pub use node::NodeHandle;
@@ -68,11 +67,11 @@ pub use report::{GraphFormat, LabReport, graph_format};
 pub use runtimes::{BIN_ENV, RuntimeKind, node_binary};
 pub use topology::{GroupSpec, TopologyBuilder};
 
+use crate::orchestrator::plan;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::run::{self, Stage};
 use crate::orchestrator::scenario;
 use crate::orchestrator::session::Session;
-use crate::runtime::RunPlan;
 use crate::topology::{Fault, ResolvedStep};
 use runtimes::Chosen;
 
@@ -228,7 +227,8 @@ impl LabBuilder {
         let (runtime, chosen, note) =
             runtimes::select(self.runtime, self.node_binary.as_deref()).await?;
         let detach = self.keep != Keep::Never;
-        let plan = make_plan(&self.topology, seed, &self.runs_dir, detach);
+        let run_id = plan::fresh_run_id(&self.topology);
+        let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach);
         runtime.check_support(&plan)?;
         let timeline = if self.scenario {
             run::resolve_timeline(&self.topology, seed, runtime.name())?
@@ -259,21 +259,6 @@ impl LabBuilder {
             return Err(e);
         }
         Ok(lab)
-    }
-}
-
-/// Plans a run of `topology`: a fresh run id, the node and network specs for `seed`.
-fn make_plan(topology: &Topology, seed: u64, runs_dir: &Path, detach: bool) -> RunPlan {
-    let suffix: u32 = rand::rng().random::<u32>() & 0xff_ffff;
-    let run_id = format!("{}-{suffix:06x}", topology.name);
-    RunPlan {
-        run_dir: runs_dir.join(&run_id),
-        run_id,
-        topology_name: topology.name.clone(),
-        image: topology.image.clone(),
-        networks: topology.network_specs(),
-        nodes: topology.node_specs(seed),
-        detach,
     }
 }
 
@@ -322,6 +307,12 @@ impl Lab {
     /// The runtime's name (`local`, `docker`).
     pub fn runtime_name(&self) -> &'static str {
         self.session.runtime().name()
+    }
+
+    /// What the runtime can do to nodes and links; a fault outside these is refused with
+    /// [`LabError::Runtime`] holding [`crate::runtime::RuntimeError::Unsupported`].
+    pub fn capabilities(&self) -> Capabilities {
+        self.session.runtime().capabilities()
     }
 
     /// What [`RuntimeKind::Auto`] chose and why; `None` when the runtime was named.

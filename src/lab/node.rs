@@ -1,8 +1,8 @@
 //! A handle on one node of a lab: what its status socket says, and a way to broadcast.
 
 use crate::client::StatusClient;
+use crate::contract::{DeliveredMessage, NodeStatus};
 use crate::runtime::NodeEndpoint;
-use crate::status_api::{DeliveredMessage, NodeStatus};
 
 use super::LabError;
 

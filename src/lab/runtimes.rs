@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::docker::{self, DockerRuntime};
-use crate::runtime::local::{self, LocalRuntime};
-use crate::runtime::{Runtime, TeardownReport};
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::local::LocalRuntime;
+use crate::runtime::{Runtime, RuntimeError, TeardownReport};
 
 use super::LabError;
 
@@ -121,12 +121,20 @@ pub(crate) fn remove_on_fresh_thread(
             .build()
             .map_err(|e| format!("cannot start a runtime for the teardown: {e}"))?;
         rt.block_on(async move {
-            match chosen {
-                Chosen::Local => Ok(local::stop_processes(Some(&run_id)).await),
-                Chosen::Docker => docker::remove_run_saving_logs(&run_id, &logs)
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
+            // A fresh runtime of the same kind: removing a run by its id needs no state of
+            // the lab's own (and the lab's Docker client belongs to the caller's runtime).
+            let fresh: Result<Box<dyn Runtime>, RuntimeError> = match chosen {
+                Chosen::Local => Ok(Box::new(LocalRuntime::with_executable("peerlab".into()))),
+                Chosen::Docker => match DockerRuntime::connect().await {
+                    Ok(docker) => Ok(Box::new(docker)),
+                    Err(e) => Err(e),
+                },
+            };
+            let fresh = fresh.map_err(|e| e.to_string())?;
+            fresh
+                .remove_run(Some(&run_id), Some(&logs))
+                .await
+                .map_err(|e| e.to_string())
         })
     };
     match std::thread::Builder::new()

@@ -22,7 +22,7 @@ use super::metrics::WireCounters;
 use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
 use super::wire::Message;
-use crate::status_api::{Counters, NodeStatus, members_digest};
+use crate::contract::{Counters, NodeStatus, members_digest};
 
 /// What the tasks around the machine report.
 pub enum Event {
@@ -208,7 +208,7 @@ pub async fn drive(
 fn change_faults(
     faults: &mut Faults,
     change: FaultChange,
-) -> Result<crate::node::faults::FaultsReport, String> {
+) -> Result<crate::contract::FaultsReport, String> {
     match change {
         FaultChange::Block(req) => {
             faults.block(&req)?;

@@ -25,7 +25,7 @@ use super::seen::SeenSet;
 use super::wire::{
     Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION, digest,
 };
-use crate::status_api::{DeliveredMessage, PeerRef};
+use crate::contract::{DeliveredMessage, PeerRef};
 
 /// Redirected link attempts per join attempt.
 const MAX_REDIRECTS: usize = 4;

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::status_api::NodeStatus;
+use crate::contract::NodeStatus;
 
 /// Counted by the connection tasks, lock-free.
 #[derive(Debug, Default)]

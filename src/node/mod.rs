@@ -1,5 +1,6 @@
 //! The p2p node (`peerlab node`).
 //!
+//! - [`args`]: the flags of `peerlab node`.
 //! - [`machine`]: join, membership, failure detection, repair and flooding as a sans-IO
 //!   state machine; [`members`] and [`seen`] are its bounded tables.
 //! - [`wire`] and [`codec`]: messages and length-delimited JSON frames.
@@ -7,6 +8,7 @@
 //! - [`faults`]: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - [`status`]: the HTTP status socket the orchestrator checks.
 
+pub mod args;
 pub mod codec;
 pub mod connection;
 pub mod driver;
@@ -31,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::cli::NodeArgs;
+use args::NodeArgs;
 use driver::DriverOptions;
 use machine::{Config, Machine};
 use status::Command;
@@ -192,8 +194,8 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
             break;
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = crate::status_api::BroadcastRequest {
-            title: crate::status_api::default_title(),
+        let request = crate::contract::BroadcastRequest {
+            title: crate::contract::default_title(),
             message: line,
         };
         if commands

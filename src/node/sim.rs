@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::machine::{Config, ConnId, Machine, MachineCounters, Output};
 use super::wire::{MemberEvent, Message};
-use crate::status_api::DeliveredMessage;
+use crate::contract::DeliveredMessage;
 
 /// The simulator's tick, as the driver's default tick.
 pub const TICK: Duration = Duration::from_millis(100);

@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::faults::{BlockRequest, FaultsReport, ShapeRequest, UnblockRequest};
 use super::metrics;
-use crate::status_api::{
+use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
+use crate::contract::{
     ApiError, BroadcastAccepted, BroadcastRequest, DeliveredMessage, NodeStatus,
 };
 
@@ -198,7 +198,7 @@ async fn apply_faults(commands: &mpsc::Sender<Command>, change: FaultChange) -> 
 struct BlockBody {
     peers: Option<Vec<String>>,
     #[serde(default)]
-    direction: super::faults::Direction,
+    direction: Direction,
 }
 
 async fn admin_block(State(commands): Commands, body: Bytes) -> Response {

@@ -5,7 +5,10 @@
 //! reader of the seed recognises them; `hello`, `ping`/`pong` and member state are ours.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+/// Message ids and the anti-entropy digest hash the way the status socket's `members_digest`
+/// does: one length-prefixed digest, defined in the contract.
+pub use crate::contract::digest::digest;
 
 /// Bumped on any incompatible change; a hello with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -204,16 +207,6 @@ impl Flood {
         }
         flood
     }
-}
-
-/// SHA-256 over the parts, separated so that ("ab","c") and ("a","bc") differ.
-pub fn digest(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

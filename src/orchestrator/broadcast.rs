@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::model::{BroadcastExpectation, CheckResult, InjectedBroadcast};
 use super::text::{name_list, short_id};
-use crate::status_api::DeliveredMessage;
+use crate::contract::DeliveredMessage;
 
 /// A node that delivered the same broadcast more than once (the flood's dedup failed).
 #[derive(Debug, Clone, PartialEq, Serialize)]

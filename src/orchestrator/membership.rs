@@ -11,7 +11,7 @@ use serde_json::json;
 use super::graph::Overlay;
 use super::model::{CheckResult, NodeObservation};
 use super::text::{name_list, short_id};
-use crate::status_api::members_digest;
+use crate::contract::members_digest;
 
 /// How many disagreeing nodes a membership failure describes in full.
 const MEMBERSHIP_DETAILS: usize = 3;

@@ -1,10 +1,12 @@
 //! Turns a topology into a run, checks what the nodes formed, and reports.
 //!
-//! Everything here except `session`, `observer`, `run`, `scenario` and `progress` is pure:
-//! it works on observations the run collected from status sockets, so each check and
-//! report can be tested on synthetic networks without starting a single node. A
-//! [`Session`] holds one run's runtime and [`Observer`]; `run` checks it and `scenario`
-//! plays faults through it. [`crate::lab`] is the public front door over all of this.
+//! [`plan`] builds the run plan a runtime starts. A [`Session`] holds one run's runtime
+//! (through the [`crate::runtime::Runtime`] trait only, never a concrete runtime) and its
+//! [`Observer`], the one poller of status sockets; [`run`] checks a session and
+//! [`scenario`] plays faults through it. [`crate::lab`] is the public front door over all
+//! of this. Everything else here is pure: it works on observations collected from status
+//! sockets, so each check and report can be tested on synthetic networks without starting
+//! a single node.
 
 pub mod broadcast;
 pub mod checks;
@@ -14,6 +16,7 @@ pub mod layout;
 mod membership;
 pub mod model;
 pub mod observer;
+pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod report;

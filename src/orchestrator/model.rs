@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::status_api::NodeStatus;
+use crate::contract::NodeStatus;
 
 /// What the orchestrator learned from one node's status socket at check time.
 #[derive(Debug, Clone)]

@@ -20,8 +20,8 @@ use super::{
     CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation, evaluate_formation,
 };
 use crate::client::StatusClient;
+use crate::contract::{DeliveredMessage, NodeStatus};
 use crate::runtime::NodeEndpoint;
-use crate::status_api::{DeliveredMessage, NodeStatus};
 
 /// Status sockets asked at once.
 pub const POLL_CONCURRENCY: usize = 64;

@@ -13,28 +13,58 @@ use std::time::{Duration, Instant};
 use super::progress::Progress;
 use super::session::Session;
 use super::{BroadcastExpectation, CheckResult, FormationExpectation, evaluate_broadcast};
-use crate::runtime::{LinkShape, Runtime, RuntimeError};
-use crate::topology::{ResolvedAction, ResolvedExpect, ResolvedStep};
+use crate::runtime::{Capabilities, NodeAction, Runtime, RuntimeError};
+use crate::topology::{Fault, ResolvedAction, ResolvedExpect, ResolvedStep};
 
-/// Asks the runtime, before anything starts, whether it can partition and shape when the
-/// timeline needs it. Both probes are no-ops on a runtime that can.
+/// Refuses, before anything starts, a timeline with a step the runtime declares it cannot
+/// play (its [`Capabilities`]): a kill, pause, partition or shape it does not support.
 pub async fn check_support(
     runtime: &dyn Runtime,
     timeline: &[ResolvedStep],
 ) -> Result<(), RuntimeError> {
-    let first = |want: fn(&ResolvedAction) -> bool| timeline.iter().find(|s| want(&s.action));
-    if let Some(step) =
-        first(|a| matches!(a, ResolvedAction::Partition { .. } | ResolvedAction::Heal))
-    {
-        runtime.heal().await.map_err(|e| name_step(e, step))?;
-    }
-    if let Some(step) = first(|a| matches!(a, ResolvedAction::Shape { .. })) {
-        runtime
-            .shape(&[], None, LinkShape::default())
-            .await
-            .map_err(|e| name_step(e, step))?;
+    let can = runtime.capabilities();
+    for step in timeline {
+        if let Some(missing) = missing_capability(&can, &step.action) {
+            let e = RuntimeError::Unsupported {
+                runtime: runtime.name(),
+                reason: format!("it cannot {missing}"),
+            };
+            return Err(name_step(e, step));
+        }
     }
     Ok(())
+}
+
+/// What `action` needs that a runtime with `can` lacks, as the words after "it cannot".
+fn missing_capability(can: &Capabilities, action: &ResolvedAction) -> Option<&'static str> {
+    match action {
+        ResolvedAction::Fault { fault, .. } => {
+            let (needs, what): (&[NodeAction], &str) = match fault {
+                Fault::Kill => (&[NodeAction::Kill], "kill nodes"),
+                Fault::Stop => (&[NodeAction::Stop], "stop nodes"),
+                Fault::Start => (&[NodeAction::Start], "start nodes again"),
+                Fault::Restart => (&[NodeAction::Stop, NodeAction::Start], "restart nodes"),
+                Fault::Pause => (&[NodeAction::Pause], "pause nodes"),
+                Fault::Resume => (&[NodeAction::Resume], "resume nodes"),
+            };
+            (!needs.iter().all(|a| can.supports(*a))).then_some(what)
+        }
+        ResolvedAction::Partition { one_way, .. } => {
+            if !can.partition {
+                Some("partition")
+            } else if *one_way && !can.one_way_partition {
+                Some("partition one way")
+            } else {
+                None
+            }
+        }
+        ResolvedAction::Heal => (!can.partition).then_some("partition (or heal)"),
+        ResolvedAction::Shape { .. } => (!can.shape).then_some("shape links"),
+        ResolvedAction::Join { .. }
+        | ResolvedAction::Broadcast { .. }
+        | ResolvedAction::Wait { .. }
+        | ResolvedAction::Expect(_) => None,
+    }
 }
 
 /// Says which step a runtime error came from, keeping its kind (and so its exit code).
@@ -204,4 +234,134 @@ async fn inject(session: &Session, from: &[String]) -> Vec<super::InjectedBroadc
     let label = format!("peerlab scenario {}", session.plan().run_id);
     let (injected, _failed) = session.observer().inject(from, &label).await;
     injected
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::runtime::{NodeEndpoint, NodeSpec, RunListing, RunPlan, TeardownReport};
+
+    /// A runtime that only declares capabilities: `check_support` must decide from them
+    /// alone, so every other method fails the test if it is called.
+    struct Declares(Capabilities);
+
+    #[async_trait]
+    impl Runtime for Declares {
+        fn name(&self) -> &'static str {
+            "declares"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0
+        }
+        fn check_support(&self, _: &RunPlan) -> Result<(), RuntimeError> {
+            unreachable!("not part of the scenario check")
+        }
+        async fn prepare(&mut self, _: &RunPlan) -> Result<(), RuntimeError> {
+            unreachable!("nothing starts")
+        }
+        async fn start(&self, _: &NodeSpec) -> Result<NodeEndpoint, RuntimeError> {
+            unreachable!("nothing starts")
+        }
+        async fn act(&self, _: &str, _: NodeAction) -> Result<(), RuntimeError> {
+            unreachable!("capabilities are read, not probed")
+        }
+        async fn heal(&self) -> Result<(), RuntimeError> {
+            unreachable!("capabilities are read, not probed")
+        }
+        async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
+            unreachable!("nothing starts")
+        }
+        async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
+            unreachable!("not part of the scenario check")
+        }
+        async fn remove_run(
+            &self,
+            _: Option<&str>,
+            _: Option<&Path>,
+        ) -> Result<TeardownReport, RuntimeError> {
+            unreachable!("not part of the scenario check")
+        }
+    }
+
+    fn step(index: usize, action: ResolvedAction, text: &str) -> ResolvedStep {
+        ResolvedStep {
+            index,
+            at: Duration::ZERO,
+            after: None,
+            action,
+            text: text.into(),
+        }
+    }
+
+    fn timeline() -> Vec<ResolvedStep> {
+        vec![
+            step(
+                1,
+                ResolvedAction::Wait {
+                    duration: Duration::from_secs(1),
+                },
+                "wait 1s",
+            ),
+            step(
+                2,
+                ResolvedAction::Fault {
+                    fault: Fault::Restart,
+                    nodes: vec!["peers-0".into()],
+                },
+                "restart peers-0",
+            ),
+            step(
+                3,
+                ResolvedAction::Partition {
+                    sides: vec![vec!["peers-0".into()], vec!["peers-1".into()]],
+                    one_way: true,
+                },
+                "partition peers-0 | peers-1 (one way)",
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_declares_everything_plays_every_step() {
+        check_support(&Declares(Capabilities::ALL), &timeline())
+            .await
+            .expect("every step is supported");
+    }
+
+    #[tokio::test]
+    async fn a_missing_capability_is_refused_naming_the_step() {
+        let no_start = Capabilities {
+            start: false,
+            ..Capabilities::ALL
+        };
+        let err = check_support(&Declares(no_start), &timeline())
+            .await
+            .unwrap_err();
+        let RuntimeError::Unsupported { runtime, reason } = err else {
+            panic!("a missing capability is bad input, not a failure: {err}");
+        };
+        assert_eq!(runtime, "declares");
+        assert_eq!(
+            reason,
+            "scenario step 2 (restart peers-0): it cannot restart nodes"
+        );
+
+        let two_way_only = Capabilities {
+            one_way_partition: false,
+            ..Capabilities::ALL
+        };
+        let err = check_support(&Declares(two_way_only), &timeline())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("scenario step 3 (partition peers-0 | peers-1 (one way)): it cannot partition one way"),
+            "{err}"
+        );
+    }
 }

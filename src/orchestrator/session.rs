@@ -12,15 +12,18 @@ use futures::StreamExt;
 
 use super::observer::{Observer, poll_interval};
 use super::progress::Progress;
+use crate::contract::LinkShape;
 use crate::runtime::{
-    LinkShape, NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
+    NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
 };
 use crate::topology::{Fault, Topology};
 
 /// Nodes started at once.
 const START_CONCURRENCY: usize = 16;
 
-/// One run on one runtime; see the module docs.
+/// One run on one runtime; see the module docs. Every fault is checked against the
+/// runtime's [`crate::runtime::Capabilities`] first, and refused with
+/// [`RuntimeError::Unsupported`] when they do not include it: nothing is half-done.
 pub struct Session {
     runtime: Box<dyn Runtime>,
     plan: RunPlan,
@@ -220,6 +223,18 @@ impl Session {
     /// can get a new published port): the observer follows it.
     pub async fn act(&self, node: &str, fault: Fault) -> Result<(), RuntimeError> {
         self.spec(node)?;
+        let needs: &[NodeAction] = match fault {
+            Fault::Kill => &[NodeAction::Kill],
+            Fault::Stop => &[NodeAction::Stop],
+            Fault::Start => &[NodeAction::Start],
+            Fault::Restart => &[NodeAction::Stop, NodeAction::Start],
+            Fault::Pause => &[NodeAction::Pause],
+            Fault::Resume => &[NodeAction::Resume],
+        };
+        let can = self.runtime.capabilities();
+        if !needs.iter().all(|a| can.supports(*a)) {
+            return Err(self.unsupported(&format!("{} nodes", fault.keyword())));
+        }
         if self.observer.endpoint(node).is_none() {
             return Err(RuntimeError::Failed(format!(
                 "{node} was never started (a node of a `start: manual` group starts with join)"
@@ -269,6 +284,13 @@ impl Session {
         sides: &[Vec<String>],
         one_way: bool,
     ) -> Result<(), RuntimeError> {
+        let can = self.runtime.capabilities();
+        if !can.partition {
+            return Err(self.unsupported("partition"));
+        }
+        if one_way && !can.one_way_partition {
+            return Err(self.unsupported("partition one way"));
+        }
         for name in sides.iter().flatten() {
             self.spec(name)?;
         }
@@ -277,6 +299,9 @@ impl Session {
 
     /// Undoes every partition.
     pub async fn heal(&self) -> Result<(), RuntimeError> {
+        if !self.runtime.capabilities().partition {
+            return Err(self.unsupported("partition (or heal)"));
+        }
         self.runtime.heal().await
     }
 
@@ -287,10 +312,21 @@ impl Session {
         peers: Option<&[String]>,
         shape: LinkShape,
     ) -> Result<(), RuntimeError> {
+        if !self.runtime.capabilities().shape {
+            return Err(self.unsupported("shape links"));
+        }
         for name in nodes.iter().chain(peers.unwrap_or_default()) {
             self.spec(name)?;
         }
         self.runtime.shape(nodes, peers, shape).await
+    }
+
+    /// The refusal of something the runtime's capabilities do not include.
+    fn unsupported(&self, what: &str) -> RuntimeError {
+        RuntimeError::Unsupported {
+            runtime: self.runtime.name(),
+            reason: format!("it cannot {what} (see its capabilities)"),
+        }
     }
 
     /// Removes everything the run created. Safe to call more than once.
@@ -327,5 +363,128 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::runtime::{Capabilities, RunListing};
+
+    /// A runtime that can only kill: every other fault must be refused from its
+    /// capabilities, before the runtime is asked (which would fail the test).
+    struct KillOnly;
+
+    #[async_trait]
+    impl Runtime for KillOnly {
+        fn name(&self) -> &'static str {
+            "kill-only"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                kill: true,
+                ..Capabilities::default()
+            }
+        }
+        fn check_support(&self, _: &RunPlan) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn prepare(&mut self, _: &RunPlan) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn start(&self, node: &NodeSpec) -> Result<NodeEndpoint, RuntimeError> {
+            Ok(NodeEndpoint {
+                name: node.name.clone(),
+                peer_addr: "127.0.0.1:1".into(),
+                status_url: "http://127.0.0.1:2".into(),
+            })
+        }
+        async fn act(&self, _: &str, action: NodeAction) -> Result<(), RuntimeError> {
+            assert_eq!(
+                action,
+                NodeAction::Kill,
+                "only a kill may reach the runtime"
+            );
+            Ok(())
+        }
+        async fn partition(&self, _: &[Vec<String>], _: bool) -> Result<(), RuntimeError> {
+            unreachable!("refused from the capabilities")
+        }
+        async fn heal(&self) -> Result<(), RuntimeError> {
+            unreachable!("refused from the capabilities")
+        }
+        async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError> {
+            Ok(TeardownReport::default())
+        }
+        async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn remove_run(
+            &self,
+            _: Option<&str>,
+            _: Option<&Path>,
+        ) -> Result<TeardownReport, RuntimeError> {
+            Ok(TeardownReport::default())
+        }
+    }
+
+    fn session() -> Session {
+        let topology = crate::topology::parse_str(
+            "name: caps\ngenesis: {count: 1}\ngroups:\n  - {name: peers, count: 1}\n",
+            "caps.yaml",
+        )
+        .expect("valid");
+        let plan = crate::orchestrator::plan::build(
+            &topology,
+            1,
+            "caps-000001",
+            Path::new("/nonexistent"),
+            false,
+        );
+        Session::new(Box::new(KillOnly), plan, topology, 1).expect("a session")
+    }
+
+    #[tokio::test]
+    async fn faults_outside_the_capabilities_are_refused_up_front() {
+        let s = session();
+        s.join("peers-0").await.expect("a start");
+        s.act("peers-0", Fault::Kill)
+            .await
+            .expect("kill is declared");
+        assert_eq!(s.live_nodes(), Vec::<String>::new());
+        for (result, what) in [
+            (s.act("peers-0", Fault::Restart).await, "restart nodes"),
+            (s.act("peers-0", Fault::Pause).await, "pause nodes"),
+            (
+                s.partition(&[vec!["genesis-0".into()], vec!["peers-0".into()]], false)
+                    .await,
+                "partition",
+            ),
+            (s.heal().await, "partition (or heal)"),
+            (
+                s.shape(&["peers-0".into()], None, LinkShape::default())
+                    .await,
+                "shape links",
+            ),
+        ] {
+            match result {
+                Err(RuntimeError::Unsupported { runtime, reason }) => {
+                    assert_eq!(runtime, "kill-only");
+                    assert!(reason.contains(&format!("it cannot {what}")), "{reason}");
+                }
+                other => panic!("{what}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_node_is_named_with_the_known_ones() {
+        let s = session();
+        let err = s.act("nobody", Fault::Kill).await.unwrap_err();
+        assert!(err.to_string().contains("genesis-0, peers-0"), "{err}");
     }
 }

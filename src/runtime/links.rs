@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{LinkShape, NodeEndpoint, RuntimeError};
-use crate::node::faults::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
+use super::{NodeEndpoint, RuntimeError};
+use crate::contract::LinkShape;
+use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
 
 /// How long one admin call may take (a paused node never answers).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);

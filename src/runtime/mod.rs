@@ -1,22 +1,32 @@
 //! Runtimes: where the nodes of a run live (local processes, Docker containers).
 //!
 //! The topology model knows nothing of runtimes; the orchestrator turns a topology into a
-//! [`RunPlan`] and hands it to one [`Runtime`]. Each runtime implements this one small
-//! interface and refuses, in [`Runtime::check_support`], anything it cannot honour, before
-//! anything starts (as containerlab does).
+//! [`RunPlan`] (`orchestrator::plan`) and hands it to one [`Runtime`]. Each runtime
+//! implements this one small interface, declares what it can do ([`Runtime::capabilities`],
+//! read before anything starts rather than probed), refuses in [`Runtime::check_support`]
+//! any plan it cannot honour (as containerlab does), and lists and removes its runs, those
+//! of `peerlab up` and those left over by a crashed orchestrator ([`Runtime::list_runs`],
+//! [`Runtime::remove_run`]).
+//!
+//! - [`local`]: child processes of this executable on loopback addresses.
+//! - [`docker`]: containers on user-defined networks (partitions, netfilter, the image).
+//! - [`links`]: partitions and shaping through the nodes' `/admin` API, shared by both.
+//! - [`container`]: how a node runs in a container, shared with the compose export.
+//!
+//! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
+//! topology model or an exporter.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-mod arp;
-pub mod compose;
+use crate::contract::LinkShape;
+
+pub mod container;
 pub mod docker;
-pub mod docker_partition;
 pub mod links;
 pub mod local;
-pub mod netfilter;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
@@ -92,17 +102,52 @@ pub enum NodeAction {
     Start,
 }
 
-/// Link conditions applied to a node's links (by the node itself, or by the kernel where
-/// the runtime can): kernel netem is missing on many machines, so every runtime must be able
-/// to fall back to the node's own shaping.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LinkShape {
-    pub delay: Duration,
-    pub jitter: Duration,
-    /// Probability in 0..=1 that a frame is dropped.
-    pub loss: f64,
-    /// Bytes per second, `None` for unlimited.
-    pub rate: Option<u64>,
+/// What a runtime can do to started nodes and their links. The orchestrator reads it before
+/// anything starts, so a scenario the runtime cannot play is refused up front (exit 2)
+/// instead of failing half-way through a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`NodeAction::Kill`].
+    pub kill: bool,
+    /// [`NodeAction::Stop`] (graceful: the node floods a leave).
+    pub stop: bool,
+    /// [`NodeAction::Start`] of a node that was killed or stopped.
+    pub start: bool,
+    /// [`NodeAction::Pause`] and [`NodeAction::Resume`].
+    pub pause: bool,
+    /// [`Runtime::partition`] and [`Runtime::heal`].
+    pub partition: bool,
+    /// [`Runtime::partition`] with `one_way`.
+    pub one_way_partition: bool,
+    /// [`Runtime::shape`].
+    pub shape: bool,
+    /// Nodes whose networks do not meet cannot reach each other (separate networks are
+    /// real); without it every node shares one network and such plans are refused.
+    pub isolated_networks: bool,
+}
+
+impl Capabilities {
+    /// Everything a runtime can declare.
+    pub const ALL: Capabilities = Capabilities {
+        kill: true,
+        stop: true,
+        start: true,
+        pause: true,
+        partition: true,
+        one_way_partition: true,
+        shape: true,
+        isolated_networks: true,
+    };
+
+    /// Whether [`Runtime::act`] supports `action`.
+    pub fn supports(&self, action: NodeAction) -> bool {
+        match action {
+            NodeAction::Kill => self.kill,
+            NodeAction::Stop => self.stop,
+            NodeAction::Start => self.start,
+            NodeAction::Pause | NodeAction::Resume => self.pause,
+        }
+    }
 }
 
 /// What teardown removed, so callers can prove nothing is left behind.
@@ -113,6 +158,28 @@ pub struct TeardownReport {
     pub networks_removed: usize,
     /// Anything that could not be removed, with the reason.
     pub leftovers: Vec<String>,
+}
+
+impl TeardownReport {
+    /// Adds what `other` removed and left behind to this report.
+    pub fn absorb(&mut self, other: TeardownReport) {
+        self.processes_stopped += other.processes_stopped;
+        self.containers_removed += other.containers_removed;
+        self.networks_removed += other.networks_removed;
+        self.leftovers.extend(other.leftovers);
+    }
+}
+
+/// A run that still has something up in one runtime (for `peerlab ps`): started by
+/// `peerlab up`, kept with `--keep`, or left over by an orchestrator that died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunListing {
+    pub run_id: String,
+    /// The runtime's [`Runtime::name`].
+    pub runtime: &'static str,
+    /// Its nodes that are up (processes, or containers running or not); 0 when only
+    /// run-wide resources such as networks are left.
+    pub nodes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +202,8 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync {
     /// Short name shown to users: `local`, `docker`.
     fn name(&self) -> &'static str;
+    /// What this runtime can do; callers read it instead of trying an action to find out.
+    fn capabilities(&self) -> Capabilities;
     /// Refuse, before anything starts, a plan with features this runtime cannot honour.
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError>;
     /// Create run-wide resources (run directory, networks, image, address allocation).
@@ -144,7 +213,8 @@ pub trait Runtime: Send + Sync {
     /// Apply a process-level action to a started node.
     async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError>;
     /// Cut the links between every pair of sides (node names per side). With `one_way`,
-    /// only traffic from `sides[0]` to the others is dropped.
+    /// only traffic from `sides[0]` to the others is dropped. A runtime that declares
+    /// [`Capabilities::partition`] overrides this and [`Runtime::heal`]; the default refuses.
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
         let _ = (sides, one_way);
         Err(RuntimeError::Unsupported {
@@ -159,7 +229,8 @@ pub trait Runtime: Send + Sync {
             reason: "partitions are not implemented by this runtime yet".into(),
         })
     }
-    /// Shape the links of `nodes` (towards `peers` only, when given).
+    /// Shape the links of `nodes` (towards `peers` only, when given). A runtime that declares
+    /// [`Capabilities::shape`] overrides this; the default refuses.
     async fn shape(
         &self,
         nodes: &[String],
@@ -181,4 +252,67 @@ pub trait Runtime: Send + Sync {
     }
     /// Remove everything this run created. Must be safe to call more than once.
     async fn teardown(&mut self) -> Result<TeardownReport, RuntimeError>;
+    /// Every run that has something up in this runtime on this machine, whoever started it;
+    /// found from the runtime's own markers (process environment, labels), not from the
+    /// bookkeeping of this instance, so it needs no [`Runtime::prepare`].
+    async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError>;
+    /// Remove everything of run `run` (every run with `None`) that is up in this runtime,
+    /// found as [`Runtime::list_runs`] finds it. With `logs_dir`, the nodes' output is saved
+    /// there first (`<logs_dir>/<node>.log`) by a runtime that does not already write it to
+    /// disk. Safe to repeat: a second call removes nothing.
+    async fn remove_run(
+        &self,
+        run: Option<&str>,
+        logs_dir: Option<&Path>,
+    ) -> Result<TeardownReport, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_answer_for_each_node_action() {
+        let all = Capabilities::ALL;
+        for action in [
+            NodeAction::Kill,
+            NodeAction::Stop,
+            NodeAction::Start,
+            NodeAction::Pause,
+            NodeAction::Resume,
+        ] {
+            assert!(all.supports(action), "{action:?}");
+            assert!(!Capabilities::default().supports(action), "{action:?}");
+        }
+        let no_pause = Capabilities {
+            pause: false,
+            ..Capabilities::ALL
+        };
+        assert!(!no_pause.supports(NodeAction::Pause));
+        assert!(!no_pause.supports(NodeAction::Resume));
+        assert!(no_pause.supports(NodeAction::Kill));
+    }
+
+    #[test]
+    fn reports_add_up() {
+        let mut total = TeardownReport {
+            processes_stopped: 2,
+            ..TeardownReport::default()
+        };
+        total.absorb(TeardownReport {
+            containers_removed: 3,
+            networks_removed: 1,
+            leftovers: vec!["network x: busy".into()],
+            ..TeardownReport::default()
+        });
+        assert_eq!(
+            total,
+            TeardownReport {
+                processes_stopped: 2,
+                containers_removed: 3,
+                networks_removed: 1,
+                leftovers: vec!["network x: busy".into()],
+            }
+        );
+    }
 }

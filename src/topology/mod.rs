@@ -1,5 +1,6 @@
-//! Topology files: the YAML format of `peerlab run FILE` (docs/topology.md), its validation
-//! and its expansion into runtime-neutral node and network specs.
+//! Topology files: the YAML format of `peerlab run FILE` (docs/topology.md) and its
+//! validation. A pure model: it imports nothing of the orchestrator or the runtimes
+//! (`orchestrator::plan` expands it into the nodes and networks a runtime starts).
 //!
 //! Loading happens in two steps so that users see every problem at once: serde-saphyr parses
 //! the file into span-carrying types ([`file`]), stopping at the first syntax or type error;
@@ -20,7 +21,7 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, TopologyError};
 pub use model::{
     BroadcastChecks, Checks, FormationChecks, FormationExpectation, GENESIS, Group, Network,
-    NodeSettings, Topology, duration_text,
+    NodeSettings, Topology, duration_text, node_name,
 };
 pub use scenario::{
     Action, ExpectBroadcast, Expectation, Fault, Selector, Step, Target, TargetPart, When,

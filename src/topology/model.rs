@@ -1,16 +1,15 @@
 //! The validated, resolved topology: defaults applied, durations parsed, names checked.
 //!
-//! Everything downstream (orchestrator, runtimes, reports) reads this model, never the file,
-//! so it can rely on the invariants [`super::validate`] established. It serializes into the
+//! Everything downstream (the orchestrator's plan, checks and reports) reads this model,
+//! never the file, so it can rely on the invariants [`super::validate`] established. It
+//! knows nothing of runtimes: `orchestrator::plan` turns it into what a runtime starts. It serializes into the
 //! run report so that a report says exactly what ran.
 
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
-use sha2::{Digest, Sha256};
 
 use super::scenario::Step;
-use crate::runtime::{NetworkSpec, NodeSpec};
 
 /// Group name of the genesis nodes (and the prefix of their names).
 pub const GENESIS: &str = "genesis";
@@ -65,7 +64,7 @@ pub struct NodeSettings {
 }
 
 impl NodeSettings {
-    /// The `peerlab node` defaults (see `cli::NodeArgs`); the degree is capped by the caller
+    /// The `peerlab node` defaults (see `node::args::NodeArgs`); the degree is capped by the caller
     /// for topologies too small to offer four neighbours.
     pub const BUILT_IN: NodeSettings = NodeSettings {
         degree: 4,
@@ -182,60 +181,15 @@ impl Topology {
             .collect()
     }
 
-    /// Every node to start, genesis first, then groups in order. `seed` is the run's seed
-    /// (the topology's unless overridden); each node's seed is derived from it and the
-    /// node's index, so the same seed gives the same run.
-    pub fn node_specs(&self, seed: u64) -> Vec<NodeSpec> {
-        let mut specs = Vec::with_capacity(self.node_count());
-        for group in self.all_groups() {
-            let args = group.settings.to_args();
-            for i in 0..group.count {
-                let index = specs.len() as u64;
-                specs.push(NodeSpec {
-                    name: node_name(&group.name, i),
-                    group: group.name.clone(),
-                    genesis: group.name == GENESIS,
-                    networks: group.networks.clone(),
-                    start_after: group.start_delay + group.stagger * i as u32,
-                    node_args: args.clone(),
-                    seed: node_seed(seed, index),
-                });
-            }
-        }
-        specs
-    }
-
-    /// The user-defined networks (empty: the runtime creates one default network).
-    pub fn network_specs(&self) -> Vec<NetworkSpec> {
-        self.networks
-            .iter()
-            .map(|n| NetworkSpec {
-                name: n.name.clone(),
-                subnet: n.subnet.clone(),
-            })
-            .collect()
-    }
-
-    fn all_groups(&self) -> impl Iterator<Item = &Group> {
+    /// The genesis group, then the peer groups, in start order.
+    pub fn all_groups(&self) -> impl Iterator<Item = &Group> {
         std::iter::once(&self.genesis).chain(&self.groups)
     }
 }
 
-pub(crate) fn node_name(group: &str, index: usize) -> String {
+/// Name of the `index`-th node of `group`: `genesis-0`, `peers-3`.
+pub fn node_name(group: &str, index: usize) -> String {
     format!("{group}-{index}")
-}
-
-/// A node's seed: a hash of the run seed and the node index, so neighbouring indices and
-/// neighbouring run seeds still give unrelated randomness.
-fn node_seed(seed: u64, index: u64) -> u64 {
-    let digest = Sha256::new()
-        .chain_update(b"peerlab node seed\0")
-        .chain_update(seed.to_le_bytes())
-        .chain_update(index.to_le_bytes())
-        .finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(first)
 }
 
 /// A duration as the shortest exact humantime text without spaces (`3s`, `1500ms`), so it
@@ -274,12 +228,5 @@ mod tests {
             assert_eq!(humantime::parse_duration(&text).unwrap(), d);
         }
         assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
-    }
-
-    #[test]
-    fn node_seeds_differ_by_index_and_seed() {
-        assert_eq!(node_seed(1, 0), node_seed(1, 0));
-        assert_ne!(node_seed(1, 0), node_seed(1, 1));
-        assert_ne!(node_seed(1, 0), node_seed(2, 0));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::model::FormationExpectation;
-use crate::runtime::LinkShape;
+use crate::contract::LinkShape;
 
 /// A scenario step as the topology describes it.
 #[derive(Debug, Clone, PartialEq)]

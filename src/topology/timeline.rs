@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::model::{FormationExpectation, Topology, duration_text, node_name};
 use super::scenario::{Action, Expectation, Fault, Selector, Target, TargetPart, When};
-use crate::runtime::LinkShape;
+use crate::contract::LinkShape;
 
 /// Keeps scenario choices apart from every other use of the run seed.
 const SCENARIO_SALT: u64 = 0x7363_656e_6172_696f;

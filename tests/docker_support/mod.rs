@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use peerlab::status_api::NodeStatus;
+use peerlab::contract::NodeStatus;
 use sha2::{Digest, Sha256};
 
 /// The binary under test (built by cargo for integration tests and benches).

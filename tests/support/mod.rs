@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use peerlab::client::StatusClient;
-use peerlab::status_api::{DeliveredMessage, NodeStatus};
+use peerlab::contract::{DeliveredMessage, NodeStatus};
 
 /// The binary under test (built by cargo for integration tests and benches).
 pub const BIN: &str = env!("CARGO_BIN_EXE_peerlab");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use crate::runtime::LinkShape;
+use crate::contract::LinkShape;
 use crate::topology::diagnostic::Sink;
 use crate::topology::file::{DurationText, Spanned};
 use crate::topology::model::{FormationExpectation, Topology};

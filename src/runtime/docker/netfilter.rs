@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use super::RuntimeError;
+use crate::runtime::RuntimeError;
 
 /// The chain holding every rule peerlab adds to a container's network namespace.
 pub const CHAIN: &str = "PEERLAB";

@@ -4,11 +4,22 @@
 //! as `peerlab down`) finds what to remove by that label rather than by its own
 //! bookkeeping, so containers of a crashed orchestrator or a half-finished start are
 //! removed too. The image is built from the running executable when missing and never
-//! pulled (see [`crate::image`]).
+//! pulled (see [`image`]).
 //!
 //! Nodes address each other by container name (`<run_id>-<node>:7070`), which Docker's
 //! embedded DNS resolves on every user-defined network the container is on; the node name
 //! is also a network alias, so a topology's own names work inside the run too.
+//!
+//! - [`partition`]: how partitions are cut (iptables in the containers' namespaces through
+//!   [`netfilter`], or the nodes' admin endpoints).
+//! - [`image`]: the node image, built from the running executable.
+//! - `arp`: the host's neighbour table bound, warned about before large runs.
+
+pub mod image;
+pub mod netfilter;
+pub mod partition;
+
+mod arp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -30,13 +41,16 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 
-use super::compose::{DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command};
-use super::docker_partition::DockerPartitions;
-use super::links::LinkFaults;
-use super::{
-    LinkShape, NODE_LABEL, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL, RunPlan, Runtime,
-    RuntimeError, TeardownReport,
+use crate::contract::LinkShape;
+use crate::runtime::container::{
+    DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command, node_networks,
 };
+use crate::runtime::links::LinkFaults;
+use crate::runtime::{
+    Capabilities, NODE_LABEL, NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL,
+    RunListing, RunPlan, Runtime, RuntimeError, TeardownReport,
+};
+use partition::DockerPartitions;
 
 const NAME: &str = "docker";
 /// Seconds a graceful stop waits (the node floods a leave) before Docker kills it.
@@ -200,15 +214,6 @@ pub fn network_name(run_id: &str, network: &str) -> String {
     format!("{run_id}-{network}")
 }
 
-/// Topology networks of a node (the run's default network when it names none).
-fn node_networks(node: &NodeSpec) -> Vec<String> {
-    if node.networks.is_empty() {
-        vec![DEFAULT_NETWORK.to_string()]
-    } else {
-        node.networks.clone()
-    }
-}
-
 fn poisoned() -> RuntimeError {
     RuntimeError::Failed("internal state of the Docker runtime is poisoned".into())
 }
@@ -218,7 +223,7 @@ fn failed(what: String) -> impl FnOnce(DockerError) -> RuntimeError {
 }
 
 async fn connect() -> Result<Docker, RuntimeError> {
-    crate::image::connect().await.map_err(RuntimeError::Failed)
+    image::connect().await.map_err(RuntimeError::Failed)
 }
 
 /// Docker object names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -237,6 +242,12 @@ fn is_peerlab_image(image: &str) -> bool {
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Everything: signals through the engine, partitions in the kernel or through the
+    /// nodes, shaping through the nodes, and real networks.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
     }
 
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
@@ -288,15 +299,13 @@ impl Runtime for DockerRuntime {
         // Only a local engine shares this host's table; a remote one has its own.
         let local_engine = std::env::var("DOCKER_HOST").map_or(true, |h| h.starts_with("unix://"));
         if local_engine {
-            if let Some(warning) =
-                super::arp::table_warning(plan.nodes.len(), super::arp::host_table_bound())
-            {
+            if let Some(warning) = arp::table_warning(plan.nodes.len(), arp::host_table_bound()) {
                 tracing::warn!("{warning}");
             }
         }
         self.plan = Some(plan.clone());
         if is_peerlab_image(&plan.image) {
-            let built = crate::image::ensure_image(&self.docker, &plan.image)
+            let built = image::ensure_image(&self.docker, &plan.image)
                 .await
                 .map_err(|e| RuntimeError::Failed(format!("{e:#}")))?;
             if built {
@@ -318,7 +327,7 @@ impl Runtime for DockerRuntime {
             }
         }
         let labels = HashMap::from([(RUN_LABEL.to_string(), plan.run_id.clone())]);
-        let default = [super::NetworkSpec {
+        let default = [NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             subnet: None,
         }];
@@ -527,10 +536,34 @@ impl Runtime for DockerRuntime {
         self.started.lock().map_err(|_| poisoned())?.clear();
         Ok(report)
     }
+
+    async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
+        Ok(runs_by_label(&self.docker)
+            .await?
+            .into_iter()
+            .map(|(run_id, nodes)| RunListing {
+                run_id,
+                runtime: NAME,
+                nodes,
+            })
+            .collect())
+    }
+
+    /// Removes the containers and networks labelled with the run, saving each container's
+    /// output to `<logs_dir>/<node>.log` first when asked (a run of `peerlab up` has no other
+    /// copy of its logs).
+    async fn remove_run(
+        &self,
+        run: Option<&str>,
+        logs_dir: Option<&Path>,
+    ) -> Result<TeardownReport, RuntimeError> {
+        remove_by_label(&self.docker, run, logs_dir).await
+    }
 }
 
-/// Remove the containers and networks of one run (or of every run), found by label, for
-/// `peerlab down [RUN|--all]`. Safe to repeat: a second call removes nothing.
+/// Remove the containers and networks of one run (or of every run), found by label; what
+/// [`Runtime::remove_run`] does, with its own connection. Safe to repeat: a second call
+/// removes nothing.
 pub async fn remove_leftovers(run_id: Option<&str>) -> Result<TeardownReport, RuntimeError> {
     remove_by_label(&connect().await?, run_id, None).await
 }
@@ -546,14 +579,17 @@ pub async fn remove_run_saving_logs(
 
 /// Runs that have containers or networks, with their number of containers (for `peerlab ps`).
 pub async fn list_runs() -> Result<Vec<(String, usize)>, RuntimeError> {
-    let docker = connect().await?;
+    runs_by_label(&connect().await?).await
+}
+
+async fn runs_by_label(docker: &Docker) -> Result<Vec<(String, usize)>, RuntimeError> {
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for LabelledContainer { labels, .. } in labelled_containers(&docker, None).await? {
+    for LabelledContainer { labels, .. } in labelled_containers(docker, None).await? {
         if let Some(run) = labels.get(RUN_LABEL) {
             *runs.entry(run.clone()).or_default() += 1;
         }
     }
-    for (labels, _) in labelled_networks(&docker, None).await? {
+    for (labels, _) in labelled_networks(docker, None).await? {
         if let Some(run) = labels.get(RUN_LABEL) {
             runs.entry(run.clone()).or_default();
         }

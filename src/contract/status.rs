@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::digest::members_digest;
+
 /// A reference to another node: its stable id and the address others dial.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerRef {
@@ -38,7 +40,7 @@ pub struct NodeStatus {
     /// How many members this node knows, itself included.
     #[serde(default)]
     pub member_count: Option<usize>,
-    /// [`members_digest`] of the member ids: two nodes with the same digest know the same
+    /// [`members_digest`](super::digest::members_digest) of the member ids: two nodes with the same digest know the same
     /// members. It lets a checker compare the views of a thousand nodes without moving a
     /// thousand lists of a thousand members every round.
     #[serde(default)]
@@ -71,15 +73,6 @@ impl NodeStatus {
             None => members_digest(self.members.iter().map(|m| m.id.as_str())),
         }
     }
-}
-
-/// An order-independent digest of a set of member ids: SHA-256 (hex) over the sorted,
-/// de-duplicated ids, each prefixed by its length so that no two sets share a digest.
-pub fn members_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
-    let sorted: std::collections::BTreeSet<&str> = ids.into_iter().collect();
-    let parts: Vec<&str> = sorted.into_iter().collect();
-    // The protocol's own length-prefixed digest, so both sides of the contract share it.
-    crate::node::wire::digest(&parts)
 }
 
 /// Monotonic counters since the node started.
@@ -144,16 +137,4 @@ pub struct DeliveredMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_digest_ignores_order_and_separates_ids() {
-        assert_eq!(members_digest(["b", "a"]), members_digest(["a", "b", "a"]));
-        assert_ne!(members_digest(["ab", "c"]), members_digest(["a", "bc"]));
-        assert_ne!(members_digest(["a"]), members_digest(["a", "b"]));
-    }
 }

@@ -1,6 +1,6 @@
 //! How the Docker runtime partitions: iptables in the containers' network namespaces
 //! ([`super::netfilter`]) when the host allows it, else the nodes' own admin endpoints
-//! ([`super::links`]), as `docs/docker.md` describes.
+//! ([`crate::runtime::links`]), as `docs/docker.md` describes.
 //!
 //! The choice is made once per run, at its first partition, by probing one container's
 //! namespace: entering it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and `nsenter` and
@@ -15,9 +15,9 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
-use super::RuntimeError;
-use super::links::{LinkFaults, Lookup};
 use super::netfilter::{CHAIN, Cut, Netfilter, Netns};
+use crate::runtime::RuntimeError;
+use crate::runtime::links::{LinkFaults, Lookup};
 
 /// Environment variable choosing how Docker partitions: `auto`, `iptables` or `nodes`.
 pub const MODE_VAR: &str = "PEERLAB_DOCKER_PARTITIONS";
@@ -82,7 +82,7 @@ impl DockerPartitions {
         docker: &Docker,
         started: &Started,
         links: &LinkFaults,
-        all: &[super::NodeEndpoint],
+        all: &[crate::runtime::NodeEndpoint],
     ) -> Result<(), RuntimeError> {
         if self.current().await == Some(Mode::Kernel) {
             let _serial = self.serial.lock().await;

@@ -4,6 +4,8 @@
 //! binds port 0, reporting its ports through a ports file, so runs and tests never collide.
 //! Children of an attached run die with the orchestrator (PR_SET_PDEATHSIG), whatever way it
 //! ends; a detached run (`peerlab up`) records its pids in `state.json` for `peerlab down`.
+//! Every node process carries `PEERLAB_RUN=<run id>`, which is how [`processes`] lists and
+//! removes runs without any state file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,8 +21,14 @@ use tokio::process::{Child, Command};
 
 use super::links::LinkFaults;
 use super::{
-    LinkShape, NodeAction, NodeEndpoint, NodeSpec, RunPlan, Runtime, RuntimeError, TeardownReport,
+    Capabilities, NodeAction, NodeEndpoint, NodeSpec, RunListing, RunPlan, Runtime, RuntimeError,
+    TeardownReport,
 };
+use crate::contract::LinkShape;
+
+mod processes;
+
+pub use processes::{RUN_ENV, RunProcess, scan_processes, stop_processes};
 
 /// How long a node may take to bind and write its ports file.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -160,7 +168,7 @@ impl LocalRuntime {
 
 /// Loopback addresses for a run: 127.a.b.c with a, b from the run id, c from 1 to 250.
 fn allocate_addresses(run_id: &str, names: &[String]) -> HashMap<String, String> {
-    let hash = crate::node::wire::digest(&[run_id]);
+    let hash = crate::contract::digest::digest(&[run_id]);
     let bytes = hex::decode(&hash[..4]).unwrap_or_else(|_| vec![1, 1]);
     let a = 1 + (bytes[0] % 250) as usize;
     let b = bytes[1] as usize;
@@ -179,6 +187,15 @@ fn allocate_addresses(run_id: &str, names: &[String]) -> HashMap<String, String>
 impl Runtime for LocalRuntime {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    /// Every fault (signals, and link faults through the nodes' admin endpoints), but one
+    /// network: loopback cannot keep nodes on separate networks apart.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            isolated_networks: false,
+            ..Capabilities::ALL
+        }
     }
 
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
@@ -306,6 +323,31 @@ impl Runtime for LocalRuntime {
             let _ = std::fs::remove_file(plan.run_dir.join("state.json"));
         }
         Ok(report)
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
+        let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+        for p in scan_processes() {
+            *runs.entry(p.run_id).or_default() += 1;
+        }
+        Ok(runs
+            .into_iter()
+            .map(|(run_id, nodes)| RunListing {
+                run_id,
+                runtime: self.name(),
+                nodes,
+            })
+            .collect())
+    }
+
+    /// Stops the run's processes; their logs are already in the run directory, so
+    /// `logs_dir` is not needed.
+    async fn remove_run(
+        &self,
+        run: Option<&str>,
+        _logs_dir: Option<&Path>,
+    ) -> Result<TeardownReport, RuntimeError> {
+        Ok(stop_processes(run).await)
     }
 }
 
@@ -500,71 +542,4 @@ mod tests {
             assert_ne!(ip.octets()[3], 255);
         }
     }
-}
-
-/// A `peerlab node` process started by some run, found through its `PEERLAB_RUN` variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunProcess {
-    pub pid: u32,
-    pub run_id: String,
-}
-
-/// Every process on this machine that a local run started (for `ps` and `down`), whatever
-/// directory the run was started from and even if its orchestrator died.
-pub fn scan_processes() -> Vec<RunProcess> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let run = environ
-            .split(|b| *b == 0)
-            .find_map(|var| var.strip_prefix(RUN_ENV.as_bytes()));
-        if let Some(run) = run {
-            found.push(RunProcess {
-                pid,
-                run_id: String::from_utf8_lossy(run).into_owned(),
-            });
-        }
-    }
-    found
-}
-
-/// Marks every process of a run, so leftovers can be found without any state file.
-pub const RUN_ENV: &str = "PEERLAB_RUN=";
-
-/// Stops every process of the given run (or of all runs): SIGTERM, then SIGKILL after the grace.
-pub async fn stop_processes(run_id: Option<&str>) -> TeardownReport {
-    let targets: Vec<RunProcess> = scan_processes()
-        .into_iter()
-        .filter(|p| run_id.is_none_or(|r| p.run_id == r))
-        .collect();
-    for p in &targets {
-        let pid = Pid::from_raw(p.pid as i32);
-        let _ = kill(pid, Signal::SIGCONT);
-        let _ = kill(pid, Signal::SIGTERM);
-    }
-    let still_there = |p: &RunProcess| scan_processes().contains(p);
-    let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline && targets.iter().any(still_there) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut report = TeardownReport::default();
-    for p in &targets {
-        if still_there(p) {
-            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
-        }
-        report.processes_stopped += 1;
-    }
-    report
 }

@@ -23,14 +23,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use super::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
-
-/// Peer-protocol port inside every container.
-pub const PEER_PORT: u16 = 7070;
-/// Status-socket port inside every container.
-pub const STATUS_PORT: u16 = 7071;
-/// Network used when the topology declares none (the Docker runtime's `<run_id>-net`).
-pub const DEFAULT_NETWORK: &str = "net";
+use crate::runtime::container::{
+    DEFAULT_NETWORK, STATUS_PORT, genesis_targets, node_command, node_networks,
+};
+use crate::runtime::{NODE_LABEL, RUN_LABEL, RunPlan, RuntimeError};
 
 /// Choices for what compose cannot express.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,42 +124,6 @@ fn group_delays(plan: &RunPlan) -> Vec<(&str, Duration)> {
     groups
 }
 
-/// The `--genesis` list of `node`: every genesis for a peer; for a genesis node the genesis
-/// nodes before it (the first one starts the network, later ones join it).
-pub(crate) fn genesis_targets<'a>(plan: &'a RunPlan, node: &NodeSpec) -> Vec<&'a NodeSpec> {
-    plan.nodes
-        .iter()
-        .filter(|n| n.genesis)
-        .take_while(|n| !node.genesis || n.name != node.name)
-        .collect()
-}
-
-/// `peerlab node` arguments of one node, given how other nodes address `host` names.
-pub(crate) fn node_command(
-    plan: &RunPlan,
-    node: &NodeSpec,
-    address_of: impl Fn(&NodeSpec) -> String,
-) -> Vec<String> {
-    let mut args = vec![
-        "--name".to_string(),
-        node.name.clone(),
-        "--advertise".to_string(),
-        format!("{}:{PEER_PORT}", address_of(node)),
-        "--seed".to_string(),
-        node.seed.to_string(),
-    ];
-    let genesis: Vec<String> = genesis_targets(plan, node)
-        .into_iter()
-        .map(|g| format!("{}:{PEER_PORT}", address_of(g)))
-        .collect();
-    if !genesis.is_empty() {
-        args.push("--genesis".to_string());
-        args.push(genesis.join(","));
-    }
-    args.extend(node.node_args.iter().cloned());
-    args
-}
-
 fn compose_file(plan: &RunPlan) -> ComposeFile {
     let labels = |node: Option<&str>| {
         let mut l = Ordered(vec![(RUN_LABEL.to_string(), plan.run_id.clone())]);
@@ -218,11 +178,7 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
                     })
                     .collect(),
             );
-            let networks = if node.networks.is_empty() {
-                vec![DEFAULT_NETWORK.to_string()]
-            } else {
-                node.networks.clone()
-            };
+            let networks = node_networks(node);
             let service = Service {
                 image: plan.image.clone(),
                 hostname: node.name.clone(),
@@ -325,7 +281,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::runtime::NetworkSpec;
+    use crate::runtime::{NetworkSpec, NodeSpec};
 
     fn node(name: &str, genesis: bool, networks: &[&str]) -> NodeSpec {
         NodeSpec {

@@ -177,7 +177,7 @@ pub async fn ensure_image(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
         docker,
         tag,
         &exe,
-        |line| tracing::debug!(target: "peerlab::image", "{line}"),
+        |line| tracing::debug!(target: "peerlab::runtime::docker::image", "{line}"),
     )
     .await?;
     drop_replaced(docker, stale).await;

@@ -1,0 +1,9 @@
+//! Exports: a run plan written out for other tools to run, apart from the runtimes that run
+//! plans themselves.
+//!
+//! - [`compose`]: a docker-compose file (`peerlab compose`).
+//!
+//! An exporter reads the plan types of [`crate::runtime`] (and what a container runtime and
+//! an exporter share, [`crate::runtime::container`]); no runtime imports an exporter.
+
+pub mod compose;

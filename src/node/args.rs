@@ -1,0 +1,86 @@
+//! Flags of `peerlab node`, also readable as `PEERLAB_*` environment variables (how the
+//! compose file and the Docker runtime configure containers).
+//!
+//! They live with the node rather than in the CLI module so that the node depends on nothing
+//! above it; the CLI embeds them as its `node` subcommand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// How the node writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    // Human-readable lines. (Plain comments: doc comments would change `--help`.)
+    Pretty,
+    // One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags of `peerlab node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Peer-protocol address to listen on.
+    #[arg(
+        long,
+        env = "PEERLAB_LISTEN",
+        default_value = "0.0.0.0:7070",
+        value_name = "HOST:PORT"
+    )]
+    pub listen: String,
+    /// Status socket (HTTP, JSON) address.
+    #[arg(
+        long,
+        env = "PEERLAB_STATUS",
+        default_value = "0.0.0.0:7071",
+        value_name = "HOST:PORT"
+    )]
+    pub status: String,
+    /// Genesis node to join through; repeat for fallbacks. None: this node starts the network.
+    #[arg(
+        long,
+        env = "PEERLAB_GENESIS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub genesis: Vec<String>,
+    /// Address other nodes dial to reach this one. Default: the listen address, or this
+    /// machine's hostname with the listen port when listening on 0.0.0.0 (right inside a container).
+    #[arg(long, env = "PEERLAB_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Human name shown in status and logs (the topology's node name). Default: the id.
+    #[arg(long, env = "PEERLAB_NAME")]
+    pub name: Option<String>,
+    /// Target number of neighbours; the node dials members until it has this many.
+    #[arg(long, env = "PEERLAB_DEGREE", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub degree: u32,
+    /// Most links this node keeps; further link requests are refused.
+    #[arg(long, env = "PEERLAB_MAX_PEERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_peers: u32,
+    /// Most inbound connections at once (links, joins and not-yet-identified sockets).
+    #[arg(long, env = "PEERLAB_MAX_CONNECTIONS", default_value_t = 128)]
+    pub max_connections: usize,
+    /// Seed of the node's randomness (peer choice, ids). Default: from the OS.
+    #[arg(long, env = "PEERLAB_SEED")]
+    pub seed: Option<u64>,
+    /// How often each link is pinged.
+    #[arg(long, env = "PEERLAB_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A link silent for this long makes its node a suspect (a frozen node still accepts TCP).
+    #[arg(long, env = "PEERLAB_HEARTBEAT_TIMEOUT", default_value = "1500ms", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// A suspect that cannot be reached again for this long is declared dead network-wide.
+    /// Grows with the network beyond 100 members (1.5 times at 1,000; at most 3 times).
+    #[arg(long, env = "PEERLAB_SUSPECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub suspect_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "PEERLAB_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// After binding, write `{"listen": ..., "status": ..., "advertise": ...}` here (useful with port 0).
+    #[arg(long, env = "PEERLAB_PORTS_FILE", value_name = "FILE")]
+    pub ports_file: Option<PathBuf>,
+    /// Broadcast every line typed on standard input (as the seed did); `exit` or EOF leaves.
+    #[arg(long)]
+    pub stdin: bool,
+}
