@@ -318,3 +318,58 @@ async fn a_lab_that_is_not_started_refuses_faults_and_leaves_nothing() {
     drop(lab);
     assert!(processes_of(&run_id).is_empty());
 }
+
+/// The blocks a node applies (its `/admin/faults`), as the runtime's partition set them.
+async fn blocks(lab: &Lab, node: &str) -> Vec<peerlab::contract::Direction> {
+    let url = format!(
+        "{}/admin/faults",
+        lab.node(node).expect("a handle").status_url()
+    );
+    let report: peerlab::contract::FaultsReport = reqwest::get(url)
+        .await
+        .expect("the admin endpoint answers")
+        .json()
+        .await
+        .expect("a faults report");
+    report.blocked.into_values().collect()
+}
+
+#[tokio::test]
+async fn a_one_way_partition_blocks_one_direction_and_heal_lifts_it() {
+    use peerlab::contract::Direction;
+    let runs = tempfile::tempdir().expect("tempdir");
+    let lab = lab("lab-oneway", 1, 2, runs.path())
+        .start()
+        .await
+        .expect("the lab starts");
+    let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    assert!(lab.capabilities().one_way_partition);
+
+    lab.partition_one_way(["peers-0"], ["genesis-0", "peers-1"])
+        .await
+        .expect("one-way partition");
+    // The sender side drops what it sends to the others; they drop what comes from it.
+    // (A node blocks each peer under every name it may see it by: id and address.)
+    let sender = blocks(&lab, "peers-0").await;
+    assert!(sender.len() >= 2, "{sender:?}");
+    assert!(sender.iter().all(|d| *d == Direction::Out), "{sender:?}");
+    for receiver in ["genesis-0", "peers-1"] {
+        let seen = blocks(&lab, receiver).await;
+        assert!(!seen.is_empty(), "{receiver} blocks nothing");
+        assert!(
+            seen.iter().all(|d| *d == Direction::In),
+            "{receiver}: {seen:?}"
+        );
+    }
+
+    lab.heal().await.expect("heal");
+    for node in ["peers-0", "genesis-0", "peers-1"] {
+        assert!(blocks(&lab, node).await.is_empty(), "{node} still blocks");
+    }
+    let merged = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    assert!(merged.formed(), "{:#?}", merged.failures());
+    let run_id = lab.run_id().to_string();
+    lab.shutdown().await.expect("teardown");
+    assert!(processes_of(&run_id).is_empty());
+}
