@@ -373,3 +373,17 @@ async fn a_one_way_partition_blocks_one_direction_and_heal_lifts_it() {
     lab.shutdown().await.expect("teardown");
     assert!(processes_of(&run_id).is_empty());
 }
+
+/// Compiles only if a lab and the futures of its operations can cross threads, so a test
+/// can `tokio::spawn` work that uses a lab (never called; the compiler is the test).
+#[allow(dead_code)]
+fn labs_and_their_futures_are_send(mut lab: Lab) {
+    fn send<T: Send + Sync>(_: &T) {}
+    fn send_future<T: Send>(_: &T) {}
+    send(&lab);
+    send_future(&lab.wait_formed(Duration::ZERO));
+    send_future(&lab.kill("genesis-0"));
+    send_future(&lab.partition([["genesis-0"], ["peers-0"]]));
+    send_future(&lab.check());
+    send_future(&lab.shutdown());
+}
