@@ -387,3 +387,30 @@ fn labs_and_their_futures_are_send(mut lab: Lab) {
     send_future(&lab.check());
     send_future(&lab.shutdown());
 }
+
+#[tokio::test]
+async fn docker_from_a_test_binary_is_refused_and_auto_stays_local() {
+    let runs = tempfile::tempdir().expect("tempdir");
+    // The Docker image is built from the running executable: a test binary cannot be it.
+    let refused = lab("lab-docker", 1, 2, runs.path())
+        .runtime(RuntimeKind::Docker)
+        .plan()
+        .await;
+    match refused {
+        Err(e @ LabError::State(_)) => assert!(e.to_string().contains("RuntimeKind::Local"), "{e}"),
+        Err(other) => panic!("expected the advice to use the local runtime, got {other}"),
+        Ok(_) => panic!("a Docker lab from a test binary must be refused"),
+    }
+    let auto = lab("lab-auto", 1, 2, runs.path())
+        .runtime(RuntimeKind::Auto)
+        .plan()
+        .await
+        .expect("auto falls back to local processes");
+    assert_eq!(auto.runtime_name(), "local");
+    assert!(
+        auto.runtime_note()
+            .is_some_and(|n| n.contains("local processes")),
+        "{:?}",
+        auto.runtime_note()
+    );
+}

@@ -45,27 +45,61 @@ pub(crate) async fn select(
     };
     match kind {
         RuntimeKind::Local => Ok((local(binary)?, Chosen::Local, None)),
-        RuntimeKind::Docker => Ok((
-            Box::new(DockerRuntime::connect().await?),
-            Chosen::Docker,
-            None,
-        )),
-        RuntimeKind::Auto => match DockerRuntime::connect().await {
-            Ok(docker) => Ok((
-                Box::new(docker),
+        RuntimeKind::Docker => {
+            if let Some(exe) = not_peerlab() {
+                return Err(LabError::State(format!(
+                    "the Docker runtime builds its node image from the running executable, \
+                     and this is {} rather than peerlab: run Docker labs from the peerlab \
+                     CLI (`peerlab run --runtime docker`), or use RuntimeKind::Local here",
+                    exe.display()
+                )));
+            }
+            Ok((
+                Box::new(DockerRuntime::connect().await?),
                 Chosen::Docker,
-                Some(
-                    "runtime: docker (auto: an engine answered; --runtime local to use processes)"
-                        .to_string(),
-                ),
-            )),
-            Err(_) => Ok((
-                local(binary)?,
-                Chosen::Local,
-                Some("runtime: local processes (auto: no Docker engine answered)".to_string()),
-            )),
-        },
+                None,
+            ))
+        }
+        RuntimeKind::Auto => {
+            if not_peerlab().is_some() {
+                return Ok((
+                    local(binary)?,
+                    Chosen::Local,
+                    Some(
+                        "runtime: local processes (auto: the Docker image is built from the \
+                         peerlab executable, and this program is not it)"
+                            .to_string(),
+                    ),
+                ));
+            }
+            match DockerRuntime::connect().await {
+                Ok(docker) => Ok((
+                    Box::new(docker),
+                    Chosen::Docker,
+                    Some(
+                        "runtime: docker (auto: an engine answered; --runtime local to use processes)"
+                            .to_string(),
+                    ),
+                )),
+                Err(_) => Ok((
+                    local(binary)?,
+                    Chosen::Local,
+                    Some("runtime: local processes (auto: no Docker engine answered)".to_string()),
+                )),
+            }
+        }
     }
+}
+
+/// The running executable when it is not `peerlab` (a test binary, say): the Docker
+/// runtime would build its node image from it, and such an image cannot run a node.
+fn not_peerlab() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    (!is_peerlab(&exe)).then_some(exe)
+}
+
+fn is_peerlab(exe: &Path) -> bool {
+    exe.file_stem().is_some_and(|s| s == "peerlab")
 }
 
 /// The `peerlab` executable local nodes run: the one given, else `$PEERLAB_BIN`, else this
@@ -81,7 +115,7 @@ pub fn node_binary(explicit: Option<&Path>) -> Result<PathBuf, LabError> {
     }
     let exe = std::env::current_exe().ok();
     if let Some(exe) = &exe {
-        if exe.file_stem().is_some_and(|s| s == "peerlab") {
+        if is_peerlab(exe) {
             return Ok(exe.clone());
         }
         for dir in exe.ancestors().skip(1).take(2) {
