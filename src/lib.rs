@@ -4,11 +4,21 @@
 //!   a thin tokio driver runs it over TCP and serves the status socket.
 //! - [`contract`]: what the status socket serves and accepts (status JSON, admin requests,
 //!   link shapes, digests): the one definition node, orchestrator and runtimes share.
-//! - [`topology`]: the YAML topology model and its validation (runtime-neutral).
-//! - [`orchestrator`]: turns a topology into a run, checks it, reports.
-//! - [`runtime`]: where nodes live (local processes, Docker), behind one trait.
-//! - [`lab`]: the run lifecycle as a library ([`Lab`]): start a topology from a test,
-//!   wait for it to form, inject faults, check, tear down. The CLI is built on it.
+//! - [`client`]: an HTTP client of the status socket.
+//! - [`topology`]: the YAML topology model and its validation (pure, runtime-neutral).
+//! - [`orchestrator`]: turns a topology into a run plan ([`orchestrator::plan`]), drives it
+//!   through the [`runtime::Runtime`] trait, checks what formed, reports.
+//! - [`runtime`]: where nodes live, behind one trait: [`runtime::local`] (processes) and
+//!   [`runtime::docker`] (containers).
+//! - [`export`]: plans written out for other tools (a compose file), apart from the runtimes.
+//! - [`lab`]: the run lifecycle as a library ([`Lab`]): start a topology from a test, wait
+//!   for it to form, inject faults, check, tear down. The CLI is built on it.
+//! - [`cli`] and [`commands`]: the `peerlab` command line, thin commands over [`lab`].
+//!
+//! Dependencies point one way: `cli`/`commands` -> `lab` (which also picks the concrete
+//! runtime) -> `orchestrator` -> `topology` and the runtime interface; runtimes and exporters -> the plan types in [`runtime`]; everything ->
+//! [`contract`], which depends on nothing. The node uses only [`contract`]. A unit test
+//! (`src/layers.rs`) keeps it that way.
 
 pub mod cli;
 pub mod client;

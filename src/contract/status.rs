@@ -40,7 +40,7 @@ pub struct NodeStatus {
     /// How many members this node knows, itself included.
     #[serde(default)]
     pub member_count: Option<usize>,
-    /// [`members_digest`](super::digest::members_digest) of the member ids: two nodes with the same digest know the same
+    /// [`members_digest`] of the member ids: two nodes with the same digest know the same
     /// members. It lets a checker compare the views of a thousand nodes without moving a
     /// thousand lists of a thousand members every round.
     #[serde(default)]

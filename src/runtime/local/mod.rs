@@ -4,7 +4,7 @@
 //! binds port 0, reporting its ports through a ports file, so runs and tests never collide.
 //! Children of an attached run die with the orchestrator (PR_SET_PDEATHSIG), whatever way it
 //! ends; a detached run (`peerlab up`) records its pids in `state.json` for `peerlab down`.
-//! Every node process carries `PEERLAB_RUN=<run id>`, which is how [`processes`] lists and
+//! Every node process carries `PEERLAB_RUN=<run id>`, which is how [`scan_processes`] lists and
 //! removes runs without any state file.
 
 use std::collections::{BTreeMap, HashMap};
