@@ -664,6 +664,18 @@ impl Lab {
     }
 }
 
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("run_id", &self.run_id())
+            .field("runtime", &self.runtime_name())
+            .field("started", &self.started)
+            .field("live_nodes", &self.live_nodes().len())
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.done || !self.session.prepared() {
