@@ -14,9 +14,7 @@ use crate::exit;
 use crate::lab::{Keep, Lab, LabBuilder, LabError, LabReport, RuntimeKind, graph_format};
 use crate::orchestrator::plan;
 use crate::orchestrator::run::{PANIC_AFTER_START, Stage};
-use crate::runtime::docker::DockerRuntime;
-use crate::runtime::local::LocalRuntime;
-use crate::runtime::{Runtime, RuntimeError, TeardownReport};
+use crate::runtime::{RuntimeError, TeardownReport};
 use crate::topology::{self, Topology};
 
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
@@ -444,24 +442,11 @@ async fn up(args: UpArgs) -> u8 {
     }
 }
 
-/// Every runtime that can have runs on this machine, for `ps` and `down`: local processes
-/// always, Docker when an engine answers (no engine simply means no Docker runs).
-async fn every_runtime() -> Vec<Box<dyn Runtime>> {
-    // Listing and removing runs start nothing, so a missing executable path does not matter.
-    let local =
-        LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
-    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
-    if let Ok(docker) = DockerRuntime::connect().await {
-        runtimes.push(Box::new(docker));
-    }
-    runtimes
-}
-
 async fn ps(args: PsArgs) -> u8 {
     // (run id, runtime) -> nodes
     let mut runs: std::collections::BTreeMap<(String, &str), usize> =
         std::collections::BTreeMap::new();
-    for runtime in every_runtime().await {
+    for runtime in crate::lab::every_runtime().await {
         // An engine that stops answering between connect and list has nothing to show.
         let Ok(listed) = runtime.list_runs().await else {
             continue;
@@ -490,7 +475,7 @@ async fn down(args: DownArgs) -> u8 {
     let logs = target.map(|run| args.runs_dir.join(run).join("logs"));
     let mut code = exit::PASSED;
     let mut removed = TeardownReport::default();
-    for runtime in every_runtime().await {
+    for runtime in crate::lab::every_runtime().await {
         match runtime.remove_run(target, logs.as_deref()).await {
             Ok(report) => removed.absorb(report),
             Err(e) => {

@@ -64,7 +64,7 @@ pub use crate::topology::{NodeSettings, Topology};
 pub use error::LabError;
 pub use node::NodeHandle;
 pub use report::{GraphFormat, LabReport, graph_format};
-pub use runtimes::{BIN_ENV, RuntimeKind, node_binary};
+pub use runtimes::{BIN_ENV, RuntimeKind, every_runtime, node_binary};
 pub use topology::{GroupSpec, TopologyBuilder};
 
 use crate::orchestrator::plan;

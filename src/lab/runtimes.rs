@@ -91,6 +91,20 @@ pub(crate) async fn select(
     }
 }
 
+/// Every runtime that can have runs on this machine, for listing and removing runs
+/// (`peerlab ps`, `peerlab down`): local processes always, Docker when an engine answers
+/// (no engine simply means no Docker runs).
+pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
+    // Listing and removing runs start nothing, so a missing executable path does not matter.
+    let local =
+        LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
+    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
+    if let Ok(docker) = DockerRuntime::connect().await {
+        runtimes.push(Box::new(docker));
+    }
+    runtimes
+}
+
 /// The running executable when it is not `peerlab` (a test binary, say): the Docker
 /// runtime would build its node image from it, and such an image cannot run a node.
 fn not_peerlab() -> Option<PathBuf> {
