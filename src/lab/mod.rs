@@ -59,7 +59,7 @@ pub use crate::contract::LinkShape;
 pub use crate::contract::{DeliveredMessage, NodeStatus};
 pub use crate::orchestrator::observer::{Formation, Observer};
 pub use crate::orchestrator::{CheckResult, FormationExpectation, Report};
-pub use crate::runtime::{Capabilities, NodeEndpoint, TeardownReport};
+pub use crate::runtime::{Capabilities, NodeEndpoint, RuntimeError, TeardownReport};
 pub use crate::topology::{NodeSettings, Topology};
 pub use error::LabError;
 pub use node::NodeHandle;
