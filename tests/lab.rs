@@ -414,3 +414,60 @@ async fn docker_from_a_test_binary_is_refused_and_auto_stays_local() {
         auto.runtime_note()
     );
 }
+
+#[tokio::test]
+async fn a_check_after_the_formation_deadline_judges_the_formation_seen_in_time() {
+    let runs = tempfile::tempdir().expect("tempdir");
+    let within = Duration::from_secs(8);
+    let topology = Lab::builder("lab-late")
+        .genesis(1)
+        .node_settings(fast_settings())
+        .group(("peers", 3))
+        .formation_within(within)
+        .min_degree(1)
+        .build()
+        .expect("a valid topology");
+    let mut lab = Lab::from_topology(topology)
+        .runtime(RuntimeKind::Local)
+        .node_binary(BIN)
+        .runs_dir(runs.path())
+        .start()
+        .await
+        .expect("the lab starts");
+    let formed = lab.wait_formed(within).await.expect("started");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    lab.kill("peers-2").await.expect("kill");
+    let detected = lab
+        .wait_formed(Duration::from_secs(30))
+        .await
+        .expect("started");
+    assert!(detected.formed(), "{:#?}", detected.failures());
+    // The test's faults took it past the formation deadline (waiting for a deadline to
+    // pass is the point here, not synchronisation).
+    tokio::time::sleep_until((lab.observer().started_at() + within).into()).await;
+
+    let report = lab.check().await.expect("the checks run");
+    assert!(report.passed(), "{}", report.summary());
+    let first = formed.formed_at.expect("formed").as_secs_f64();
+    assert_eq!(report.formation_secs, Some(first));
+    let run_id = lab.run_id().to_string();
+    lab.shutdown().await.expect("teardown");
+    assert!(processes_of(&run_id).is_empty());
+}
+
+#[test]
+fn a_lab_dropped_after_its_tokio_runtime_is_gone_still_tears_down() {
+    let runs = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let lab = rt
+        .block_on(lab("lab-noruntime", 1, 2, runs.path()).start())
+        .expect("the lab starts");
+    let run_id = lab.run_id().to_string();
+    assert_eq!(processes_of(&run_id).len(), 3);
+    drop(rt);
+    drop(lab);
+    assert!(processes_of(&run_id).is_empty(), "drop left processes");
+}

@@ -109,6 +109,9 @@ pub struct Lab {
     done: bool,
     /// A check failed under [`Keep::OnFailure`]: `Drop` leaves the nodes running.
     kept: bool,
+    /// When [`Lab::wait_formed`] first saw the topology's formation checks hold, counted
+    /// from the start of the run: what [`Lab::check`] judges the formation deadline by.
+    formed_at: std::sync::Mutex<Option<Duration>>,
 }
 
 impl Lab {
@@ -247,6 +250,7 @@ impl LabBuilder {
             started: false,
             done: false,
             kept: false,
+            formed_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -410,7 +414,12 @@ impl Lab {
     /// be detected: the live nodes' member lists hold exactly the live nodes again.
     pub async fn wait_formed(&self, within: Duration) -> Result<Formation, LabError> {
         let expectation = self.topology().checks.formation.expectation();
-        self.wait_for(&expectation, within).await
+        let formation = self.wait_for(&expectation, within).await?;
+        if let Some(at) = formation.formed_at {
+            let mut first = self.formed_at.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(at);
+        }
+        Ok(formation)
     }
 
     /// Like [`Lab::wait_formed`] with other expectations (two components during a
@@ -543,7 +552,9 @@ impl Lab {
     }
 
     /// Runs the topology's checks: formation within its deadline (counted from the start
-    /// of the run), the broadcast check, and the scenario with its `expect` steps. A failed
+    /// of the run; when [`Lab::wait_formed`] already saw the network formed in time, that
+    /// time counts, and the formation checks get a fresh deadline to hold again now), the
+    /// broadcast check, and the scenario with its `expect` steps. A failed
     /// check is a report that did not pass, not an error; errors are runtime failures.
     /// Under [`Keep::OnFailure`] a failed report leaves the nodes running.
     pub async fn check(&mut self) -> Result<LabReport, LabError> {
@@ -558,7 +569,15 @@ impl Lab {
     async fn checks(&mut self, stage: Stage) -> Result<LabReport, LabError> {
         self.require_started()?;
         let progress = self.progress.get_or_insert_with(Progress::quiet);
-        let outcome = run::check(&self.session, stage, &self.timeline, progress).await?;
+        let formed_before = *self.formed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = run::check(
+            &self.session,
+            stage,
+            &self.timeline,
+            formed_before,
+            progress,
+        )
+        .await?;
         let min_degree = self.topology().checks.formation.expectation().min_degree;
         let report = LabReport::new(outcome.report, outcome.overlay, min_degree);
         if !report.passed() && self.keep == Keep::OnFailure && !self.kept {

@@ -76,10 +76,16 @@ pub async fn start(session: &Session, progress: &mut Progress) -> Result<(), Run
 /// Checks what the started nodes formed: readiness, the formation checks within the
 /// topology's deadline (counted from the start of the run), and with [`Stage::AllChecks`]
 /// the broadcast checks and the scenario `timeline`.
+///
+/// `formed_before` is when the network was already seen formed, counted from the start of
+/// the run (a lab's user waited for it before checking). The deadline check then judges
+/// that time, and the formation checks get a fresh `within` from now to hold again: faults
+/// a test played in between must not make a formed network fail its deadline.
 pub async fn check(
     session: &Session,
     stage: Stage,
     timeline: &[ResolvedStep],
+    formed_before: Option<Duration>,
     progress: &mut Progress,
 ) -> Result<RunOutcome, RuntimeError> {
     let started_at = SystemTime::now() - session.observer().started_at().elapsed();
@@ -88,7 +94,11 @@ pub async fn check(
     let nodes = session.live_nodes();
     let total = nodes.len();
     let within = topology.checks.formation.within;
-    let deadline = observer.started_at() + within;
+    let formed_before = formed_before.filter(|t| *t <= within);
+    let deadline = match formed_before {
+        Some(_) => Instant::now() + within,
+        None => observer.started_at() + within,
+    };
 
     progress.phase("ready", total as u64);
     loop {
@@ -110,7 +120,7 @@ pub async fn check(
             )
         })
         .await;
-    let formed_at = formation.formed_at;
+    let formed_at = formation.formed_at.map(|now| formed_before.unwrap_or(now));
     match formed_at {
         Some(t) => progress.line(&format!("network formed in {:.2}s", t.as_secs_f64())),
         None => progress.line(&format!("network did not form within {within:?}")),
