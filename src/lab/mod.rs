@@ -97,7 +97,10 @@ pub enum Keep {
 /// see the module docs.
 pub struct Lab {
     session: Session,
+    /// The topology's scenario resolved for the run's seed (in every report).
     timeline: Vec<ResolvedStep>,
+    /// Whether [`Lab::check`] plays `timeline`.
+    play_scenario: bool,
     chosen: Chosen,
     keep: Keep,
     note: Option<String>,
@@ -211,7 +214,8 @@ impl LabBuilder {
     }
 
     /// Whether [`Lab::check`] plays the topology's scenario (default: yes). Without it the
-    /// runtime is not asked whether it can play it either (`peerlab up` does this).
+    /// runtime is not asked whether it can play it either (`peerlab up` does this); reports
+    /// still list the resolved scenario.
     pub fn scenario(mut self, play: bool) -> Self {
         self.scenario = play;
         self
@@ -233,15 +237,12 @@ impl LabBuilder {
         let run_id = plan::fresh_run_id(&self.topology);
         let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach);
         runtime.check_support(&plan)?;
-        let timeline = if self.scenario {
-            run::resolve_timeline(&self.topology, seed, runtime.name())?
-        } else {
-            Vec::new()
-        };
+        let timeline = run::resolve_timeline(&self.topology, seed, runtime.name())?;
         let session = Session::new(runtime, plan, self.topology, seed)?;
         Ok(Lab {
             session,
             timeline,
+            play_scenario: self.scenario,
             chosen,
             keep: self.keep,
             note,
@@ -372,7 +373,7 @@ impl Lab {
             )));
         }
         self.session.prepare().await?;
-        if !self.timeline.is_empty() {
+        if self.play_scenario && !self.timeline.is_empty() {
             scenario::check_support(self.session.runtime(), &self.timeline).await?;
         }
         let progress = self.progress.insert(if self.show_progress {
@@ -570,14 +571,13 @@ impl Lab {
         self.require_started()?;
         let progress = self.progress.get_or_insert_with(Progress::quiet);
         let formed_before = *self.formed_at.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = run::check(
-            &self.session,
-            stage,
-            &self.timeline,
-            formed_before,
-            progress,
-        )
-        .await?;
+        let play: &[ResolvedStep] = if self.play_scenario {
+            &self.timeline
+        } else {
+            &[]
+        };
+        let mut outcome = run::check(&self.session, stage, play, formed_before, progress).await?;
+        outcome.report.scenario = self.timeline.clone();
         let min_degree = self.topology().checks.formation.expectation().min_degree;
         let report = LabReport::new(outcome.report, outcome.overlay, min_degree);
         if !report.passed() && self.keep == Keep::OnFailure && !self.kept {

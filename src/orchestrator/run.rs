@@ -161,9 +161,7 @@ pub async fn check(
     };
     let overlay = Overlay::build(&observations);
     let mut report = Report::new(meta, &observations, &overlay, checks, broadcast_stats);
-    if stage == Stage::AllChecks {
-        report.scenario = timeline.to_vec();
-    }
+    report.scenario = timeline.to_vec();
     progress.finish();
     Ok(RunOutcome {
         report,
