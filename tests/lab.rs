@@ -93,6 +93,20 @@ async fn a_lab_forms_answers_and_delivers_a_broadcast_everywhere() {
         .expect("started");
     assert!(delivery.complete(), "missing at {:?}", delivery.missing());
     assert_eq!(delivery.delivered.len(), 5);
+    // A condition of the test's own: every node counts the delivery in its status.
+    let counted = lab
+        .wait_until(Duration::from_secs(10), |nodes| {
+            let behind: Vec<&str> = nodes
+                .iter()
+                .filter(|o| o.status.as_ref().is_none_or(|s| s.counters.delivered < 1))
+                .map(|o| o.name.as_str())
+                .collect();
+            (!behind.is_empty()).then(|| format!("no delivery counted at {behind:?}"))
+        })
+        .await
+        .expect("started");
+    assert!(counted.held(), "{:?}", counted.problem);
+    assert_eq!(counted.observations.len(), 5);
     for node in lab.nodes() {
         let messages = node.messages().await.expect("messages answer");
         let got = messages.iter().find(|m| m.id == id);

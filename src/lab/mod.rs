@@ -57,8 +57,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::contract::LinkShape;
 pub use crate::contract::{DeliveredMessage, NodeStatus};
-pub use crate::orchestrator::observer::{Formation, Observer};
-pub use crate::orchestrator::{CheckResult, FormationExpectation, Report};
+pub use crate::orchestrator::observer::{Detail, Formation, Observer, Waited};
+pub use crate::orchestrator::{CheckResult, FormationExpectation, NodeObservation, Report};
 pub use crate::runtime::{Capabilities, NodeEndpoint, RuntimeError, TeardownReport};
 pub use crate::topology::{NodeSettings, Topology};
 pub use error::LabError;
@@ -436,6 +436,39 @@ impl Lab {
             .session
             .observer()
             .wait_formed(&live, expectation, Instant::now() + within, &mut |_, _| {})
+            .await)
+    }
+
+    /// Polls the live nodes' full status until `check` says the condition holds (returns
+    /// `None`) or `within` passes; `check` otherwise says why not, which the result keeps
+    /// for the test's failure message. For conditions of a test's own:
+    ///
+    /// ```no_run
+    /// # async fn f(lab: &peerlab::Lab) -> Result<(), peerlab::lab::LabError> {
+    /// # use std::time::Duration;
+    /// let waited = lab
+    ///     .wait_until(Duration::from_secs(10), |nodes| {
+    ///         let lonely = nodes.iter().filter(|o| {
+    ///             o.status.as_ref().is_none_or(|s| s.neighbours.len() < 2)
+    ///         });
+    ///         let lonely: Vec<&str> = lonely.map(|o| o.name.as_str()).collect();
+    ///         (!lonely.is_empty()).then(|| format!("fewer than 2 neighbours: {lonely:?}"))
+    ///     })
+    ///     .await?;
+    /// assert!(waited.held(), "{:?}", waited.problem);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_until<F>(&self, within: Duration, check: F) -> Result<Waited, LabError>
+    where
+        F: FnMut(&[NodeObservation]) -> Option<String> + Send,
+    {
+        self.require_started()?;
+        let live = self.live_nodes();
+        Ok(self
+            .session
+            .observer()
+            .wait_until(&live, Detail::Listed, Instant::now() + within, check)
             .await)
     }
 

@@ -33,7 +33,7 @@ pub use junit::{junit, write_junit};
 pub use model::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,
 };
-pub use observer::{Detail, Formation, Observer};
+pub use observer::{Detail, Formation, Observer, Waited};
 pub use render::{RenderOptions, to_dot, to_dot_with, to_svg, to_svg_with};
 pub use report::{NodeView, Report, RunMeta};
 pub use session::Session;

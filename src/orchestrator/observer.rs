@@ -71,6 +71,27 @@ impl Formation {
     }
 }
 
+/// What [`Observer::wait_until`] saw.
+#[derive(Debug, Clone)]
+pub struct Waited {
+    /// From the call to the end of the first round that saw the condition hold (so it surely
+    /// held by then); `None` when it never did before the deadline.
+    pub held_after: Option<Duration>,
+    /// Why the condition did not hold in the last round; `None` when it held.
+    pub problem: Option<String>,
+    /// The last round's observations.
+    pub observations: Vec<NodeObservation>,
+    /// Polling rounds made.
+    pub rounds: usize,
+}
+
+impl Waited {
+    /// The condition held before the deadline.
+    pub fn held(&self) -> bool {
+        self.held_after.is_some()
+    }
+}
+
 /// Watches the nodes of one run through their status sockets; see the module docs.
 ///
 /// Endpoints are added as nodes start (and replaced when a node comes back elsewhere), so
@@ -277,6 +298,37 @@ impl Observer {
                     observations,
                     checks,
                     formed_at,
+                };
+            }
+            tokio::time::sleep(poll_interval(names.len())).await;
+        }
+    }
+
+    /// Polls `names` at `detail` until `check` says the condition holds (returns `None`) or
+    /// `deadline` passes; `check` otherwise says why not (`Some(reason)`). For conditions the
+    /// formation checks do not express (a benchmark's, a test's own).
+    pub async fn wait_until<F>(
+        &self,
+        names: &[String],
+        detail: Detail,
+        deadline: Instant,
+        mut check: F,
+    ) -> Waited
+    where
+        F: FnMut(&[NodeObservation]) -> Option<String> + Send,
+    {
+        let from = Instant::now();
+        let mut rounds = 0;
+        loop {
+            let observations = self.observe(names, detail).await;
+            rounds += 1;
+            let problem = check(&observations);
+            if problem.is_none() || Instant::now() >= deadline {
+                return Waited {
+                    held_after: problem.is_none().then(|| from.elapsed()),
+                    problem,
+                    observations,
+                    rounds,
                 };
             }
             tokio::time::sleep(poll_interval(names.len())).await;
