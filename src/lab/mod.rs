@@ -28,9 +28,10 @@
 //! [`LabBuilder`] picks the runtime, seed, what to keep and where runs live;
 //! [`LabBuilder::start`] prepares the runtime and starts the nodes (genesis first, then the
 //! peers concurrently at their planned offsets). A started [`Lab`] offers node handles
-//! ([`Lab::node`]), waits ([`Lab::wait_formed`], [`Lab::wait_delivered`], [`Lab::wait_until`]), faults
-//! ([`Lab::kill`], [`Lab::partition`], [`Lab::shape`], ...) and the topology's checks
-//! ([`Lab::check`]), which give a [`LabReport`] with the JSON, JUnit and graph writers.
+//! ([`Lab::node`]), waits ([`Lab::wait_formed`], [`Lab::wait_delivered`],
+//! [`Lab::wait_until`]), faults ([`Lab::kill`], [`Lab::partition`], [`Lab::shape`], ...)
+//! and the topology's checks ([`Lab::check`]), which give a [`LabReport`] with the JSON,
+//! JUnit and graph writers.
 //!
 //! # Teardown
 //!
