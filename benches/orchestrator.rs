@@ -1,6 +1,6 @@
 //! Orchestrator benchmark: how long `peerlab run` takes to form networks of N local nodes,
-//! driving the library exactly as `peerlab run --runtime local` does (plan, prepare,
-//! execute, teardown) with nodes started from the release `peerlab` binary.
+//! driving the library exactly as `peerlab run --runtime local` does (a [`Lab`]: plan,
+//! start, check, shutdown) with nodes started from the release `peerlab` binary.
 //!
 //! Run: `cargo bench --bench orchestrator` (N = 10, 100, 300), or choose sizes with
 //! `cargo bench --bench orchestrator -- 10 1000` or `PEERLAB_BENCH_NODES=10,1000`.
@@ -16,16 +16,14 @@ mod support;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerlab::orchestrator::progress::Progress;
-use peerlab::orchestrator::run::{Stage, execute};
-use peerlab::runtime::Runtime;
-use peerlab::runtime::local::LocalRuntime;
-use support::net::{BIN, plan_from_yaml, run_pids};
+use peerlab::lab::{Lab, RuntimeKind};
+use peerlab::topology;
+use support::net::{BIN, run_pids};
 use support::{USER_HZ, cpu_ticks, rss_kib};
 
 /// Goals on a 2-core machine, by network size.
@@ -117,36 +115,33 @@ impl Sampler {
 
 async fn measure(n: usize, runs_dir: &Path) -> Row {
     assert!(n >= 2, "a network needs at least 2 nodes");
-    let run_id = support::run_id(&format!("bench-{n}"));
-    let (topology, plan) = plan_from_yaml(&topology_yaml(n), runs_dir, &run_id);
-    let seed = topology.seed;
-    let mut runtime = LocalRuntime::with_executable(PathBuf::from(BIN));
-    runtime
-        .check_support(&plan)
-        .expect("the local runtime supports the bench topology");
+    let topology = topology::parse_str(&topology_yaml(n), &format!("bench-{n}.yaml"))
+        .unwrap_or_else(|e| panic!("the bench topology is invalid:\n{e}"));
+    let mut lab = Lab::from_topology(topology)
+        .runtime(RuntimeKind::Local)
+        .node_binary(BIN)
+        .runs_dir(runs_dir)
+        .progress(true)
+        .plan()
+        .await
+        .unwrap_or_else(|e| panic!("the local runtime refused the bench topology: {e}"));
 
-    let sampler = Sampler::start(run_id.clone());
+    let sampler = Sampler::start(lab.run_id().to_string());
     let started = Instant::now();
-    runtime.prepare(&plan).await.expect("prepare the run");
-    let mut progress = Progress::new();
-    let outcome = execute(
-        &runtime,
-        &plan,
-        &topology,
-        seed,
-        Stage::AllChecks,
-        &mut progress,
-    )
+    let outcome = async {
+        lab.start_nodes().await?;
+        lab.check().await
+    }
     .await;
     let (peak_rss_kib, node_cpu) = sampler.finish();
-    let teardown = runtime.teardown().await;
+    let run_dir = lab.run_dir().to_path_buf();
+    let teardown = lab.shutdown().await;
     let wall = started.elapsed();
-    let outcome = outcome.unwrap_or_else(|e| panic!("the run of {n} nodes failed: {e}"));
+    let report = outcome.unwrap_or_else(|e| panic!("the run of {n} nodes failed: {e}"));
     if let Ok(t) = &teardown {
         assert!(t.leftovers.is_empty(), "teardown left {:?}", t.leftovers);
     }
-    let report = outcome.report;
-    let _ = report.write_json(&plan.run_dir.join("report.json"));
+    let _ = report.write_json(&run_dir.join("report.json"));
     Row {
         nodes: n,
         formation: report.formation_secs.map(Duration::from_secs_f64),

@@ -11,13 +11,10 @@ use crate::cli::{
 use crate::cli::{ComposeArgs, ImageArgs, ImageCommand};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
+use crate::lab::{Keep, Lab, LabBuilder, LabError, LabReport, RuntimeKind, graph_format};
 use crate::orchestrator::plan;
-use crate::orchestrator::progress::Progress;
-use crate::orchestrator::run::{RunOutcome, Stage, execute};
-use crate::orchestrator::{RenderOptions, summary_text, to_dot_with, to_svg_with, write_junit};
-use crate::runtime::docker::DockerRuntime;
-use crate::runtime::local::LocalRuntime;
-use crate::runtime::{RunPlan, Runtime, RuntimeError, TeardownReport};
+use crate::orchestrator::run::{PANIC_AFTER_START, Stage};
+use crate::runtime::{RuntimeError, TeardownReport};
 use crate::topology::{self, Topology};
 
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
@@ -153,26 +150,10 @@ fn load_topology(file: &Path) -> Result<Topology, u8> {
 }
 
 // ----- runs ---------------------------------------------------------------------------------
-
-/// Picks the runtime; `auto` prefers Docker when an engine answers.
-async fn select_runtime(choice: RuntimeChoice) -> Result<Box<dyn Runtime>, RuntimeError> {
-    match choice {
-        RuntimeChoice::Local => Ok(Box::new(LocalRuntime::new()?)),
-        RuntimeChoice::Docker => Ok(Box::new(DockerRuntime::connect().await?)),
-        RuntimeChoice::Auto => match DockerRuntime::connect().await {
-            Ok(docker) => {
-                eprintln!(
-                    "runtime: docker (auto: an engine answered; --runtime local to use processes)"
-                );
-                Ok(Box::new(docker))
-            }
-            Err(_) => {
-                eprintln!("runtime: local processes (auto: no Docker engine answered)");
-                Ok(Box::new(LocalRuntime::new()?))
-            }
-        },
-    }
-}
+//
+// `run` and `up` are thin: parse, ask the lab (crate::lab), print, pick the exit code. The
+// lab does the work; this module adds what only a command line has: Ctrl-C and SIGTERM,
+// the catching of panics (both still tear down), and the messages users read.
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn interrupted() {
@@ -191,29 +172,28 @@ async fn interrupted() {
 }
 
 enum Ended {
-    Finished(Box<RunOutcome>),
-    Failed(RuntimeError),
+    Finished(Box<LabReport>),
+    Failed(LabError),
     Panicked(String),
     Interrupted,
 }
 
-/// Prepares the runtime and executes the plan; Ctrl-C, SIGTERM and panics all come back as
+/// Starts the lab's nodes and runs its checks; Ctrl-C, SIGTERM and panics all come back as
 /// an [`Ended`] so that the caller always tears down.
-async fn drive(
-    runtime: &mut dyn Runtime,
-    plan: &RunPlan,
-    topology: &Topology,
-    seed: u64,
-    stage: Stage,
-) -> Ended {
+async fn drive(lab: &mut Lab, stage: Stage) -> Ended {
     let work = async {
-        runtime.prepare(plan).await?;
-        let mut progress = Progress::new();
-        execute(&*runtime, plan, topology, seed, stage, &mut progress).await
+        lab.start_nodes().await?;
+        if std::env::var_os(PANIC_AFTER_START).is_some() {
+            panic!("{PANIC_AFTER_START} is set");
+        }
+        match stage {
+            Stage::AllChecks => lab.check().await,
+            Stage::FormationOnly => lab.check_formation().await,
+        }
     };
     tokio::select! {
         result = std::panic::AssertUnwindSafe(work).catch_unwind() => match result {
-            Ok(Ok(outcome)) => Ended::Finished(Box::new(outcome)),
+            Ok(Ok(report)) => Ended::Finished(Box::new(report)),
             Ok(Err(e)) => Ended::Failed(e),
             Err(panic) => Ended::Panicked(panic_text(&panic)),
         },
@@ -229,8 +209,10 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-async fn teardown(runtime: &mut dyn Runtime, run_id: &str) -> bool {
-    match runtime.teardown().await {
+/// Tears the lab down and says what was removed; false when something was left behind.
+async fn teardown(lab: Lab) -> bool {
+    let run_id = lab.run_id().to_string();
+    match lab.shutdown().await {
         Ok(TeardownReport {
             processes_stopped,
             containers_removed,
@@ -263,62 +245,49 @@ async fn teardown(runtime: &mut dyn Runtime, run_id: &str) -> bool {
     }
 }
 
-fn graph_format(path: &Path) -> Option<&'static str> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => Some("svg"),
-        Some("dot") | Some("gv") => Some("dot"),
-        _ => None,
-    }
-}
-
-/// A run about to start: topology loaded, runtime chosen, plan accepted by the runtime.
-struct Started {
-    topology: Topology,
-    seed: u64,
-    runtime: Box<dyn Runtime>,
-    plan: RunPlan,
-}
-
-/// What `run` and `up` share before anything starts; an `Err` is the exit code.
+/// What `run` and `up` share before anything starts: the topology loaded, the runtime
+/// chosen and the plan accepted by it, announced. An `Err` is the exit code.
 async fn begin(
     verb: &str,
     file: &Path,
     choice: RuntimeChoice,
     seed: Option<u64>,
     runs_dir: &Path,
-    detach: bool,
-) -> Result<Started, u8> {
+    shape: impl FnOnce(LabBuilder) -> LabBuilder,
+) -> Result<Lab, u8> {
     let topology = load_topology(file)?;
-    let seed = seed.unwrap_or(topology.seed);
-    let runtime = select_runtime(choice).await.map_err(|e| {
+    let mut builder = Lab::from_topology(topology)
+        .runtime(match choice {
+            RuntimeChoice::Auto => RuntimeKind::Auto,
+            RuntimeChoice::Local => RuntimeKind::Local,
+            RuntimeChoice::Docker => RuntimeKind::Docker,
+        })
+        .runs_dir(runs_dir)
+        .progress(true);
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    let lab = shape(builder).plan().await.map_err(|e| {
         eprintln!("error: {e}");
-        exit::RUNTIME_FAILED
+        if e.is_bad_input() {
+            exit::BAD_INPUT
+        } else {
+            exit::RUNTIME_FAILED
+        }
     })?;
-    let plan = plan::build(
-        &topology,
-        seed,
-        &plan::fresh_run_id(&topology),
-        runs_dir,
-        detach,
-    );
-    if let Err(e) = runtime.check_support(&plan) {
-        eprintln!("error: {e}");
-        return Err(exit::BAD_INPUT);
+    if let Some(note) = lab.runtime_note() {
+        eprintln!("{note}");
     }
     eprintln!(
-        "{verb} {} of {}: {} nodes on the {} runtime, seed {seed}; logs in {}",
-        plan.run_id,
+        "{verb} {} of {}: {} nodes on the {} runtime, seed {}; logs in {}",
+        lab.run_id(),
         file.display(),
-        plan.nodes.len(),
-        runtime.name(),
-        plan.run_dir.join("logs").display()
+        lab.node_names().len(),
+        lab.runtime_name(),
+        lab.seed(),
+        lab.run_dir().join("logs").display()
     );
-    Ok(Started {
-        topology,
-        seed,
-        runtime,
-        plan,
-    })
+    Ok(lab)
 }
 
 async fn run(args: RunArgs) -> u8 {
@@ -331,61 +300,69 @@ async fn run(args: RunArgs) -> u8 {
         );
         return exit::BAD_INPUT;
     }
-    let Started {
-        topology,
-        seed,
-        mut runtime,
-        plan,
-    } = match begin(
+    let keep = if args.keep { Keep::Always } else { Keep::Never };
+    let mut lab = match begin(
         "run",
         &args.file,
         args.runtime,
         args.seed,
         &args.runs_dir,
-        args.keep,
+        |b| b.keep(keep),
     )
     .await
     {
-        Ok(s) => s,
+        Ok(lab) => lab,
         Err(code) => return code,
     };
-    let ended = drive(runtime.as_mut(), &plan, &topology, seed, Stage::AllChecks).await;
-    let outcome = match ended {
-        Ended::Finished(outcome) => outcome,
-        other => return abort(runtime.as_mut(), &plan, other).await,
+    let report = match drive(&mut lab, Stage::AllChecks).await {
+        Ended::Finished(report) => report,
+        other => return abort(lab, other).await,
     };
-    let passed = outcome.report.passed;
-    println!("{}", summary_text(&outcome.report));
-    let mut code = if passed {
+    println!("{}", report.summary());
+    let mut code = if report.passed() {
         exit::PASSED
     } else {
         exit::CHECK_FAILED
     };
-    if let Err(e) = write_outputs(&outcome, &plan, &args, &topology) {
+    if let Err(e) = write_outputs(&report, &lab, &args) {
         eprintln!("error: {e:#}");
         code = exit::RUNTIME_FAILED;
     }
     if args.keep {
-        print_endpoints(&outcome, &plan);
-    } else if !teardown(runtime.as_mut(), &plan.run_id).await && code == exit::PASSED {
+        print_endpoints(&lab);
+        leave_running(lab);
+    } else if !teardown(lab).await && code == exit::PASSED {
         code = exit::RUNTIME_FAILED;
     }
     code
 }
 
-async fn abort(runtime: &mut dyn Runtime, plan: &RunPlan, ended: Ended) -> u8 {
+/// Gives the lab up with its nodes running (`up`, `run --keep`); they were started
+/// detached for this.
+fn leave_running(lab: Lab) {
+    if let Err(e) = lab.detach() {
+        eprintln!("error: {e}");
+    }
+}
+
+async fn abort(lab: Lab, ended: Ended) -> u8 {
+    let run_id = lab.run_id().to_string();
     let code = match ended {
         Ended::Interrupted => {
-            eprintln!("\ninterrupted; tearing down {}", plan.run_id);
+            eprintln!("\ninterrupted; tearing down {run_id}");
             INTERRUPTED
         }
-        Ended::Failed(RuntimeError::Unsupported { runtime, reason }) => {
+        Ended::Failed(LabError::Runtime(RuntimeError::Unsupported { runtime, reason })) => {
             eprintln!("error: the {runtime} runtime cannot run this topology: {reason}");
             exit::BAD_INPUT
         }
         Ended::Failed(e) => {
             eprintln!("error: {e}");
-            exit::RUNTIME_FAILED
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUNTIME_FAILED
+            }
         }
         Ended::Panicked(msg) => {
             eprintln!("error: internal error (panic): {msg}; tearing down");
@@ -393,103 +370,69 @@ async fn abort(runtime: &mut dyn Runtime, plan: &RunPlan, ended: Ended) -> u8 {
         }
         Ended::Finished(_) => exit::PASSED,
     };
-    teardown(runtime, &plan.run_id).await;
+    teardown(lab).await;
     code
 }
 
-fn write_outputs(
-    outcome: &RunOutcome,
-    plan: &RunPlan,
-    args: &RunArgs,
-    topology: &Topology,
-) -> anyhow::Result<()> {
-    let report = &outcome.report;
-    report.write_json(&plan.run_dir.join("report.json"))?;
+fn write_outputs(report: &LabReport, lab: &Lab, args: &RunArgs) -> Result<(), LabError> {
+    report.write_json(&lab.run_dir().join("report.json"))?;
     if let Some(path) = &args.report {
         report.write_json(path)?;
         eprintln!("report: {}", path.display());
     }
     if let Some(path) = &args.junit {
-        write_junit(report, path)?;
+        report.write_junit(path)?;
         eprintln!("junit: {}", path.display());
     }
     if let Some(path) = &args.graph {
-        let opts = RenderOptions {
-            title: Some(format!("{} {}", topology.name, plan.run_id)),
-            min_degree: topology.checks.formation.expectation().min_degree,
-        };
-        let text = match graph_format(path) {
-            Some("dot") => to_dot_with(&outcome.overlay, &opts),
-            _ => to_svg_with(&outcome.overlay, &opts),
-        };
-        crate::orchestrator::report::write_text(path, &text)?;
+        report.write_graph(path)?;
         eprintln!("graph: {}", path.display());
     }
     Ok(())
 }
 
-fn print_endpoints(outcome: &RunOutcome, plan: &RunPlan) {
-    println!(
-        "\nrun {} is up ({} nodes):",
-        plan.run_id,
-        outcome.endpoints.len()
-    );
-    let width = outcome
-        .endpoints
-        .iter()
-        .map(|e| e.name.len())
-        .max()
-        .unwrap_or(4);
+fn print_endpoints(lab: &Lab) {
+    let endpoints = lab.endpoints();
+    println!("\nrun {} is up ({} nodes):", lab.run_id(), endpoints.len());
+    let width = endpoints.iter().map(|e| e.name.len()).max().unwrap_or(4);
     println!(
         "  {:<width$}  {:<24}  status socket",
         "node", "peer address"
     );
-    for ep in &outcome.endpoints {
+    for ep in &endpoints {
         println!(
             "  {:<width$}  {:<24}  {}",
             ep.name, ep.peer_addr, ep.status_url
         );
     }
-    if let Some(first) = outcome.endpoints.first() {
+    if let Some(first) = endpoints.first() {
         println!("\nlook inside:  peerlab status {}", first.status_url);
     }
-    println!("take it down: peerlab down {}", plan.run_id);
+    println!("take it down: peerlab down {}", lab.run_id());
 }
 
 async fn up(args: UpArgs) -> u8 {
-    let Started {
-        topology,
-        seed,
-        mut runtime,
-        plan,
-    } = match begin(
+    let mut lab = match begin(
         "up",
         &args.file,
         args.runtime,
         args.seed,
         &args.runs_dir,
-        true,
+        |b| b.keep(Keep::Always).scenario(false),
     )
     .await
     {
-        Ok(s) => s,
+        Ok(lab) => lab,
         Err(code) => return code,
     };
-    let outcome = match drive(
-        runtime.as_mut(),
-        &plan,
-        &topology,
-        seed,
-        Stage::FormationOnly,
-    )
-    .await
-    {
-        Ended::Finished(outcome) => outcome,
-        other => return abort(runtime.as_mut(), &plan, other).await,
+    let report = match drive(&mut lab, Stage::FormationOnly).await {
+        Ended::Finished(report) => report,
+        other => return abort(lab, other).await,
     };
-    let _ = outcome.report.write_json(&plan.run_dir.join("report.json"));
-    print_endpoints(&outcome, &plan);
-    if outcome.report.passed {
+    let _ = report.write_json(&lab.run_dir().join("report.json"));
+    print_endpoints(&lab);
+    leave_running(lab);
+    if report.passed() {
         exit::PASSED
     } else {
         eprintln!(
@@ -499,24 +442,11 @@ async fn up(args: UpArgs) -> u8 {
     }
 }
 
-/// Every runtime that can have runs on this machine, for `ps` and `down`: local processes
-/// always, Docker when an engine answers (no engine simply means no Docker runs).
-async fn every_runtime() -> Vec<Box<dyn Runtime>> {
-    // Listing and removing runs start nothing, so a missing executable path does not matter.
-    let local =
-        LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
-    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
-    if let Ok(docker) = DockerRuntime::connect().await {
-        runtimes.push(Box::new(docker));
-    }
-    runtimes
-}
-
 async fn ps(args: PsArgs) -> u8 {
     // (run id, runtime) -> nodes
     let mut runs: std::collections::BTreeMap<(String, &str), usize> =
         std::collections::BTreeMap::new();
-    for runtime in every_runtime().await {
+    for runtime in crate::lab::every_runtime().await {
         // An engine that stops answering between connect and list has nothing to show.
         let Ok(listed) = runtime.list_runs().await else {
             continue;
@@ -545,7 +475,7 @@ async fn down(args: DownArgs) -> u8 {
     let logs = target.map(|run| args.runs_dir.join(run).join("logs"));
     let mut code = exit::PASSED;
     let mut removed = TeardownReport::default();
-    for runtime in every_runtime().await {
+    for runtime in crate::lab::every_runtime().await {
         match runtime.remove_run(target, logs.as_deref()).await {
             Ok(report) => removed.absorb(report),
             Err(e) => {

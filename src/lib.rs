@@ -11,13 +11,15 @@
 //! - [`runtime`]: where nodes live, behind one trait: [`runtime::local`] (processes) and
 //!   [`runtime::docker`] (containers).
 //! - [`export`]: plans written out for other tools (a compose file), apart from the runtimes.
-//! - [`cli`] and [`commands`]: the `peerlab` command line.
+//! - [`lab`]: the run lifecycle as a library ([`Lab`]): start a topology from a test, wait
+//!   for it to form, inject faults, check, tear down. The CLI is built on it.
+//! - [`cli`] and [`commands`]: the `peerlab` command line, thin commands over [`lab`].
 //! - `testcontainers` (cargo feature `testcontainers`): the node image as a testcontainers
 //!   `Image`, for tests that start a genesis and peers with testcontainers.
 //!
-//! Dependencies point one way: `cli`/`commands` -> `orchestrator` -> `topology` and the
-//! runtime interface; runtimes and exporters -> the plan types in [`runtime`]; everything ->
-//! [`contract`], which depends on nothing. The node uses only [`contract`]. A unit test
+//! Dependencies point one way: `cli`/`commands` -> `lab` (which also picks the concrete
+//! runtime) -> `orchestrator` -> `topology` and the runtime interface; runtimes and
+//! exporters -> the plan types in [`runtime`]; everything -> [`contract`], which depends on nothing. The node uses only [`contract`]. A unit test
 //! (`src/layers.rs`) keeps it that way.
 
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod client;
 pub mod commands;
 pub mod contract;
 pub mod export;
+pub mod lab;
 #[cfg(test)]
 mod layers;
 pub mod node;
@@ -33,6 +36,8 @@ pub mod runtime;
 #[cfg(feature = "testcontainers")]
 pub mod testcontainers;
 pub mod topology;
+
+pub use lab::Lab;
 
 /// Tag of the node image built from this executable.
 pub const DEFAULT_IMAGE: &str = concat!("peerlab:", env!("CARGO_PKG_VERSION"));

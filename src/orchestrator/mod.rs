@@ -1,10 +1,12 @@
 //! Turns a topology into a run, checks what the nodes formed, and reports.
 //!
-//! [`plan`] builds the run plan a runtime starts; [`run`] and [`scenario`] drive a runtime
-//! through the [`crate::runtime::Runtime`] trait only, never a concrete runtime.
-//! Everything here except `run`, `scenario` and `progress` is pure: it works on observations the run
-//! collected from status sockets, so each check and report can be tested on synthetic
-//! networks without starting a single node.
+//! [`plan`] builds the run plan a runtime starts. A [`Session`] holds one run's runtime
+//! (through the [`crate::runtime::Runtime`] trait only, never a concrete runtime) and its
+//! [`Observer`], the one poller of status sockets; [`run`] checks a session and
+//! [`scenario`] plays faults through it. [`crate::lab`] is the public front door over all
+//! of this. Everything else here is pure: it works on observations collected from status
+//! sockets, so each check and report can be tested on synthetic networks without starting
+//! a single node.
 
 pub mod broadcast;
 pub mod checks;
@@ -13,12 +15,14 @@ pub mod junit;
 pub mod layout;
 mod membership;
 pub mod model;
+pub mod observer;
 pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod session;
 pub mod summary;
 mod text;
 
@@ -29,6 +33,8 @@ pub use junit::{junit, write_junit};
 pub use model::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,
 };
+pub use observer::{Detail, Formation, Observer, Waited};
 pub use render::{RenderOptions, to_dot, to_dot_with, to_svg, to_svg_with};
 pub use report::{NodeView, Report, RunMeta};
+pub use session::Session;
 pub use summary::summary_text;

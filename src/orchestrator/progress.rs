@@ -1,12 +1,17 @@
-//! Progress of a run: indicatif bars on a terminal, plain timestamped lines elsewhere (CI).
+//! Progress of a run: indicatif bars on a terminal, plain timestamped lines elsewhere (CI),
+//! or only `tracing` events when quiet (a library user's tests, where bars would draw over
+//! the test harness's output).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Where a run reports its phases; see the module docs.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Lines go to `tracing` only; no bar, nothing on stderr.
+    quiet: bool,
     started: Instant,
     last_line: Option<Instant>,
     last_text: String,
@@ -17,11 +22,24 @@ impl Progress {
     pub fn new() -> Self {
         Progress {
             bar: None,
+            quiet: false,
             started: Instant::now(),
             last_line: None,
             last_text: String::new(),
         }
         .with_terminal(std::io::stderr().is_terminal())
+    }
+
+    /// No bar and nothing on stderr: lines become `tracing` info events (target
+    /// `peerlab::progress`), for runs inside a user's tests.
+    pub fn quiet() -> Self {
+        Progress {
+            bar: None,
+            quiet: true,
+            started: Instant::now(),
+            last_line: None,
+            last_text: String::new(),
+        }
     }
 
     fn with_terminal(mut self, terminal: bool) -> Self {
@@ -58,6 +76,9 @@ impl Progress {
             bar.set_message(message.to_string());
             return;
         }
+        if self.quiet {
+            return;
+        }
         let text = format!("{position} {message}");
         let due = self
             .last_line
@@ -72,12 +93,17 @@ impl Progress {
     /// A line that stays (above the bar on a terminal).
     pub fn line(&self, text: &str) {
         let stamped = format!("[{:>6.1}s] {text}", self.started.elapsed().as_secs_f64());
+        if self.quiet {
+            tracing::info!(target: "peerlab::progress", "{stamped}");
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.println(stamped),
             None => eprintln!("{stamped}"),
         }
     }
 
+    /// Clears the bar (lines printed above it stay).
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

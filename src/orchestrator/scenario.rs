@@ -1,27 +1,20 @@
-//! Plays a resolved fault timeline against the runtime once the network formed.
+//! Plays a resolved fault timeline against a run once the network formed.
 //!
 //! Steps run in order, each no earlier than its planned offset; an `expect` polls until
 //! its checks hold over the live nodes or its deadline passes, and becomes check results
-//! in the report. A runtime that cannot do a step ends the run with an
-//! [`RuntimeError::Unsupported`] naming the step (exit 2), though [`check_support`] catches
-//! this before any node starts where it can.
+//! in the report. Every fault goes through the [`Session`]'s operations, the same ones
+//! [`crate::lab::Lab`] offers, and every poll through its [`super::observer::Observer`].
+//! A runtime that cannot do a step ends the run with an [`RuntimeError::Unsupported`] naming
+//! the step (exit 2), though [`check_support`] catches this before any node starts where it
+//! can.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
 use super::progress::Progress;
-use super::run::{Detail, Observer, poll_interval, unix_now};
-use super::{
-    BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, evaluate_broadcast,
-    evaluate_formation,
-};
-use crate::contract::DeliveredMessage;
-use crate::runtime::{Capabilities, NodeAction, NodeSpec, RunPlan, Runtime, RuntimeError};
+use super::session::Session;
+use super::{BroadcastExpectation, CheckResult, FormationExpectation, evaluate_broadcast};
+use crate::runtime::{Capabilities, NodeAction, Runtime, RuntimeError};
 use crate::topology::{Fault, ResolvedAction, ResolvedExpect, ResolvedStep};
-
-const POLL_CONCURRENCY: usize = 64;
 
 /// Refuses, before anything starts, a timeline with a step the runtime declares it cannot
 /// play (its [`Capabilities`]): a kill, pause, partition or shape it does not support.
@@ -87,10 +80,8 @@ fn name_step(e: RuntimeError, step: &ResolvedStep) -> RuntimeError {
 }
 
 /// Plays every step; returns the check results of the `expect` steps.
-pub(super) async fn play(
-    runtime: &dyn Runtime,
-    observer: &Observer,
-    plan: &RunPlan,
+pub async fn play(
+    session: &Session,
     timeline: &[ResolvedStep],
     progress: &mut Progress,
 ) -> Result<Vec<CheckResult>, RuntimeError> {
@@ -113,7 +104,7 @@ pub(super) async fn play(
         ));
         match &step.action {
             ResolvedAction::Expect(e) => {
-                let results = expect(observer, plan, e, progress).await;
+                let results = expect(session, e, progress).await;
                 for mut r in results {
                     r.name = format!("expect#{} {} after {last_fault}", step.index, r.name);
                     progress.line(&format!(
@@ -126,7 +117,7 @@ pub(super) async fn play(
                 }
             }
             action => {
-                apply(runtime, observer, plan, action)
+                apply(session, action)
                     .await
                     .map_err(|e| name_step(e, step))?;
                 if !matches!(
@@ -143,51 +134,31 @@ pub(super) async fn play(
     Ok(checks)
 }
 
-async fn apply(
-    runtime: &dyn Runtime,
-    observer: &Observer,
-    plan: &RunPlan,
-    action: &ResolvedAction,
-) -> Result<(), RuntimeError> {
+async fn apply(session: &Session, action: &ResolvedAction) -> Result<(), RuntimeError> {
     match action {
         ResolvedAction::Fault { fault, nodes } => {
             for node in nodes {
-                match fault {
-                    Fault::Kill => runtime.act(node, NodeAction::Kill).await?,
-                    Fault::Stop => runtime.act(node, NodeAction::Stop).await?,
-                    Fault::Start => runtime.act(node, NodeAction::Start).await?,
-                    Fault::Pause => runtime.act(node, NodeAction::Pause).await?,
-                    Fault::Resume => runtime.act(node, NodeAction::Resume).await?,
-                    Fault::Restart => {
-                        runtime.act(node, NodeAction::Stop).await?;
-                        runtime.act(node, NodeAction::Start).await?;
-                    }
-                }
-                if matches!(fault, Fault::Start | Fault::Restart) {
-                    follow_endpoint(runtime, observer, node).await;
-                }
+                session.act(node, *fault).await?;
             }
         }
-        ResolvedAction::Partition { sides, one_way } => runtime.partition(sides, *one_way).await?,
-        ResolvedAction::Heal => runtime.heal().await?,
+        ResolvedAction::Partition { sides, one_way } => session.partition(sides, *one_way).await?,
+        ResolvedAction::Heal => session.heal().await?,
         ResolvedAction::Shape {
             nodes,
             peers,
             shape,
         } => {
-            runtime
+            session
                 .shape(nodes, peers.as_deref(), (*shape).into())
                 .await?
         }
         ResolvedAction::Join { nodes } => {
             for name in nodes {
-                let spec = spec_of(plan, name)?;
-                let ep = runtime.start(spec).await?;
-                observer.endpoints.lock().await.push(ep);
+                session.join(name).await?;
             }
         }
         ResolvedAction::Broadcast { from } => {
-            inject(observer, plan, from).await;
+            inject(session, from).await;
         }
         ResolvedAction::Wait { duration } => tokio::time::sleep(*duration).await,
         ResolvedAction::Expect(_) => {}
@@ -195,62 +166,31 @@ async fn apply(
     Ok(())
 }
 
-/// A node started again may be reached elsewhere now (a container's status socket can get
-/// a new published port): the checks follow it.
-async fn follow_endpoint(runtime: &dyn Runtime, observer: &Observer, node: &str) {
-    let Some(now) = runtime.endpoint(node) else {
-        return;
-    };
-    let mut endpoints = observer.endpoints.lock().await;
-    match endpoints.iter_mut().find(|e| e.name == node) {
-        Some(known) => *known = now,
-        None => endpoints.push(now),
-    }
-}
-
-fn spec_of<'a>(plan: &'a RunPlan, name: &str) -> Result<&'a NodeSpec, RuntimeError> {
-    plan.nodes
-        .iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| RuntimeError::Failed(format!("{name} is not in the run plan")))
-}
-
 /// Polls the formation checks over the live nodes until they hold or the deadline passes,
 /// then (when asked) injects broadcasts and waits for their delivery within what is left.
 async fn expect(
-    observer: &Observer,
-    plan: &RunPlan,
+    session: &Session,
     e: &ResolvedExpect,
     progress: &mut Progress,
 ) -> Vec<CheckResult> {
+    let observer = session.observer();
     let started = Instant::now();
     let deadline = started + e.within;
-    let live: Vec<NodeSpec> = plan
+    // The live nodes in plan order, as the report lists them.
+    let live: Vec<String> = session
+        .plan()
         .nodes
         .iter()
         .filter(|n| e.live.contains(&n.name))
-        .cloned()
+        .map(|n| n.name.clone())
         .collect();
     let formation = &e.formation;
-    let any_formation = *formation != FormationExpectation::default();
     let mut results = Vec::new();
-    if any_formation {
-        let mut checks;
-        loop {
-            observer.poll_ready().await;
-            let observations = observer.observe(&live, Detail::Brief).await;
-            checks = evaluate_formation(&observations, formation);
-            let holds = checks.iter().all(|c| c.passed);
-            if holds || Instant::now() >= deadline {
-                if !holds {
-                    // Say exactly who misses whom: the lists, once.
-                    let observations = observer.observe(&live, Detail::Listed).await;
-                    checks = evaluate_formation(&observations, formation);
-                }
-                break;
-            }
-            tokio::time::sleep(poll_interval(live.len())).await;
-        }
+    if *formation != FormationExpectation::default() {
+        let seen = observer
+            .wait_formed(&live, formation, deadline, &mut |_, _| {})
+            .await;
+        let mut checks = seen.checks;
         let took = started.elapsed().as_secs_f64();
         for c in &mut checks {
             if c.passed {
@@ -265,7 +205,7 @@ async fn expect(
         results.extend(checks);
     }
     if !e.broadcast_from.is_empty() {
-        let injected = inject(observer, plan, &e.broadcast_from).await;
+        let injected = inject(session, &e.broadcast_from).await;
         let names: Vec<String> = e.live.clone();
         let ids: Vec<String> = injected.iter().map(|b| b.id.clone()).collect();
         // Whole seconds: the deadline is part of the check's name in every report.
@@ -276,17 +216,9 @@ async fn expect(
                 .max(1),
         );
         let until = Instant::now() + remaining;
-        let delivered = loop {
-            let delivered = messages(observer, &names).await;
-            let complete = delivered
-                .values()
-                .filter(|msgs| ids.iter().all(|id| msgs.iter().any(|m| &m.id == id)))
-                .count();
-            if complete == names.len() || Instant::now() >= until {
-                break delivered;
-            }
-            tokio::time::sleep(poll_interval(names.len())).await;
-        };
+        let delivered = observer
+            .wait_delivered(&ids, &names, until, &mut |_, _| {})
+            .await;
         let expectation = BroadcastExpectation {
             deliver_within: remaining,
             reliability: e.reliability,
@@ -298,44 +230,10 @@ async fn expect(
     results
 }
 
-async fn inject(observer: &Observer, plan: &RunPlan, from: &[String]) -> Vec<InjectedBroadcast> {
-    let endpoints = observer.endpoint_map().await;
-    let mut injected = Vec::new();
-    for (i, sender) in from.iter().enumerate() {
-        let Some(ep) = endpoints.get(sender) else {
-            continue;
-        };
-        let message = format!("peerlab scenario {} #{i} from {sender}", plan.run_id);
-        let sent_at_unix = unix_now();
-        if let Ok(id) = observer.client(ep).broadcast("#BROADCAST", &message).await {
-            injected.push(InjectedBroadcast {
-                id,
-                from: sender.clone(),
-                sent_at_unix,
-            });
-        }
-    }
+async fn inject(session: &Session, from: &[String]) -> Vec<super::InjectedBroadcast> {
+    let label = format!("peerlab scenario {}", session.plan().run_id);
+    let (injected, _failed) = session.observer().inject(from, &label).await;
     injected
-}
-
-async fn messages(
-    observer: &Observer,
-    names: &[String],
-) -> BTreeMap<String, Vec<DeliveredMessage>> {
-    let endpoints = observer.endpoint_map().await;
-    let targets: Vec<_> = names
-        .iter()
-        .filter_map(|n| endpoints.get(n).cloned())
-        .collect();
-    futures::stream::iter(targets)
-        .map(|ep| async move {
-            let msgs = observer.client(&ep).messages().await.ok();
-            (ep.name, msgs)
-        })
-        .buffer_unordered(POLL_CONCURRENCY)
-        .filter_map(|(name, msgs)| async move { msgs.map(|m| (name, m)) })
-        .collect::<BTreeMap<_, _>>()
-        .await
 }
 
 #[cfg(test)]
@@ -346,7 +244,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::runtime::{NodeEndpoint, RunListing, TeardownReport};
+    use crate::runtime::{NodeEndpoint, NodeSpec, RunListing, RunPlan, TeardownReport};
 
     /// A runtime that only declares capabilities: `check_support` must decide from them
     /// alone, so every other method fails the test if it is called.

@@ -9,5 +9,6 @@
 mod support;
 
 mod fault_topologies;
+mod lab;
 mod orchestrator;
 mod scenario;

@@ -1,0 +1,197 @@
+//! Which runtime a lab runs on, where the local runtime finds the `peerlab` executable, and
+//! the teardown of last resort that a dropped lab runs on a fresh thread.
+
+use std::path::{Path, PathBuf};
+
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::local::LocalRuntime;
+use crate::runtime::{Runtime, RuntimeError, TeardownReport};
+
+use super::LabError;
+
+/// Where a lab's nodes live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Docker when an engine answers, local processes otherwise.
+    Auto,
+    /// Child processes of the `peerlab` executable, each on its own 127.x.y.z address with
+    /// ports chosen by the kernel (port 0): runs never collide, no privileges needed.
+    #[default]
+    Local,
+    /// Docker containers on user-defined networks (needs a Docker engine and the node image).
+    Docker,
+}
+
+/// The runtime a lab ended up on (what `Auto` chose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chosen {
+    Local,
+    Docker,
+}
+
+/// The environment variable naming the `peerlab` executable the local runtime starts nodes
+/// from, when [`super::LabBuilder::node_binary`] does not.
+pub const BIN_ENV: &str = "PEERLAB_BIN";
+
+/// Connects the chosen runtime; `note` says what `Auto` chose and why.
+pub(crate) async fn select(
+    kind: RuntimeKind,
+    binary: Option<&Path>,
+) -> Result<(Box<dyn Runtime>, Chosen, Option<String>), LabError> {
+    let local = |binary: Option<&Path>| -> Result<Box<dyn Runtime>, LabError> {
+        Ok(Box::new(LocalRuntime::with_executable(node_binary(
+            binary,
+        )?)))
+    };
+    match kind {
+        RuntimeKind::Local => Ok((local(binary)?, Chosen::Local, None)),
+        RuntimeKind::Docker => {
+            if let Some(exe) = not_peerlab() {
+                return Err(LabError::State(format!(
+                    "the Docker runtime builds its node image from the running executable, \
+                     and this is {} rather than peerlab: run Docker labs from the peerlab \
+                     CLI (`peerlab run --runtime docker`), or use RuntimeKind::Local here",
+                    exe.display()
+                )));
+            }
+            Ok((
+                Box::new(DockerRuntime::connect().await?),
+                Chosen::Docker,
+                None,
+            ))
+        }
+        RuntimeKind::Auto => {
+            if not_peerlab().is_some() {
+                return Ok((
+                    local(binary)?,
+                    Chosen::Local,
+                    Some(
+                        "runtime: local processes (auto: the Docker image is built from the \
+                         peerlab executable, and this program is not it)"
+                            .to_string(),
+                    ),
+                ));
+            }
+            match DockerRuntime::connect().await {
+                Ok(docker) => Ok((
+                    Box::new(docker),
+                    Chosen::Docker,
+                    Some(
+                        "runtime: docker (auto: an engine answered; --runtime local to use processes)"
+                            .to_string(),
+                    ),
+                )),
+                Err(_) => Ok((
+                    local(binary)?,
+                    Chosen::Local,
+                    Some("runtime: local processes (auto: no Docker engine answered)".to_string()),
+                )),
+            }
+        }
+    }
+}
+
+/// Every runtime that can have runs on this machine, for listing and removing runs
+/// (`peerlab ps`, `peerlab down`): local processes always, Docker when an engine answers
+/// (no engine simply means no Docker runs).
+pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
+    // Listing and removing runs start nothing, so a missing executable path does not matter.
+    let local =
+        LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
+    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
+    if let Ok(docker) = DockerRuntime::connect().await {
+        runtimes.push(Box::new(docker));
+    }
+    runtimes
+}
+
+/// The running executable when it is not `peerlab` (a test binary, say): the Docker
+/// runtime would build its node image from it, and such an image cannot run a node.
+fn not_peerlab() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    (!is_peerlab(&exe)).then_some(exe)
+}
+
+fn is_peerlab(exe: &Path) -> bool {
+    exe.file_stem().is_some_and(|s| s == "peerlab")
+}
+
+/// The `peerlab` executable local nodes run: the one given, else `$PEERLAB_BIN`, else this
+/// very executable when it is `peerlab` (the CLI), else a `peerlab` next to it or one
+/// directory up (cargo puts test and example binaries in `deps/` and `examples/` beside
+/// the crate's binaries), else `peerlab` on the `PATH`.
+pub fn node_binary(explicit: Option<&Path>) -> Result<PathBuf, LabError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(BIN_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok();
+    if let Some(exe) = &exe {
+        if is_peerlab(exe) {
+            return Ok(exe.clone());
+        }
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("peerlab");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("peerlab");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(LabError::State(format!(
+        "cannot find the peerlab executable to start local nodes with: set {BIN_ENV}, call \
+         LabBuilder::node_binary, or put peerlab on the PATH (`cargo install peerlab`); in \
+         this repository's tests use env!(\"CARGO_BIN_EXE_peerlab\")"
+    )))
+}
+
+/// Removes every process or container of `run_id` from a thread of its own with its own
+/// tokio runtime and a fresh connection, so that it works whatever state the caller's
+/// runtime is in (a panicking test, a runtime being shut down, a current-thread runtime
+/// blocked in this very call).
+pub(crate) fn remove_on_fresh_thread(
+    chosen: Chosen,
+    run_id: String,
+    logs: PathBuf,
+) -> Result<TeardownReport, String> {
+    let work = move || -> Result<TeardownReport, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for the teardown: {e}"))?;
+        rt.block_on(async move {
+            // A fresh runtime of the same kind: removing a run by its id needs no state of
+            // the lab's own (and the lab's Docker client belongs to the caller's runtime).
+            let fresh: Result<Box<dyn Runtime>, RuntimeError> = match chosen {
+                Chosen::Local => Ok(Box::new(LocalRuntime::with_executable("peerlab".into()))),
+                Chosen::Docker => match DockerRuntime::connect().await {
+                    Ok(docker) => Ok(Box::new(docker)),
+                    Err(e) => Err(e),
+                },
+            };
+            let fresh = fresh.map_err(|e| e.to_string())?;
+            fresh
+                .remove_run(Some(&run_id), Some(&logs))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    match std::thread::Builder::new()
+        .name("peerlab-lab-teardown".into())
+        .spawn(work)
+    {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err("the teardown thread panicked".to_string())),
+        Err(e) => Err(format!("cannot start the teardown thread: {e}")),
+    }
+}

@@ -1,0 +1,272 @@
+//! A topology written in code, for tests that do not want a YAML file next to them.
+//!
+//! The builder renders what it was given as a topology document and loads it through the
+//! same parser and validation as a file ([`crate::topology::parse_str`]), so a topology
+//! built here obeys exactly the rules of `docs/topology.md` and its errors read the same.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::LabError;
+use crate::topology::{NodeSettings, Topology, duration_text, parse_str};
+
+/// A group of identical peers for [`TopologyBuilder::group`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    name: String,
+    count: usize,
+    start_delay: Option<Duration>,
+    stagger: Option<Duration>,
+    settings: Option<NodeSettings>,
+    manual: bool,
+}
+
+impl GroupSpec {
+    /// `count` peers named `<name>-0`, `<name>-1`, ...
+    pub fn new(name: impl Into<String>, count: usize) -> Self {
+        GroupSpec {
+            name: name.into(),
+            count,
+            start_delay: None,
+            stagger: None,
+            settings: None,
+            manual: false,
+        }
+    }
+
+    /// Start the group this long after the run starts.
+    pub fn start_delay(mut self, delay: Duration) -> Self {
+        self.start_delay = Some(delay);
+        self
+    }
+
+    /// Start the group's nodes this far apart.
+    pub fn stagger(mut self, stagger: Duration) -> Self {
+        self.stagger = Some(stagger);
+        self
+    }
+
+    /// Node settings of this group (instead of the topology's defaults).
+    pub fn settings(mut self, settings: NodeSettings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Do not start the group with the run; [`super::Lab::join`] starts its nodes.
+    pub fn manual(mut self) -> Self {
+        self.manual = true;
+        self
+    }
+}
+
+impl From<(&str, usize)> for GroupSpec {
+    fn from((name, count): (&str, usize)) -> Self {
+        GroupSpec::new(name, count)
+    }
+}
+
+/// Builds a [`Topology`] in code; see the module docs. Only what is set is written, so
+/// everything else takes the documented defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use peerlab::lab::{GroupSpec, TopologyBuilder};
+///
+/// let topology = TopologyBuilder::new("smoke")
+///     .genesis(1)
+///     .group(GroupSpec::new("peers", 4).stagger(Duration::from_millis(50)))
+///     .formation_within(Duration::from_secs(20))
+///     .build()
+///     .expect("a valid topology");
+/// assert_eq!(topology.node_count(), 5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopologyBuilder {
+    name: String,
+    seed: Option<u64>,
+    genesis: usize,
+    defaults: Option<NodeSettings>,
+    groups: Vec<GroupSpec>,
+    within: Option<Duration>,
+    min_degree: Option<usize>,
+    broadcast: Option<(usize, Duration)>,
+}
+
+impl TopologyBuilder {
+    /// A topology named `name` (1 to 24 of `a-z`, `0-9`, `-`) with one genesis node.
+    pub fn new(name: impl Into<String>) -> Self {
+        TopologyBuilder {
+            name: name.into(),
+            seed: None,
+            genesis: 1,
+            defaults: None,
+            groups: Vec::new(),
+            within: None,
+            min_degree: None,
+            broadcast: None,
+        }
+    }
+
+    /// The topology's seed (node randomness, scenario choices).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How many genesis nodes start the network (`genesis-0`, ...).
+    pub fn genesis(mut self, count: usize) -> Self {
+        self.genesis = count;
+        self
+    }
+
+    /// Node settings of every node (a group's own settings override them). Start from
+    /// [`NodeSettings::BUILT_IN`] and change what matters.
+    pub fn node_settings(mut self, settings: NodeSettings) -> Self {
+        self.defaults = Some(settings);
+        self
+    }
+
+    /// Adds a peer group, started after the genesis nodes and the groups added before it:
+    /// `.group(("peers", 4))` or `.group(GroupSpec::new("peers", 4).stagger(...))`.
+    pub fn group(mut self, group: impl Into<GroupSpec>) -> Self {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// The formation checks must hold this long after the first node started.
+    pub fn formation_within(mut self, within: Duration) -> Self {
+        self.within = Some(within);
+        self
+    }
+
+    /// Every node must have at least this many neighbours to count as formed.
+    pub fn min_degree(mut self, degree: usize) -> Self {
+        self.min_degree = Some(degree);
+        self
+    }
+
+    /// Adds the broadcast check: `count` broadcasts from nodes chosen with the seed, each
+    /// delivered to every live node within `deliver_within`.
+    pub fn broadcast_check(mut self, count: usize, deliver_within: Duration) -> Self {
+        self.broadcast = Some((count, deliver_within));
+        self
+    }
+
+    /// The topology document this builder describes (JSON, which is YAML too).
+    pub fn to_document(&self) -> Value {
+        let mut doc = Map::new();
+        doc.insert("name".into(), json!(self.name));
+        if let Some(seed) = self.seed {
+            doc.insert("seed".into(), json!(seed));
+        }
+        if let Some(defaults) = &self.defaults {
+            doc.insert("defaults".into(), settings_value(defaults));
+        }
+        doc.insert("genesis".into(), json!({ "count": self.genesis }));
+        let groups: Vec<Value> = self.groups.iter().map(group_value).collect();
+        if !groups.is_empty() {
+            doc.insert("groups".into(), Value::Array(groups));
+        }
+        let mut formation = Map::new();
+        if let Some(within) = self.within {
+            formation.insert("within".into(), json!(duration_text(within)));
+        }
+        if let Some(degree) = self.min_degree {
+            formation.insert("min_degree".into(), json!(degree));
+        }
+        let mut checks = Map::new();
+        if !formation.is_empty() {
+            checks.insert("formation".into(), Value::Object(formation));
+        }
+        if let Some((count, within)) = self.broadcast {
+            checks.insert(
+                "broadcast".into(),
+                json!({ "count": count, "deliver_within": duration_text(within) }),
+            );
+        }
+        if !checks.is_empty() {
+            doc.insert("checks".into(), Value::Object(checks));
+        }
+        Value::Object(doc)
+    }
+
+    /// Validates the topology as if it were a file named `<name>.yaml`.
+    pub fn build(&self) -> Result<Topology, LabError> {
+        let text = serde_json::to_string_pretty(&self.to_document())
+            .map_err(|e| LabError::State(format!("cannot render the topology: {e}")))?;
+        Ok(parse_str(
+            &text,
+            &format!("{}.yaml (built in code)", self.name),
+        )?)
+    }
+}
+
+fn group_value(g: &GroupSpec) -> Value {
+    let mut v = Map::new();
+    v.insert("name".into(), json!(g.name));
+    v.insert("count".into(), json!(g.count));
+    if let Some(d) = g.start_delay {
+        v.insert("start_delay".into(), json!(duration_text(d)));
+    }
+    if let Some(d) = g.stagger {
+        v.insert("stagger".into(), json!(duration_text(d)));
+    }
+    if let Some(s) = &g.settings {
+        v.insert("settings".into(), settings_value(s));
+    }
+    if g.manual {
+        v.insert("start".into(), json!("manual"));
+    }
+    Value::Object(v)
+}
+
+fn settings_value(s: &NodeSettings) -> Value {
+    json!({
+        "degree": s.degree,
+        "max_peers": s.max_peers,
+        "max_connections": s.max_connections,
+        "heartbeat_interval": duration_text(s.heartbeat_interval),
+        "heartbeat_timeout": duration_text(s.heartbeat_timeout),
+        "suspect_timeout": duration_text(s.suspect_timeout),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_topology_is_validated_like_a_file() {
+        let t = TopologyBuilder::new("smoke")
+            .seed(7)
+            .genesis(2)
+            .node_settings(NodeSettings {
+                degree: 2,
+                ..NodeSettings::BUILT_IN
+            })
+            .group(("peers", 3))
+            .group(GroupSpec::new("late", 2).manual())
+            .formation_within(Duration::from_secs(12))
+            .min_degree(1)
+            .broadcast_check(2, Duration::from_secs(4))
+            .build()
+            .expect("valid");
+        assert_eq!(t.name, "smoke");
+        assert_eq!(t.seed, 7);
+        assert_eq!(t.node_count(), 7);
+        assert_eq!(t.genesis.settings.degree, 2);
+        assert!(t.groups[1].manual);
+        assert_eq!(t.checks.formation.within, Duration::from_secs(12));
+        assert_eq!(t.checks.formation.min_degree, 1);
+        let bc = t.checks.broadcast.expect("broadcast check");
+        assert_eq!((bc.count, bc.deliver_within), (2, Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_bad_name_is_reported_as_a_topology_error() {
+        let err = TopologyBuilder::new("Not Valid").build().unwrap_err();
+        assert!(matches!(err, LabError::Topology(_)), "{err}");
+        assert!(err.is_bad_input());
+    }
+}
