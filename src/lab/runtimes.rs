@@ -231,3 +231,38 @@ pub(crate) fn remove_on_fresh_thread(
         Err(e) => Err(format!("cannot start the teardown thread: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source<'a>(tag: &'a str, prebuilt: bool, binary: Option<&'a Path>) -> ImageSource<'a> {
+        ImageSource {
+            tag,
+            prebuilt,
+            binary,
+        }
+    }
+
+    #[test]
+    fn the_node_image_comes_from_what_was_given_and_never_from_a_test_binary() {
+        let bin = Path::new("/opt/peerlab");
+        // A prebuilt tag wins over a binary: nothing is built.
+        assert_eq!(
+            source("peerlab:ci", true, Some(bin)).node_image(),
+            Ok(NodeImage::Prebuilt)
+        );
+        // Another repository's image is never built, whatever the program.
+        assert_eq!(
+            source("example/node:1", false, None).node_image(),
+            Ok(NodeImage::Prebuilt)
+        );
+        assert_eq!(
+            source("peerlab:0.1.0", false, Some(bin)).node_image(),
+            Ok(NodeImage::Binary(bin.to_path_buf()))
+        );
+        // This unit-test binary is not peerlab: without a binary or image, no image can be had.
+        let refused = source("peerlab:0.1.0", false, None).node_image();
+        assert_eq!(refused, Err(std::env::current_exe().expect("exe")));
+    }
+}
