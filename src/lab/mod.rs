@@ -153,6 +153,8 @@ pub struct LabBuilder {
     keep: Keep,
     runs_dir: PathBuf,
     node_binary: Option<PathBuf>,
+    /// [`LabBuilder::image`] named the topology's image: use it as it is.
+    prebuilt_image: bool,
     progress: bool,
     scenario: bool,
 }
@@ -166,6 +168,7 @@ impl LabBuilder {
             keep: Keep::default(),
             runs_dir: PathBuf::from(DEFAULT_RUNS_DIR),
             node_binary: None,
+            prebuilt_image: false,
             progress: false,
             scenario: true,
         }
@@ -201,9 +204,24 @@ impl LabBuilder {
         self
     }
 
-    /// The `peerlab` executable local nodes run (default: see [`node_binary`]).
+    /// The `peerlab` executable local nodes run (default: see [`node_binary`]), and the one
+    /// a Docker lab builds its node image from when the image is missing or was built from
+    /// another binary (default: the running executable, which only the `peerlab` CLI can
+    /// use). A test passes `env!("CARGO_BIN_EXE_peerlab")`; it must be the static build
+    /// (this repository's `.cargo/config.toml`), since the image has nothing else in it.
     pub fn node_binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.node_binary = Some(path.into());
+        self
+    }
+
+    /// Docker labs run this image as it is, made beforehand (`peerlab image build --tag
+    /// TAG`, or any image whose entrypoint is `peerlab node`): never built, never pulled, so
+    /// the start fails when it is missing. Replaces the topology's `image:`; local labs
+    /// ignore it. What a program that is not `peerlab` passes instead of
+    /// [`LabBuilder::node_binary`] to skip the image build.
+    pub fn image(mut self, tag: impl Into<String>) -> Self {
+        self.topology.image = tag.into();
+        self.prebuilt_image = true;
         self
     }
 
@@ -232,8 +250,18 @@ impl LabBuilder {
     /// it; dropping it before then leaves nothing behind.
     pub async fn plan(self) -> Result<Lab, LabError> {
         let seed = self.seed.unwrap_or(self.topology.seed);
-        let (runtime, chosen, note) =
-            runtimes::select(self.runtime, self.node_binary.as_deref()).await?;
+        if self.topology.image.trim().is_empty() {
+            return Err(LabError::State(
+                "LabBuilder::image was given an empty tag; name an image such as `peerlab:0.1.0`"
+                    .into(),
+            ));
+        }
+        let image = runtimes::ImageSource {
+            tag: &self.topology.image,
+            prebuilt: self.prebuilt_image,
+            binary: self.node_binary.as_deref(),
+        };
+        let (runtime, chosen, note) = runtimes::select(self.runtime, image).await?;
         let detach = self.keep != Keep::Never;
         let run_id = plan::fresh_run_id(&self.topology);
         let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::docker::DockerRuntime;
+use crate::runtime::docker::{DockerRuntime, NodeImage, is_peerlab_image};
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::{Runtime, RuntimeError, TeardownReport};
 
@@ -33,48 +33,84 @@ pub(crate) enum Chosen {
 /// from, when [`super::LabBuilder::node_binary`] does not.
 pub const BIN_ENV: &str = "PEERLAB_BIN";
 
+/// Where a Docker lab's node image comes from, as [`super::LabBuilder`] was told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImageSource<'a> {
+    /// The topology's image (or the one [`super::LabBuilder::image`] named).
+    pub tag: &'a str,
+    /// [`super::LabBuilder::image`] was called: use `tag` as it is, never build it.
+    pub prebuilt: bool,
+    /// [`super::LabBuilder::node_binary`], which the image is built from.
+    pub binary: Option<&'a Path>,
+}
+
+impl ImageSource<'_> {
+    /// How the Docker runtime gets the image, or the running executable when no image can be
+    /// had: a `peerlab:*` image is built from a `peerlab` binary, and with neither a binary
+    /// nor a prebuilt image given the only candidate is this program, which (a test binary,
+    /// say) cannot run a node. `$PEERLAB_BIN` is not consulted, so that the CLI keeps
+    /// building from itself whatever the environment says.
+    fn node_image(&self) -> Result<NodeImage, PathBuf> {
+        if self.prebuilt || !is_peerlab_image(self.tag) {
+            return Ok(NodeImage::Prebuilt);
+        }
+        if let Some(binary) = self.binary {
+            return Ok(NodeImage::Binary(binary.to_path_buf()));
+        }
+        match not_peerlab() {
+            Some(exe) => Err(exe),
+            None => Ok(NodeImage::RunningExecutable),
+        }
+    }
+}
+
 /// Connects the chosen runtime; `note` says what `Auto` chose and why.
 pub(crate) async fn select(
     kind: RuntimeKind,
-    binary: Option<&Path>,
+    image: ImageSource<'_>,
 ) -> Result<(Box<dyn Runtime>, Chosen, Option<String>), LabError> {
-    let local = |binary: Option<&Path>| -> Result<Box<dyn Runtime>, LabError> {
+    let local = || -> Result<Box<dyn Runtime>, LabError> {
         Ok(Box::new(LocalRuntime::with_executable(node_binary(
-            binary,
+            image.binary,
         )?)))
     };
     match kind {
-        RuntimeKind::Local => Ok((local(binary)?, Chosen::Local, None)),
+        RuntimeKind::Local => Ok((local()?, Chosen::Local, None)),
         RuntimeKind::Docker => {
-            if let Some(exe) = not_peerlab() {
-                return Err(LabError::State(format!(
-                    "the Docker runtime builds its node image from the running executable, \
-                     and this is {} rather than peerlab: run Docker labs from the peerlab \
-                     CLI (`peerlab run --runtime docker`), or use RuntimeKind::Local here",
+            let node_image = image.node_image().map_err(|exe| {
+                LabError::State(format!(
+                    "the Docker runtime builds its node image {} from a peerlab binary, and \
+                     this program is {} rather than peerlab: name the binary with \
+                     LabBuilder::node_binary (in a cargo integration test, \
+                     `.node_binary(env!(\"CARGO_BIN_EXE_peerlab\"))`), or use an image built \
+                     beforehand with LabBuilder::image(tag) (`peerlab image build --tag TAG`); \
+                     or run on local processes with RuntimeKind::Local",
+                    image.tag,
                     exe.display()
-                )));
-            }
+                ))
+            })?;
             Ok((
-                Box::new(DockerRuntime::connect().await?),
+                Box::new(DockerRuntime::connect().await?.with_node_image(node_image)),
                 Chosen::Docker,
                 None,
             ))
         }
         RuntimeKind::Auto => {
-            if not_peerlab().is_some() {
+            let Ok(node_image) = image.node_image() else {
                 return Ok((
-                    local(binary)?,
+                    local()?,
                     Chosen::Local,
                     Some(
-                        "runtime: local processes (auto: the Docker image is built from the \
-                         peerlab executable, and this program is not it)"
+                        "runtime: local processes (auto: the Docker node image is built from a \
+                         peerlab binary, and this program is not one; LabBuilder::node_binary \
+                         or LabBuilder::image make Docker possible)"
                             .to_string(),
                     ),
                 ));
-            }
+            };
             match DockerRuntime::connect().await {
                 Ok(docker) => Ok((
-                    Box::new(docker),
+                    Box::new(docker.with_node_image(node_image)),
                     Chosen::Docker,
                     Some(
                         "runtime: docker (auto: an engine answered; --runtime local to use processes)"
@@ -82,7 +118,7 @@ pub(crate) async fn select(
                     ),
                 )),
                 Err(_) => Ok((
-                    local(binary)?,
+                    local()?,
                     Chosen::Local,
                     Some("runtime: local processes (auto: no Docker engine answered)".to_string()),
                 )),
@@ -105,8 +141,8 @@ pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
     runtimes
 }
 
-/// The running executable when it is not `peerlab` (a test binary, say): the Docker
-/// runtime would build its node image from it, and such an image cannot run a node.
+/// The running executable when it is not `peerlab` (a test binary, say): a Docker node
+/// image built from it could not run a node.
 fn not_peerlab() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     (!is_peerlab(&exe)).then_some(exe)
@@ -193,5 +229,40 @@ pub(crate) fn remove_on_fresh_thread(
             .join()
             .unwrap_or_else(|_| Err("the teardown thread panicked".to_string())),
         Err(e) => Err(format!("cannot start the teardown thread: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source<'a>(tag: &'a str, prebuilt: bool, binary: Option<&'a Path>) -> ImageSource<'a> {
+        ImageSource {
+            tag,
+            prebuilt,
+            binary,
+        }
+    }
+
+    #[test]
+    fn the_node_image_comes_from_what_was_given_and_never_from_a_test_binary() {
+        let bin = Path::new("/opt/peerlab");
+        // A prebuilt tag wins over a binary: nothing is built.
+        assert_eq!(
+            source("peerlab:ci", true, Some(bin)).node_image(),
+            Ok(NodeImage::Prebuilt)
+        );
+        // Another repository's image is never built, whatever the program.
+        assert_eq!(
+            source("example/node:1", false, None).node_image(),
+            Ok(NodeImage::Prebuilt)
+        );
+        assert_eq!(
+            source("peerlab:0.1.0", false, Some(bin)).node_image(),
+            Ok(NodeImage::Binary(bin.to_path_buf()))
+        );
+        // This unit-test binary is not peerlab: without a binary or image, no image can be had.
+        let refused = source("peerlab:0.1.0", false, None).node_image();
+        assert_eq!(refused, Err(std::env::current_exe().expect("exe")));
     }
 }

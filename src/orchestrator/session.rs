@@ -270,9 +270,10 @@ impl Session {
         }
         drop((down, paused));
         if matches!(fault, Fault::Start | Fault::Restart)
-            && let Some(now) = self.runtime.endpoint(node) {
-                self.observer.add(now);
-            }
+            && let Some(now) = self.runtime.endpoint(node)
+        {
+            self.observer.add(now);
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@ mod support;
 
 mod e2e;
 mod image;
+mod lab;
 mod runtime;
 mod scenarios;
 /// `peerlab::testcontainers` (only built with the `testcontainers` feature, as CI does).

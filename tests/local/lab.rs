@@ -403,19 +403,43 @@ fn labs_and_their_futures_are_send(mut lab: Lab) {
 }
 
 #[tokio::test]
-async fn docker_from_a_test_binary_is_refused_and_auto_stays_local() {
+async fn docker_from_a_test_binary_without_a_binary_or_image_is_refused_and_auto_stays_local() {
     let runs = tempfile::tempdir().expect("tempdir");
-    // The Docker image is built from the running executable: a test binary cannot be it.
-    let refused = lab("lab-docker", 1, 2, runs.path())
+    // Neither `node_binary` nor `image`: the node image would be built from the running
+    // executable, and a test binary cannot run a node. The advice names what to pass.
+    let unbound = |name: &str| {
+        Lab::builder(name)
+            .genesis(1)
+            .group(("peers", 2))
+            .into_lab()
+            .expect("a valid topology")
+            .runs_dir(runs.path())
+    };
+    let refused = unbound("lab-docker")
         .runtime(RuntimeKind::Docker)
         .plan()
         .await;
     match refused {
-        Err(e @ LabError::State(_)) => assert!(e.to_string().contains("RuntimeKind::Local"), "{e}"),
-        Err(other) => panic!("expected the advice to use the local runtime, got {other}"),
-        Ok(_) => panic!("a Docker lab from a test binary must be refused"),
+        Err(e @ LabError::State(_)) => {
+            let advice = e.to_string();
+            for what in [
+                "LabBuilder::node_binary",
+                "env!(\"CARGO_BIN_EXE_peerlab\")",
+                "LabBuilder::image",
+                "peerlab image build",
+                "RuntimeKind::Local",
+            ] {
+                assert!(advice.contains(what), "the advice lacks {what}: {advice}");
+            }
+        }
+        Err(other) => panic!("expected the advice to pass a binary or an image, got {other}"),
+        Ok(_) => {
+            panic!("a Docker lab from a test binary without a binary or image must be refused")
+        }
     }
-    let auto = lab("lab-auto", 1, 2, runs.path())
+    // Auto without them stays on local processes (found next to the test binary), whether
+    // or not an engine answers, and says why.
+    let auto = unbound("lab-auto")
         .runtime(RuntimeKind::Auto)
         .plan()
         .await
@@ -423,10 +447,16 @@ async fn docker_from_a_test_binary_is_refused_and_auto_stays_local() {
     assert_eq!(auto.runtime_name(), "local");
     assert!(
         auto.runtime_note()
-            .is_some_and(|n| n.contains("local processes")),
+            .is_some_and(|n| n.contains("local processes") && n.contains("node_binary")),
         "{:?}",
         auto.runtime_note()
     );
+    // The local runtime ignores the image; an empty tag is refused before anything starts.
+    match unbound("lab-notag").image(" ").plan().await {
+        Err(e @ LabError::State(_)) => assert!(e.to_string().contains("empty tag"), "{e}"),
+        Err(other) => panic!("expected the empty tag to be named, got {other}"),
+        Ok(_) => panic!("an empty image tag must be refused"),
+    }
 }
 
 #[tokio::test]

@@ -157,7 +157,14 @@ pub async fn build_image_from(
 /// a newer orchestrator). Never pulls. Returns whether a build happened.
 pub async fn ensure_image(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("cannot find the running peerlab executable")?;
-    let bytes = std::fs::read(&exe)
+    ensure_image_from(docker, tag, &exe).await
+}
+
+/// [`ensure_image`] from the given static `peerlab` binary rather than the running
+/// executable: what a program that is not `peerlab` (a test binary, which passes
+/// `env!("CARGO_BIN_EXE_peerlab")`) needs, since its own executable cannot run a node.
+pub async fn ensure_image_from(docker: &Docker, tag: &str, exe: &Path) -> anyhow::Result<bool> {
+    let bytes = std::fs::read(exe)
         .with_context(|| format!("cannot read the peerlab binary {}", exe.display()))?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let stale = match docker.inspect_image(tag).await {
@@ -176,7 +183,7 @@ pub async fn ensure_image(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
     build_image_from(
         docker,
         tag,
-        &exe,
+        exe,
         |line| tracing::debug!(target: "peerlab::runtime::docker::image", "{line}"),
     )
     .await?;

@@ -3,8 +3,9 @@
 //! Everything a run creates carries the `peerlab.run=<run_id>` label, and teardown (as well
 //! as `peerlab down`) finds what to remove by that label rather than by its own
 //! bookkeeping, so containers of a crashed orchestrator or a half-finished start are
-//! removed too. The image is built from the running executable when missing and never
-//! pulled (see [`image`]).
+//! removed too. The image is built when missing or stale, from the running executable or a
+//! given `peerlab` binary, or used as prebuilt ([`NodeImage`]), and never pulled (see
+//! [`image`]).
 //!
 //! Nodes address each other by container name (`<run_id>-<node>:7070`), which Docker's
 //! embedded DNS resolves on every user-defined network the container is on; the node name
@@ -12,7 +13,7 @@
 //!
 //! - [`partition`]: how partitions are cut (iptables in the containers' namespaces through
 //!   [`netfilter`], or the nodes' admin endpoints).
-//! - [`image`]: the node image, built from the running executable.
+//! - [`image`]: the node image, built from a `peerlab` binary.
 //! - `arp`: the host's neighbour table bound, warned about before large runs.
 
 pub mod image;
@@ -22,7 +23,7 @@ pub mod partition;
 mod arp;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -61,9 +62,27 @@ const TEARDOWN_CONCURRENCY: usize = 16;
 /// Longest hostname Docker and DNS accept.
 const MAX_HOSTNAME: usize = 63;
 
+/// Where the node image of a `peerlab:*` tag comes from when a run is prepared. Images of
+/// any other repository are always used as they are (they must exist locally).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NodeImage {
+    /// Built from the running executable when missing or stale: right for the `peerlab` CLI,
+    /// wrong for any other program (a test binary cannot run a node).
+    #[default]
+    RunningExecutable,
+    /// Built from this static `peerlab` binary when missing or stale; a cargo integration
+    /// test passes `env!("CARGO_BIN_EXE_peerlab")`.
+    Binary(PathBuf),
+    /// Used as it is (made beforehand with `peerlab image build --tag TAG`): never built,
+    /// never pulled, so preparing a run fails when the tag is missing.
+    Prebuilt,
+}
+
 /// Runs a plan's nodes as containers; see the module docs.
 pub struct DockerRuntime {
     docker: Docker,
+    /// Where a `peerlab:*` node image comes from.
+    node_image: NodeImage,
     plan: Option<RunPlan>,
     /// Node name to container name, for the nodes started so far.
     started: Mutex<BTreeMap<String, String>>,
@@ -85,12 +104,19 @@ impl DockerRuntime {
     pub fn with_client(docker: Docker) -> Self {
         DockerRuntime {
             docker,
+            node_image: NodeImage::default(),
             plan: None,
             started: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
             partitions: DockerPartitions::default(),
         }
+    }
+
+    /// Where the node image comes from (default: [`NodeImage::RunningExecutable`]).
+    pub fn with_node_image(mut self, node_image: NodeImage) -> Self {
+        self.node_image = node_image;
+        self
     }
 
     fn plan(&self) -> Result<&RunPlan, RuntimeError> {
@@ -233,7 +259,9 @@ fn valid_docker_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn is_peerlab_image(image: &str) -> bool {
+/// Whether `image` names peerlab's own node image (`peerlab:*`), which the runtime builds
+/// itself (see [`NodeImage`]) rather than expecting it to exist.
+pub(crate) fn is_peerlab_image(image: &str) -> bool {
     let repository = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
     repository == "peerlab" || image == crate::DEFAULT_IMAGE
 }
@@ -304,12 +332,19 @@ impl Runtime for DockerRuntime {
             tracing::warn!("{warning}");
         }
         self.plan = Some(plan.clone());
-        if is_peerlab_image(&plan.image) {
-            let built = image::ensure_image(&self.docker, &plan.image)
+        let build_from = match (&self.node_image, is_peerlab_image(&plan.image)) {
+            (_, false) | (NodeImage::Prebuilt, true) => None,
+            (NodeImage::Binary(binary), true) => Some(binary.clone()),
+            (NodeImage::RunningExecutable, true) => Some(std::env::current_exe().map_err(|e| {
+                RuntimeError::Failed(format!("cannot find the running peerlab executable: {e}"))
+            })?),
+        };
+        if let Some(binary) = build_from {
+            let built = image::ensure_image_from(&self.docker, &plan.image, &binary)
                 .await
                 .map_err(|e| RuntimeError::Failed(format!("{e:#}")))?;
             if built {
-                tracing::info!(image = %plan.image, "built the node image from this executable");
+                tracing::info!(image = %plan.image, binary = %binary.display(), "built the node image");
             }
         } else {
             match self.docker.inspect_image(&plan.image).await {
@@ -317,10 +352,17 @@ impl Runtime for DockerRuntime {
                 Err(DockerError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {
+                    let remedy = if is_peerlab_image(&plan.image) {
+                        format!(
+                            "build it first with `peerlab image build --tag {}`",
+                            plan.image
+                        )
+                    } else {
+                        format!("`docker pull {}` or build it first", plan.image)
+                    };
                     return Err(RuntimeError::Failed(format!(
-                        "image {} is not present locally and peerlab never pulls; `docker pull {}` \
-                         or build it first",
-                        plan.image, plan.image
+                        "image {} is not present locally and peerlab never pulls; {remedy}",
+                        plan.image
                     )));
                 }
                 Err(e) => return Err(failed(format!("cannot inspect image {}", plan.image))(e)),
