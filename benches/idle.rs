@@ -4,14 +4,22 @@
 //!
 //! ```text
 //! cargo bench --bench idle [-- 300] [-- --baseline /work/baseline/peerlab]
-//!     [-- --window 20] [-- --settle 10]
+//!     [-- --window 20] [-- --settle 10] [-- --settings topologies/three-hundred.yaml | built-in]
 //! ```
+//!
+//! The nodes run with the node settings of a topology file (`--settings`, by default
+//! `topologies/three-hundred.yaml`, the topology the issue's figure of "about 1.1 ms/s" at
+//! N=300 was taken with: heartbeat 1 s, timeout 4 s, degree 4), passed to both binaries as
+//! the same flags, or with each binary's own built-in defaults (`--settings built-in`,
+//! heartbeat 500 ms). The table says which.
 //!
 //! Each binary in turn: a genesis and N-1 peers on loopback (port 0, ports read from each
 //! node's ports file), formation awaited by polling every status socket (everyone joined,
 //! every member list complete), `--settle` seconds for the joins' floods to die down, then
 //! CPU (utime + stime from /proc/PID/stat) over a `--window` of seconds in which nothing
-//! polls the nodes, and PSS from /proc/PID/smaps_rollup. After the window every node must
+//! polls the nodes, wake-ups (voluntary context switches of all the process's threads,
+//! from /proc/PID/task/*/status: each is the process going to sleep) over the same
+//! window, and PSS from /proc/PID/smaps_rollup. After the window every node must
 //! still list all N members, so that a cheap node is not a broken one.
 //!
 //! The bench is self-contained (no orchestrator) so that both binaries are started the same
@@ -70,6 +78,7 @@ struct Row {
     nodes: usize,
     formed_after: Option<Duration>,
     cpu_ms_per_s: Option<f64>,
+    wakeups_per_s: Option<f64>,
     pss_mb: Option<f64>,
     load: String,
     still_formed: String,
@@ -79,6 +88,7 @@ fn main() {
     let sizes = positional_sizes(&[300]);
     let window = Duration::from_secs(flag("window").and_then(|v| v.parse().ok()).unwrap_or(20));
     let settle = Duration::from_secs(flag("settle").and_then(|v| v.parse().ok()).unwrap_or(10));
+    let settings = node_settings();
     let mut binaries = vec![("this build".to_string(), PathBuf::from(BIN))];
     if let Some(path) = flag("baseline") {
         let path = PathBuf::from(path);
@@ -114,23 +124,26 @@ fn main() {
     for &n in &sizes {
         for (label, path) in &binaries {
             eprintln!("{label}: {n} nodes");
-            let row = runtime.block_on(measure(label, path, n, window, settle, &registry));
+            let row = runtime.block_on(measure(
+                label, path, n, window, settle, &settings, &registry,
+            ));
             rows.push(row);
         }
     }
 
     let mut table = String::new();
     table.push_str(&format!(
-        "Idle cost per node ({}, window {} s after {} s of settling)\n\n",
+        "Idle cost per node ({}, window {} s after {} s of settling)\n\nNode settings: {}\n\n",
         build_line(),
         window.as_secs(),
-        settle.as_secs()
+        settle.as_secs(),
+        settings.label
     ));
-    table.push_str("| binary | N | formed in | CPU ms/s per node | PSS MB per node | load average (1/5/15 min) | still formed after the window |\n");
-    table.push_str("|---|---|---|---|---|---|---|\n");
+    table.push_str("| binary | N | formed in | CPU ms/s per node | wake-ups/s per node | PSS MB per node | load average (1/5/15 min) | still formed after the window |\n");
+    table.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.binary,
             r.nodes,
             r.formed_after.map_or("not formed".to_string(), |d| format!(
@@ -139,6 +152,8 @@ fn main() {
             )),
             r.cpu_ms_per_s
                 .map_or("-".to_string(), |v| format!("{v:.3}")),
+            r.wakeups_per_s
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
             r.pss_mb.map_or("-".to_string(), |v| format!("{v:.2}")),
             r.load,
             r.still_formed,
@@ -159,6 +174,7 @@ async fn measure(
     n: usize,
     window: Duration,
     settle: Duration,
+    settings: &Settings,
     registry: &Registry,
 ) -> Row {
     let dir = tempfile::Builder::new()
@@ -170,6 +186,7 @@ async fn measure(
         nodes: n,
         formed_after: None,
         cpu_ms_per_s: None,
+        wakeups_per_s: None,
         pss_mb: None,
         load: String::new(),
         still_formed: "-".to_string(),
@@ -179,9 +196,14 @@ async fn measure(
         registry: registry.clone(),
     };
     let started = Instant::now();
-    nodes
-        .children
-        .push(spawn_node(bin, dir.path(), 0, None, registry));
+    nodes.children.push(spawn_node(
+        bin,
+        dir.path(),
+        0,
+        None,
+        &settings.args,
+        registry,
+    ));
     let Some(genesis) = read_ports(dir.path(), 0, Duration::from_secs(20)).await else {
         row.load = load_average();
         row.still_formed = "the genesis did not start".into();
@@ -193,6 +215,7 @@ async fn measure(
             dir.path(),
             i,
             Some(&genesis.listen),
+            &settings.args,
             registry,
         ));
     }
@@ -233,10 +256,20 @@ async fn measure(
 
     let pids = nodes.pids();
     let before: Vec<Option<u64>> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let switches_before: Vec<Option<u64>> = pids.iter().map(|p| sleeps(*p)).collect();
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let after: Vec<Option<u64>> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let switches_after: Vec<Option<u64>> = pids.iter().map(|p| sleeps(*p)).collect();
     let elapsed = t0.elapsed().as_secs_f64();
+    let woke: Vec<u64> = switches_before
+        .iter()
+        .zip(&switches_after)
+        .filter_map(|(b, a)| Some(a.as_ref()?.saturating_sub(*b.as_ref()?)))
+        .collect();
+    if !woke.is_empty() {
+        row.wakeups_per_s = Some(woke.iter().sum::<u64>() as f64 / woke.len() as f64 / elapsed);
+    }
     row.load = load_average();
     let ticks: u64 = before
         .iter()
@@ -270,6 +303,7 @@ fn spawn_node(
     dir: &Path,
     i: usize,
     genesis: Option<&str>,
+    settings: &[String],
     registry: &Registry,
 ) -> Child {
     let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("a node log file");
@@ -278,6 +312,7 @@ fn spawn_node(
         .args(["--listen", "127.0.0.1:0", "--status", "127.0.0.1:0"])
         .args(["--name", &format!("n{i:04}")])
         .args(["--seed", &i.to_string()])
+        .args(settings)
         .arg("--ports-file")
         .arg(dir.join(format!("n{i}.json")))
         .env("PEERLAB_LOG", "warn")
@@ -300,6 +335,48 @@ fn spawn_node(
         pids.push(child.id());
     }
     child
+}
+
+/// The node settings both binaries run with: flags, and how the table names them.
+struct Settings {
+    args: Vec<String>,
+    label: String,
+}
+
+/// `--settings FILE` (default `topologies/three-hundred.yaml`): the node settings of the
+/// topology's first peer group, as flags; `--settings built-in`: no flags, each binary's
+/// own defaults.
+fn node_settings() -> Settings {
+    let chosen = flag("settings").unwrap_or_else(|| "topologies/three-hundred.yaml".into());
+    if chosen == "built-in" {
+        return Settings {
+            args: Vec::new(),
+            label: "each binary's built-in defaults (no flags)".into(),
+        };
+    }
+    let mut path = PathBuf::from(&chosen);
+    if path.is_relative() && !path.exists() {
+        path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(&chosen);
+    }
+    let topology = peerlab::topology::load(&path)
+        .unwrap_or_else(|e| panic!("--settings {}: {e}", path.display()));
+    let group = topology.groups.first().unwrap_or(&topology.genesis).clone();
+    let s = &group.settings;
+    let label = format!(
+        "`{}` (group `{}`): heartbeat {}, heartbeat timeout {}, suspect timeout {}, degree {}, max peers {}, max connections {}; the same flags for both binaries",
+        chosen,
+        group.name,
+        peerlab::topology::duration_text(s.heartbeat_interval),
+        peerlab::topology::duration_text(s.heartbeat_timeout),
+        peerlab::topology::duration_text(s.suspect_timeout),
+        s.degree,
+        s.max_peers,
+        s.max_connections,
+    );
+    Settings {
+        args: s.to_args(),
+        label,
+    }
 }
 
 struct Ports {
@@ -356,6 +433,20 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Voluntary context switches of a process (all its threads): each is the process going
+/// to sleep, so each is one wake-up after it.
+fn sleeps(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Proportional set size of a process in KiB: shared pages (the binary's text) are split

@@ -149,6 +149,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         connect_timeout: cfg_hello_timeout(&args),
         echo_deliveries: args.stdin,
         seed,
+        round_gather: round_gather(args.heartbeat_interval),
     };
     driver::drive(machine, listener, commands, shutdown, opts).await;
     let _ = shutdown_tx.send(true);
@@ -213,6 +214,14 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
         }
     }
     let _ = commands.send(Command::Leave).await;
+}
+
+/// How long the driver gathers a heartbeat round's pings (see `driver::DriverOptions`):
+/// a sixteenth of the interval (6% of the time), at most 60 ms. Measured at 300 idle
+/// nodes on 2 cores with a 1 s heartbeat: 2.9 wake-ups per node and second without it,
+/// 2.8 with 25 ms, 2.3 with 60 ms.
+fn round_gather(heartbeat_interval: Duration) -> Duration {
+    (heartbeat_interval / 16).min(Duration::from_millis(60))
 }
 
 /// How long a handshake (and a dial) may take: a heartbeat timeout and interval, at least 1 s.

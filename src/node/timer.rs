@@ -115,7 +115,13 @@ impl DeadlineTimer {
                         .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
                 });
                 match read {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        // A one-shot timerfd is not readable again before it is re-armed
+                        // and expires: forget the readiness now, or the next wait starts
+                        // with a read that can only fail (one system call per wake-up).
+                        ready.clear_ready();
+                        break;
+                    }
                     Err(_would_block) => continue,
                 }
             },

@@ -31,8 +31,11 @@ pub(super) struct Detector {
     pub probe_queue: VecDeque<(String, String)>,
     /// Next anti-entropy digest.
     pub next_sync: Instant,
-    /// Next probe of a random non-neighbour (SWIM's protocol period: two heartbeats).
+    /// Next probe of a random non-neighbour at the fast pace (SWIM's protocol period:
+    /// two heartbeats); while the network is quiet, see [`Machine::random_probe_due`].
     pub next_random_probe: Instant,
+    /// When the last random probe was queued.
+    pub last_random_probe: Instant,
 }
 
 impl Detector {
@@ -42,6 +45,7 @@ impl Detector {
             probe_queue: VecDeque::new(),
             next_sync: now + cfg.sync_interval,
             next_random_probe: now + cfg.heartbeat_interval * 2,
+            last_random_probe: now,
         }
     }
 }
@@ -64,7 +68,16 @@ impl Machine {
         let linked = !self.links.neighbours.is_empty();
         let sync = (joined && linked).then_some(self.detector.next_sync);
         let unlinked = self.members.alive_count() > self.links.neighbours.len() + 1;
-        let random = (joined && unlinked).then_some(self.detector.next_random_probe);
+        // Due in the past: the network just stopped being quiet; the next round will do
+        // (rounds are wake-ups anyway, an instant off them would be one more).
+        let random = (joined && unlinked).then(|| {
+            let due = self.random_probe_due(now);
+            if due <= now {
+                self.round_after(now)
+            } else {
+                due
+            }
+        });
         [suspicions, probes, sync, random]
             .into_iter()
             .flatten()
@@ -101,6 +114,9 @@ impl Machine {
         let round = now >= self.links.next_round;
         if round {
             self.links.next_round = self.round_after(now);
+            if !self.links.neighbours.is_empty() {
+                self.counters.heartbeat_rounds += 1;
+            }
         }
         let half = self.cfg.heartbeat_interval / 2;
         let mut silent = Vec::new();
@@ -174,10 +190,37 @@ impl Machine {
                 self.send_digest();
             }
         }
-        if now >= self.detector.next_random_probe {
+        if now >= self.random_probe_due(now) {
             self.detector.next_random_probe = self.round_near(now, self.cfg.heartbeat_interval * 2);
+            self.detector.last_random_probe = now;
             self.probe_random_member();
         }
+    }
+
+    /// When the next random probe is due. SWIM's pace (one every two heartbeat rounds)
+    /// is for when something is happening; in a quiet network a probe costs a TCP
+    /// connection on both sides and finds nothing, since the links' heartbeats already
+    /// watch every member that has a neighbour. Random probes exist for members that
+    /// died with all their neighbours, and such a death is never quiet: their
+    /// neighbours' other links fall silent, suspicions start, deaths are flooded, and
+    /// every node is back at the fast pace for as long as its member table keeps
+    /// changing (and `sync_interval` after). So a quiet node probes every
+    /// `quiet_probe_rounds` rounds, and at SWIM's pace again from the first change.
+    pub(super) fn random_probe_due(&self, now: Instant) -> Instant {
+        let fast = self.detector.next_random_probe;
+        if !self.network_quiet(now) {
+            return fast;
+        }
+        let period = self.cfg.heartbeat_interval * self.cfg.quiet_probe_rounds.max(2);
+        fast.max(self.round_near(self.detector.last_random_probe, period))
+    }
+
+    /// Nothing has changed for a while: the member table has been stable for
+    /// `sync_interval`, nobody is suspected and no probe is waiting.
+    fn network_quiet(&self, now: Instant) -> bool {
+        self.members.stable_for(now) >= self.cfg.sync_interval
+            && self.detector.suspects.is_empty()
+            && self.detector.probe_queue.is_empty()
     }
 
     /// The round nearest to `period` after `now` (a wake-up a little after its round

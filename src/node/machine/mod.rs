@@ -111,6 +111,10 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// Probe connections open at once at most.
     pub max_probes: usize,
+    /// While the network is quiet (member table unchanged for `sync_interval`, nobody
+    /// suspected), the random probe of a non-neighbour runs every this many heartbeat
+    /// rounds instead of every two; anything that changes brings the fast pace back.
+    pub quiet_probe_rounds: u32,
     /// Up to this many members the suspicion timeout is `suspect_timeout` as given; beyond,
     /// it grows with log2(members) / log2(this), up to three times.
     pub suspicion_scale_from: usize,
@@ -150,6 +154,7 @@ impl Config {
             max_members: 10_000,
             tombstone_ttl: Duration::from_secs(60),
             max_probes: 8,
+            quiet_probe_rounds: 10,
             suspicion_scale_from: 100,
             timer_granularity: Duration::from_millis(125),
             incarnation: 1,
@@ -212,6 +217,9 @@ pub struct MachineCounters {
     pub members_declared_dead: u64,
     /// Calls of [`Machine::handle_timeout`]: how often the node woke for its timers.
     pub timer_wakeups: u64,
+    /// Heartbeat rounds run with at least one link: after each, the neighbours' pings
+    /// of the same round are on their way (the driver gathers them, see `driver`).
+    pub heartbeat_rounds: u64,
 }
 
 /// The clock side of the machine: the deadline last handed to the driver, and the grid

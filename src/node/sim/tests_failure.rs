@@ -296,3 +296,26 @@ fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() {
     });
     assert!(took >= hello_timeout && took <= hello_timeout + Duration::from_millis(200));
 }
+
+#[test]
+fn a_member_that_dies_with_all_its_neighbours_in_a_quiet_network_is_found_by_random_probes() {
+    // Nobody is linked to n07 once its neighbours die with it: only random probes can
+    // find it. The network was quiet (random probes at their slow pace); the neighbours'
+    // deaths bring SWIM's pace back, and the fault bench's goal (a mass failure healed
+    // within 10 s) holds.
+    let mut sim = formed(24, |_| {});
+    let cfg = node_config("x", &[]);
+    sim.run_for(cfg.sync_interval * 2);
+    let mut gone = sim.neighbours("n07");
+    gone.push("n07".to_string());
+    for n in &gone {
+        sim.kill(n);
+    }
+    let took = until(&mut sim, "the dead forgotten", |s| s.check_members());
+    assert!(
+        took <= Duration::from_secs(10),
+        "{} dead nodes forgotten only after {took:?}",
+        gone.len()
+    );
+    until_formed(&mut sim, 2);
+}

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::fixtures::{formed, name};
-use super::{Sim, TICK};
+use super::fixtures::{formed, name, until_formed};
+use super::{Sim, TICK, node_config};
 
 /// Wake-ups of `node` over `d` of virtual time, each checked against the deadline the node
 /// asked for before it: the simulator runs timers only when due, so every wake-up must
@@ -91,4 +91,66 @@ fn a_lone_genesis_sleeps_until_something_happens() {
     // Nothing to watch, nobody to ping: no timer at all.
     assert!(woke <= 1, "a lone genesis woke {woke} times in 30 s");
     assert_eq!(sim.machine("n00").poll_timeout(), None);
+}
+
+/// Dials `node` makes over `d`: in an idle network with no fault, only random probes.
+fn dials_over(sim: &mut Sim, node: &str, d: Duration) -> usize {
+    let before = sim.dials_from(node).len();
+    sim.run_for(d);
+    sim.dials_from(node).len() - before
+}
+
+#[test]
+fn a_quiet_network_probes_random_members_slowly_and_at_swims_pace_again_after_a_change() {
+    let mut sim = formed(12, |_| {});
+    let cfg = node_config("x", &[]);
+    let quiet_period = cfg.heartbeat_interval * cfg.quiet_probe_rounds;
+    let fast_period = cfg.heartbeat_interval * 2;
+    // Quiet: the member table has not changed for `sync_interval`.
+    sim.run_for(cfg.sync_interval);
+    let window = Duration::from_secs(30);
+    let before: Vec<usize> = sim
+        .running()
+        .iter()
+        .map(|n| sim.dials_from(n).len())
+        .collect();
+    sim.run_for(window);
+    let quiet_most = (window.as_millis() / quiet_period.as_millis()) as usize + 1;
+    for (n, before) in sim.running().iter().zip(before) {
+        let probes = sim.dials_from(n).len() - before;
+        assert!(
+            probes <= quiet_most,
+            "{n} made {probes} random probes in {window:?} of quiet (at most {quiet_most} expected)"
+        );
+        assert!(
+            probes >= quiet_most / 2,
+            "{n} made only {probes} random probes in {window:?}: does it still probe at all?"
+        );
+    }
+    sim.check_formed(2).unwrap();
+
+    // A change (a node joins): every member table changes, and the old nodes probe at
+    // SWIM's pace again for as long as things move and `sync_interval` after.
+    sim.spawn("n12", &["n00"]);
+    let window = cfg.sync_interval;
+    let old: Vec<String> = (0..12).map(name).collect();
+    let mut probes = 0;
+    let before: Vec<usize> = old.iter().map(|n| sim.dials_from(n).len()).collect();
+    sim.run_for(window);
+    for (n, before) in old.iter().zip(before) {
+        probes += sim.dials_from(n).len() - before;
+    }
+    let fast = old.len() * (window.as_millis() / fast_period.as_millis()) as usize;
+    let slow = old.len() * ((window.as_millis() / quiet_period.as_millis()) as usize + 1);
+    assert!(
+        probes >= fast / 2 && probes > slow,
+        "the old nodes made {probes} probes in the {window:?} after a join \
+         (SWIM's pace: about {fast}; the quiet pace: at most {slow})"
+    );
+    until_formed(&mut sim, 2);
+    let quiet = dials_over(&mut sim, "n05", window);
+    assert!(
+        quiet <= 5,
+        "n05 still probes fast once things settled: {quiet}"
+    );
 }
