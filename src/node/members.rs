@@ -59,6 +59,9 @@ pub struct Members {
     /// No tombstone is older than this (it may be older than the oldest one left, after
     /// a revival): the machine sweeps only when one expires.
     oldest_tombstone: Option<Instant>,
+    /// When a living member last died or left: losses come in waves (a partition, a mass
+    /// failure), and the machine keeps its fast random probes for a while after each one.
+    last_loss: Option<Instant>,
 }
 
 impl Members {
@@ -88,6 +91,7 @@ impl Members {
             last_change: now,
             digest_cache: None,
             oldest_tombstone: None,
+            last_loss: None,
         }
     }
 
@@ -197,7 +201,10 @@ impl Members {
         };
         if change != Change::Unchanged || newer {
             match (was_alive, rec.state == MemberState::Alive) {
-                (true, false) => self.alive_count -= 1,
+                (true, false) => {
+                    self.alive_count -= 1;
+                    self.last_loss = Some(now);
+                }
                 (false, true) => self.alive_count += 1,
                 _ => {}
             }
@@ -226,6 +233,11 @@ impl Members {
     /// When the oldest tombstone expires, if there is one: the next sweep worth doing.
     pub fn next_tombstone_expiry(&self) -> Option<Instant> {
         self.oldest_tombstone.map(|t| t + self.tombstone_ttl)
+    }
+
+    /// How long ago a living member last died or left; `None` if none ever did.
+    pub fn since_last_loss(&self, now: Instant) -> Option<Duration> {
+        self.last_loss.map(|t| now.saturating_duration_since(t))
     }
 
     /// How long the living membership has gone unchanged.

@@ -216,9 +216,18 @@ impl Machine {
     }
 
     /// Nothing has changed for a while: the member table has been stable for
-    /// `sync_interval`, nobody is suspected and no probe is waiting.
+    /// `sync_interval`, nobody died or left for `quiet_after_loss`, nobody is suspected
+    /// and no probe is waiting. The loss window matters after a partition or a mass
+    /// failure: the last members across a cut, those nobody here has a link to, are found
+    /// only by random probes, and their deaths can be seconds apart, longer than
+    /// `sync_interval`; slowing down then would stretch that tail fivefold.
     fn network_quiet(&self, now: Instant) -> bool {
-        self.members.stable_for(now) >= self.cfg.sync_interval
+        let loss_is_old = self
+            .members
+            .since_last_loss(now)
+            .is_none_or(|ago| ago >= self.cfg.quiet_after_loss);
+        loss_is_old
+            && self.members.stable_for(now) >= self.cfg.sync_interval
             && self.detector.suspects.is_empty()
             && self.detector.probe_queue.is_empty()
     }

@@ -115,6 +115,9 @@ pub struct Config {
     /// suspected), the random probe of a non-neighbour runs every this many heartbeat
     /// rounds instead of every two; anything that changes brings the fast pace back.
     pub quiet_probe_rounds: u32,
+    /// The network is not quiet for this long after a member died or left (see
+    /// `quiet_probe_rounds`): losses come in waves whose tail only random probes find.
+    pub quiet_after_loss: Duration,
     /// Up to this many members the suspicion timeout is `suspect_timeout` as given; beyond,
     /// it grows with log2(members) / log2(this), up to three times.
     pub suspicion_scale_from: usize,
@@ -155,6 +158,7 @@ impl Config {
             tombstone_ttl: Duration::from_secs(60),
             max_probes: 8,
             quiet_probe_rounds: 10,
+            quiet_after_loss: Duration::from_secs(60),
             suspicion_scale_from: 100,
             timer_granularity: Duration::from_millis(125),
             incarnation: 1,

@@ -154,3 +154,35 @@ fn a_quiet_network_probes_random_members_slowly_and_at_swims_pace_again_after_a_
         "n05 still probes fast once things settled: {quiet}"
     );
 }
+
+#[test]
+fn after_a_loss_random_probes_keep_swims_pace_even_while_the_table_is_still() {
+    let mut sim = formed(12, |_| {});
+    let cfg = node_config("x", &[]);
+    let fast_period = cfg.heartbeat_interval * 2;
+    let quiet_period = cfg.heartbeat_interval * cfg.quiet_probe_rounds;
+    sim.run_for(cfg.sync_interval);
+    // A member leaves: a loss. Once the leave has spread, the member tables stay still
+    // for longer than `sync_interval`, but a wave of losses (a partition's tail) may
+    // still be under way, so the pace stays fast for `quiet_after_loss`.
+    sim.leave("n07");
+    until_formed(&mut sim, 2);
+    sim.run_for(cfg.sync_interval * 2);
+    let window = Duration::from_secs(20);
+    assert!(cfg.sync_interval * 2 + window < cfg.quiet_after_loss);
+    let nodes: Vec<String> = sim.running().iter().map(|n| n.to_string()).collect();
+    let before: Vec<usize> = nodes.iter().map(|n| sim.dials_from(n).len()).collect();
+    sim.run_for(window);
+    let probes: usize = nodes
+        .iter()
+        .zip(before)
+        .map(|(n, before)| sim.dials_from(n).len() - before)
+        .sum();
+    let fast = nodes.len() * (window.as_millis() / fast_period.as_millis()) as usize;
+    let slow = nodes.len() * ((window.as_millis() / quiet_period.as_millis()) as usize + 1);
+    assert!(
+        probes >= fast / 2 && probes > slow,
+        "{probes} random probes in the {window:?} after a loss settled (SWIM's pace: about \
+         {fast}; the quiet pace: at most {slow})"
+    );
+}
