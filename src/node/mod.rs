@@ -11,20 +11,20 @@
 //! - [`status`]: the HTTP status socket the orchestrator checks.
 
 pub mod args;
-pub mod codec;
-pub mod connection;
-pub mod driver;
-pub mod faults;
+pub(crate) mod codec;
+pub(crate) mod connection;
+pub(crate) mod driver;
+pub(crate) mod faults;
 pub mod machine;
-pub mod members;
-pub mod metrics;
+pub(crate) mod members;
+pub(crate) mod metrics;
 mod resolver;
-pub mod seen;
+pub(crate) mod seen;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
-pub mod status;
+pub(crate) mod status;
 mod timer;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
