@@ -2,13 +2,16 @@
 //!
 //! - [`args`]: the flags of `peerlab node`.
 //! - [`machine`]: join, membership, failure detection, repair and flooding as a sans-IO
-//!   state machine that says when it next needs to wake; [`members`] and [`seen`] are its
+//!   state machine that says when it next needs to wake; `members` and `seen` are its
 //!   bounded tables.
 //! - `sim` (with the cargo feature `sim`): a deterministic in-memory network of machines.
-//! - [`wire`] and [`codec`]: messages and length-delimited JSON frames.
-//! - [`driver`] and [`connection`]: the thin tokio layer that runs the machine over TCP.
-//! - [`faults`]: partitions and link shaping the node applies to itself (`/admin/*`).
-//! - [`status`]: the HTTP status socket the orchestrator checks.
+//! - `wire` and `codec`: messages and length-delimited JSON frames.
+//! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
+//! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
+//! - `status`: the HTTP status socket the orchestrator checks.
+//!
+//! Modules named without a link are internal to the crate: the node's public surface is
+//! [`run`], its flags and (for simulations) the machine.
 
 pub mod args;
 pub(crate) mod codec;
