@@ -26,11 +26,14 @@ use crate::node::args::NodeArgs;
         "\nDocs: README.md, docs/topology.md, docs/status-api.md, docs/protocol.md"
     )
 )]
+/// The parsed command line of `peerlab`.
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Every `peerlab` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one p2p node (the daemon every process and container of a testbed runs).
@@ -62,6 +65,7 @@ pub enum Command {
     Image(ImageArgs),
 }
 
+/// Flags of `peerlab health`.
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// Status socket to ask.
@@ -77,6 +81,7 @@ pub struct HealthArgs {
     pub timeout: Duration,
 }
 
+/// Flags of `peerlab status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Status socket of the node (HOST:PORT or http://HOST:PORT).
@@ -90,6 +95,7 @@ pub struct StatusArgs {
     pub messages: bool,
 }
 
+/// Where `run` and `up` start nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeChoice {
     /// Docker when an engine answers, local processes otherwise.
@@ -100,10 +106,12 @@ pub enum RuntimeChoice {
     Docker,
 }
 
+/// Flags of `peerlab run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Topology file (YAML); see docs/topology.md and `peerlab schema`.
     pub file: PathBuf,
+    /// Where to start the nodes.
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
     /// Override the topology's seed (node randomness, scenario choices).
@@ -126,23 +134,31 @@ pub struct RunArgs {
     pub runs_dir: PathBuf,
 }
 
+/// Flags of `peerlab up`.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
+    /// Topology file (YAML); see docs/topology.md and `peerlab schema`.
     pub file: PathBuf,
+    /// Where to start the nodes.
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
+    /// Override the topology's seed (node randomness, scenario choices).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
 }
 
+/// Flags of `peerlab ps`.
 #[derive(Debug, Clone, Args)]
 pub struct PsArgs {
+    /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
 }
 
+/// Flags of `peerlab down`.
 #[derive(Debug, Clone, Args)]
 pub struct DownArgs {
     /// Run id to take down (see `peerlab ps`).
@@ -151,16 +167,20 @@ pub struct DownArgs {
     /// Take down every run, and every container/network labelled peerlab.run.
     #[arg(long)]
     pub all: bool,
+    /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
 }
 
+/// Flags of `peerlab validate`.
 #[derive(Debug, Clone, Args)]
 pub struct ValidateArgs {
+    /// Topology files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
 
+/// Flags of `peerlab compose`.
 #[derive(Debug, Clone, Args)]
 pub struct ComposeArgs {
     /// Topology file to export.
@@ -176,16 +196,20 @@ pub struct ComposeArgs {
     pub drop_delays: bool,
 }
 
+/// Flags of `peerlab image`.
 #[derive(Debug, Clone, Args)]
 pub struct ImageArgs {
+    /// What to do with the image.
     #[command(subcommand)]
     pub command: ImageCommand,
 }
 
+/// Subcommands of `peerlab image`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ImageCommand {
     /// Build the image from this executable through the Docker API (no cargo, no registry).
     Build {
+        /// Tag to give the image.
         #[arg(long, default_value_t = crate::DEFAULT_IMAGE.to_string())]
         tag: String,
     },

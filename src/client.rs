@@ -24,6 +24,7 @@ pub fn base_url(addr: &str) -> String {
 }
 
 impl StatusClient {
+    /// A client of the status socket at `addr` (`HOST:PORT` or a URL), giving up after `timeout`.
     pub fn new(addr: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -42,15 +43,18 @@ impl StatusClient {
         }
     }
 
+    /// Base URL of the node's status socket, for messages.
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// Whether the node has joined (`/ready` answers 200).
     pub async fn ready(&self) -> anyhow::Result<bool> {
         let resp = self.http.get(format!("{}/ready", self.base)).send().await?;
         Ok(resp.status().is_success())
     }
 
+    /// The node's full view, member list included.
     pub async fn status(&self) -> anyhow::Result<NodeStatus> {
         self.status_at("status").await
     }
@@ -72,6 +76,7 @@ impl StatusClient {
         Ok(resp.json().await?)
     }
 
+    /// The broadcasts the node delivered (`/messages`), to check how they spread.
     pub async fn messages(&self) -> anyhow::Result<Vec<DeliveredMessage>> {
         let resp = self
             .http
@@ -84,6 +89,7 @@ impl StatusClient {
         Ok(resp.json().await?)
     }
 
+    /// Asks the node to broadcast a message; returns the broadcast id.
     pub async fn broadcast(&self, title: &str, message: &str) -> anyhow::Result<String> {
         let body = BroadcastRequest {
             title: title.to_string(),

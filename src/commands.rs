@@ -20,6 +20,7 @@ use crate::topology::{self, Topology};
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
 const INTERRUPTED: u8 = 130;
 
+/// Runs one parsed subcommand and returns the process exit code (see [`crate::exit`]).
 pub async fn dispatch(command: Command) -> u8 {
     match command {
         Command::Node(_) => {

@@ -22,6 +22,8 @@
 //! exporters -> the plan types in [`runtime`]; everything -> [`contract`], which depends on nothing. The node uses only [`contract`]. A unit test
 //! (`src/layers.rs`) keeps it that way.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -61,6 +61,7 @@ impl Direction {
 pub struct BlockRequest {
     /// Node ids, advertised `host:port` addresses, or bare IPs.
     pub peers: Vec<String>,
+    /// Which traffic to drop; both ways by default.
     #[serde(default)]
     pub direction: Direction,
 }
@@ -68,6 +69,7 @@ pub struct BlockRequest {
 /// `POST /admin/unblock`; no `peers` lifts every block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UnblockRequest {
+    /// The peers to unblock; every blocked peer when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<String>>,
 }
@@ -75,15 +77,19 @@ pub struct UnblockRequest {
 /// `POST /admin/shape`: applies to links towards `peers`, or to every link without it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShapeRequest {
+    /// Delay added to every outgoing frame, in milliseconds.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Up to this much random variation of the delay, in milliseconds.
     #[serde(default)]
     pub jitter_ms: u64,
     /// Probability in 0..=1 that an outgoing frame is dropped.
     #[serde(default)]
     pub loss: f64,
+    /// Bandwidth cap; unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_bytes_per_sec: Option<u64>,
+    /// The peers whose links are shaped; every link when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<String>>,
 }

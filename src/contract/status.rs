@@ -12,7 +12,9 @@ use super::digest::members_digest;
 /// A reference to another node: its stable id and the address others dial.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerRef {
+    /// Stable node id, to match the same node across views.
     pub id: String,
+    /// Address other nodes dial to reach it.
     pub addr: String,
 }
 
@@ -51,8 +53,10 @@ pub struct NodeStatus {
     /// The degree this node tries to keep.
     #[serde(default)]
     pub target_degree: usize,
+    /// Traffic and fault counters, for checks and benchmarks.
     #[serde(default)]
     pub counters: Counters,
+    /// Seconds since the node started.
     pub uptime_secs: f64,
     /// peerlab version of the node (informational).
     #[serde(default)]
@@ -82,9 +86,13 @@ pub struct Counters {
     pub delivered: u64,
     /// Flooded messages dropped because their id was already seen.
     pub duplicates_dropped: u64,
+    /// Protocol frames received.
     pub frames_in: u64,
+    /// Protocol frames sent.
     pub frames_out: u64,
+    /// Bytes received on peer links.
     pub bytes_in: u64,
+    /// Bytes sent on peer links.
     pub bytes_out: u64,
     /// Connections closed because of a malformed, oversized or out-of-order frame.
     #[serde(default)]
@@ -103,9 +111,11 @@ pub struct BroadcastRequest {
     /// Defaults to `#BROADCAST`, the seed's title for a user broadcast.
     #[serde(default = "default_title")]
     pub title: String,
+    /// Text to broadcast.
     pub message: String,
 }
 
+/// The title a broadcast gets when the request names none.
 pub fn default_title() -> String {
     "#BROADCAST".to_string()
 }
@@ -113,6 +123,7 @@ pub fn default_title() -> String {
 /// `POST /broadcast` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BroadcastAccepted {
+    /// Id of the broadcast, to find it later in other nodes' `/messages`.
     pub id: String,
 }
 
@@ -121,7 +132,9 @@ pub struct BroadcastAccepted {
 pub struct DeliveredMessage {
     /// SHA-256 hex digest identifying the broadcast network-wide.
     pub id: String,
+    /// Title the sender gave it.
     pub title: String,
+    /// Text of the broadcast.
     pub message: String,
     /// Id of the node that originated it.
     pub origin: String,
@@ -136,5 +149,6 @@ pub struct DeliveredMessage {
 /// Error body of any non-2xx answer of the status socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
+    /// What went wrong, for people.
     pub error: String,
 }

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 
 /// How the node writes its logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(missing_docs)] // the variants' plain comments say it; see below
 pub enum LogFormat {
     // Human-readable lines. (Plain comments: doc comments would change `--help`.)
     Pretty,

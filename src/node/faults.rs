@@ -170,11 +170,6 @@ impl Faults {
         drop
     }
 
-    /// Is any peer blocked? Lets the driver skip looking up who a dialed address is.
-    pub fn blocks_any(&self) -> bool {
-        !self.blocked.is_empty()
-    }
-
     /// Whether a dial to `addr` (a member known as `known_ids`) must time out (counts it).
     pub fn blocks_dial(&mut self, addr: &str, known_ids: &[String]) -> bool {
         if self.blocked.is_empty() {

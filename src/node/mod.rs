@@ -2,29 +2,32 @@
 //!
 //! - [`args`]: the flags of `peerlab node`.
 //! - [`machine`]: join, membership, failure detection, repair and flooding as a sans-IO
-//!   state machine that says when it next needs to wake; [`members`] and [`seen`] are its
+//!   state machine that says when it next needs to wake; `members` and `seen` are its
 //!   bounded tables.
 //! - `sim` (with the cargo feature `sim`): a deterministic in-memory network of machines.
-//! - [`wire`] and [`codec`]: messages and length-delimited JSON frames.
-//! - [`driver`] and [`connection`]: the thin tokio layer that runs the machine over TCP.
-//! - [`faults`]: partitions and link shaping the node applies to itself (`/admin/*`).
-//! - [`status`]: the HTTP status socket the orchestrator checks.
+//! - `wire` and `codec`: messages and length-delimited JSON frames.
+//! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
+//! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
+//! - `status`: the HTTP status socket the orchestrator checks.
+//!
+//! Modules named without a link are internal to the crate: the node's public surface is
+//! [`run`], its flags and (for simulations) the machine.
 
 pub mod args;
-pub mod codec;
-pub mod connection;
-pub mod driver;
-pub mod faults;
+pub(crate) mod codec;
+pub(crate) mod connection;
+pub(crate) mod driver;
+pub(crate) mod faults;
 pub mod machine;
-pub mod members;
-pub mod metrics;
+pub(crate) mod members;
+pub(crate) mod metrics;
 mod resolver;
-pub mod seen;
+pub(crate) mod seen;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
-pub mod status;
+pub(crate) mod status;
 mod timer;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

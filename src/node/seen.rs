@@ -35,6 +35,7 @@ impl SeenSet {
         true
     }
 
+    #[cfg(test)]
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
     }
@@ -59,12 +60,9 @@ impl SeenSet {
             .map(|(at, _)| *at + self.max_age + std::time::Duration::from_nanos(1))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 

@@ -16,7 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Frames above this size are refused and close the connection.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-/// Title of a user broadcast, as in the seed.
+/// Title of a user broadcast, as in the seed (the node itself takes it from
+/// [`crate::contract::default_title`]; the simulator and tests name it here).
+#[cfg(any(test, feature = "sim"))]
 pub const TITLE_BROADCAST: &str = "#BROADCAST";
 pub const TITLE_JOINED: &str = "#JOINED";
 pub const TITLE_LEFT: &str = "#LEFT";

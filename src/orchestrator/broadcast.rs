@@ -15,40 +15,51 @@ use crate::contract::DeliveredMessage;
 /// A node that delivered the same broadcast more than once (the flood's dedup failed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DuplicateDelivery {
+    /// Name of the node that delivered it more than once.
     pub node: String,
+    /// How many times it delivered it.
     pub copies: usize,
 }
 
 /// How one injected broadcast spread.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageStats {
+    /// Id of the broadcast, as `/messages` lists it.
     pub id: String,
     /// Node name it was injected at.
     pub from: String,
+    /// When it was injected, as Unix seconds.
     pub sent_at_unix: f64,
     /// Live nodes other than the origin.
     pub expected_receivers: usize,
+    /// How many of them delivered it.
     pub delivered: usize,
     /// `delivered / expected_receivers` (1 when there is nobody else to reach).
     pub ratio: f64,
     /// Seconds from sending to the first and the last delivery.
     pub first_latency_secs: Option<f64>,
+    /// Seconds from sending to the last delivery.
     pub last_latency_secs: Option<f64>,
+    /// Most links any copy crossed.
     pub max_hops: Option<u32>,
+    /// Mean links crossed over the deliveries.
     pub avg_hops: Option<f64>,
     /// Live nodes that never delivered it.
     pub missing: Vec<String>,
     /// Nodes that delivered it after the deadline.
     pub late: Vec<String>,
+    /// Nodes that delivered it more than once.
     pub duplicates: Vec<DuplicateDelivery>,
 }
 
 /// How all injected broadcasts spread.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BroadcastStats {
+    /// Each injected message.
     pub messages: Vec<MessageStats>,
     /// Worst and mean delivery ratio over the messages.
     pub min_ratio: f64,
+    /// Mean delivery ratio over the messages.
     pub mean_ratio: f64,
     /// Slowest delivery of any message, in seconds.
     pub max_latency_secs: Option<f64>,

@@ -13,15 +13,19 @@ use super::model::NodeObservation;
 /// One vertex: a node of the run, whether or not its status socket answered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OverlayNode {
+    /// Node name from the plan.
     pub name: String,
     /// From `/status`; `None` when the node did not answer.
     pub id: Option<String>,
+    /// Address the node advertises, when it answered.
     pub addr: Option<String>,
     /// The topology group, from the name (`peers-3` is in `peers`).
     pub group: String,
+    /// Whether it is a genesis node.
     pub genesis: bool,
     /// The status socket answered.
     pub answered: bool,
+    /// Whether its `/ready` answered 200.
     pub ready: bool,
     /// Distinct neighbours this node itself reports (its own view, what it floods to).
     pub degree: usize,
@@ -32,7 +36,9 @@ pub struct OverlayNode {
 /// An undirected link between two vertices (indices into [`Overlay::nodes`], `a < b`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Edge {
+    /// Index of the lower end.
     pub a: usize,
+    /// Index of the higher end.
     pub b: usize,
     /// `a` lists `b` among its neighbours.
     pub seen_by_a: bool,
@@ -51,16 +57,22 @@ impl Edge {
 /// still listed, or a stranger).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DanglingLink {
+    /// Name of the node that lists the stranger.
     pub from: String,
+    /// Protocol id of the listed neighbour.
     pub to_id: String,
+    /// Address of the listed neighbour, to find out what it was.
     pub to_addr: String,
 }
 
 /// The overlay graph of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overlay {
+    /// Every node of the run, answering or not, in plan order.
     pub nodes: Vec<OverlayNode>,
+    /// Every link some node reports, once per pair.
     pub edges: Vec<Edge>,
+    /// Neighbour entries that point outside the observed nodes.
     pub dangling: Vec<DanglingLink>,
     adjacency: Vec<Vec<usize>>,
 }
@@ -68,19 +80,25 @@ pub struct Overlay {
 /// Shape of the overlay, for reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OverlaySummary {
+    /// Nodes in the run.
     pub nodes: usize,
     /// Nodes whose status socket answered; connectivity and degrees are over these.
     pub answering: usize,
+    /// Distinct links between nodes.
     pub links: usize,
     /// Links reported by one end only, as `[reporting node, silent node]`.
     pub asymmetric_links: Vec<[String; 2]>,
+    /// Neighbour entries naming nodes that are not live.
     pub dangling_links: Vec<DanglingLink>,
     /// Sizes of the connected components, largest first.
     pub component_sizes: Vec<usize>,
     /// Node names of each component, largest first.
     pub components: Vec<Vec<String>>,
+    /// Fewest neighbours of an answering node.
     pub min_degree: usize,
+    /// Mean neighbours over the answering nodes.
     pub avg_degree: f64,
+    /// Most neighbours of an answering node.
     pub max_degree: usize,
     /// Longest shortest path, in links; `None` when the overlay is not connected.
     pub diameter: Option<usize>,
@@ -253,6 +271,7 @@ impl Overlay {
         (min, avg, max)
     }
 
+    /// The overlay's shape (components, degrees, odd links), as the report shows it.
     pub fn summary(&self) -> OverlaySummary {
         let comps = self.components();
         let (min_degree, avg_degree, max_degree) = self.degree_stats();

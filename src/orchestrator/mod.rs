@@ -8,27 +8,27 @@
 //! sockets, so each check and report can be tested on synthetic networks without starting
 //! a single node.
 
-pub mod broadcast;
-pub mod checks;
-pub mod graph;
-pub mod junit;
-pub mod layout;
+pub(crate) mod broadcast;
+pub(crate) mod checks;
+pub(crate) mod graph;
+pub(crate) mod junit;
+pub(crate) mod layout;
 mod membership;
-pub mod model;
+pub(crate) mod model;
 pub mod observer;
 pub mod plan;
 pub mod progress;
-pub mod render;
-pub mod report;
+pub(crate) mod render;
+pub(crate) mod report;
 pub mod run;
 pub mod scenario;
 pub mod session;
-pub mod summary;
+pub(crate) mod summary;
 mod text;
 
-pub use broadcast::{BroadcastStats, MessageStats, evaluate_broadcast};
+pub use broadcast::{BroadcastStats, DuplicateDelivery, MessageStats, evaluate_broadcast};
 pub use checks::{evaluate_formation, formation_time};
-pub use graph::{Edge, Overlay, OverlayNode, OverlaySummary};
+pub use graph::{DanglingLink, Edge, Overlay, OverlayNode, OverlaySummary};
 pub use junit::{junit, write_junit};
 pub use model::{
     BroadcastExpectation, CheckResult, FormationExpectation, InjectedBroadcast, NodeObservation,

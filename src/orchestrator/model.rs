@@ -11,6 +11,7 @@ use crate::contract::NodeStatus;
 pub struct NodeObservation {
     /// Topology node name, e.g. `peers-3`.
     pub name: String,
+    /// Where its status socket was polled, for messages and reproduction.
     pub status_url: String,
     /// `None` when the status socket did not answer.
     pub status: Option<NodeStatus>,
@@ -66,9 +67,13 @@ pub struct InjectedBroadcast {
 /// The outcome of one check: what was expected, what was seen, and why it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// Short name of the check, the JUnit test-case name.
     pub name: String,
+    /// Whether it held.
     pub passed: bool,
+    /// What it required, in words.
     pub expected: String,
+    /// What was seen, in words.
     pub measured: String,
     /// Why it failed, naming nodes; `None` when it passed.
     pub message: Option<String>,

@@ -89,6 +89,7 @@ pub fn to_dot(overlay: &Overlay) -> String {
     to_dot_with(overlay, &RenderOptions::default())
 }
 
+/// The overlay as Graphviz DOT, with a title and colours from `opts`.
 pub fn to_dot_with(overlay: &Overlay, opts: &RenderOptions) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let groups = group_colours(overlay);
@@ -144,6 +145,7 @@ pub fn to_svg(overlay: &Overlay) -> String {
     to_svg_with(overlay, &RenderOptions::default())
 }
 
+/// The overlay as a standalone SVG (no Graphviz needed), with a title and colours from `opts`.
 pub fn to_svg_with(overlay: &Overlay, opts: &RenderOptions) -> String {
     let n = overlay.nodes.len();
     let labels = n <= LABEL_MAX_NODES;

@@ -16,10 +16,15 @@ use crate::topology::ResolvedStep;
 /// Facts about the run that the checks do not compute.
 #[derive(Debug, Clone)]
 pub struct RunMeta {
+    /// Id of the run, so the report can be matched to its nodes and logs.
     pub run_id: String,
+    /// Name of the topology that was run.
     pub topology: String,
+    /// Which runtime ran the nodes (`local`, `docker`).
     pub runtime: String,
+    /// Seed of the run, to replay it.
     pub seed: u64,
+    /// When the first node was started.
     pub started_at: SystemTime,
     /// Time until every node was ready (see [`super::formation_time`]).
     pub formation_time: Option<Duration>,
@@ -28,38 +33,58 @@ pub struct RunMeta {
 /// What one node looked like at check time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeView {
+    /// Node name from the plan.
     pub name: String,
+    /// The node's protocol id, when its status socket answered.
     pub id: Option<String>,
+    /// Address the node advertises to peers, when known.
     pub addr: Option<String>,
+    /// Topology group the node belongs to.
     pub group: String,
+    /// Whether it is a genesis node.
     pub genesis: bool,
+    /// Whether its `/ready` answered 200.
     pub ready: bool,
+    /// How many neighbours it had.
     pub degree: usize,
     /// Neighbour names; a neighbour that is not an observed node shows as its short id.
     pub neighbours: Vec<String>,
+    /// How many members it knew.
     pub member_count: usize,
+    /// Seconds from the run's start until it was ready, if it ever was.
     pub ready_after_secs: Option<f64>,
+    /// Where its status socket was polled, to reproduce what the check saw.
     pub status_url: String,
     /// Why the status socket did not answer.
     pub error: Option<String>,
 }
 
+/// The outcome of a run: every check, every node and the overlay, written as JSON for tools and CI.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Every check passed.
     pub passed: bool,
+    /// Id of the run.
     pub run_id: String,
+    /// Name of the topology that was run.
     pub topology: String,
+    /// Which runtime ran the nodes.
     pub runtime: String,
+    /// Seed of the run, to replay it.
     pub seed: u64,
     /// RFC 3339, UTC.
     pub started_at: String,
+    /// Start time as Unix seconds, for tools that do arithmetic on it.
     pub started_at_unix: f64,
     /// Seconds until every node was ready; `null` when some node never was.
     pub formation_secs: Option<f64>,
+    /// Every check, passed or not, in the order they ran.
     pub checks: Vec<CheckResult>,
+    /// Every node as it looked at check time.
     pub nodes: Vec<NodeView>,
+    /// Broadcast delivery statistics, when a broadcast check ran.
     pub broadcast: Option<BroadcastStats>,
+    /// Shape of the overlay (components, degrees).
     pub overlay: OverlaySummary,
     /// The fault timeline as resolved for this run's seed; empty without a scenario.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -67,6 +92,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Builds the report from what was observed; `passed` follows the checks.
     pub fn new(
         meta: RunMeta,
         observations: &[NodeObservation],
@@ -134,10 +160,12 @@ impl Report {
         self.passed = self.checks.iter().all(|c| c.passed);
     }
 
+    /// The checks that failed, for the summary and the exit code.
     pub fn failed_checks(&self) -> impl Iterator<Item = &CheckResult> {
         self.checks.iter().filter(|c| !c.passed)
     }
 
+    /// The report as pretty JSON, the format `--report` writes.
     pub fn to_json(&self) -> anyhow::Result<String> {
         serde_json::to_string_pretty(self).context("serialising the report")
     }

@@ -16,6 +16,7 @@ const MESSAGES_SHOWN: usize = 10;
 /// Longest error text shown in the state column.
 const STATE_MAX: usize = 60;
 
+/// The report as the text `peerlab run` prints: checks, failures and a node table.
 pub fn summary_text(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(

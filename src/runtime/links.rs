@@ -52,6 +52,8 @@ pub type Lookup<'a> = &'a (dyn Fn(&[String]) -> Result<Vec<NodeEndpoint>, Runtim
 
 /// The same faults addressed by node name: what both runtimes' trait methods need.
 impl LinkFaults {
+    /// Partitions nodes given by name: each side only reaches its own (`one_way`: only the
+    /// first side's traffic to the others is cut).
     pub async fn partition_named(
         &self,
         lookup: Lookup<'_>,
@@ -66,6 +68,7 @@ impl LinkFaults {
         self.partition(&refs, one_way).await
     }
 
+    /// Shapes the links of nodes given by name (towards `peers` only, when given).
     pub async fn shape_named(
         &self,
         lookup: Lookup<'_>,
@@ -80,6 +83,7 @@ impl LinkFaults {
         self.shape(&node_refs, peer_refs.as_deref(), shape).await
     }
 
+    /// Lifts every partition and shape on these nodes.
     pub async fn heal_all(&self, all: &[NodeEndpoint]) -> Result<(), RuntimeError> {
         self.heal(&all.iter().collect::<Vec<_>>()).await
     }
@@ -91,6 +95,7 @@ impl LinkFaults {
 }
 
 impl LinkFaults {
+    /// A fault applier with its own short-timeout HTTP client.
     pub fn new() -> Self {
         LinkFaults {
             http: reqwest::Client::builder()

@@ -40,6 +40,7 @@ pub struct NodeSpec {
     pub name: String,
     /// `genesis` for genesis nodes, else the peer group's name.
     pub group: String,
+    /// Whether it starts the network (gets no `--genesis` to join).
     pub genesis: bool,
     /// Topology networks this node is attached to (empty: the run's default network).
     pub networks: Vec<String>,
@@ -55,6 +56,7 @@ pub struct NodeSpec {
 /// A user-defined network of the topology.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
+    /// Network name, as node specs refer to it.
     pub name: String,
     /// CIDR, e.g. `10.77.1.0/24`; `None` lets the runtime choose.
     pub subnet: Option<String>,
@@ -67,9 +69,11 @@ pub struct RunPlan {
     pub run_id: String,
     /// Where logs, the report and runtime state of this run are written.
     pub run_dir: PathBuf,
+    /// Name of the topology, for labels and listings.
     pub topology_name: String,
     /// Container image (Docker runtime only).
     pub image: String,
+    /// Networks to create before any node starts.
     pub networks: Vec<NetworkSpec>,
     /// Genesis nodes first, then peers in start order.
     pub nodes: Vec<NodeSpec>,
@@ -80,6 +84,7 @@ pub struct RunPlan {
 /// How a started node is reached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeEndpoint {
+    /// Node name from the plan.
     pub name: String,
     /// Advertised peer-protocol address (as other nodes dial it).
     pub peer_addr: String,
@@ -153,8 +158,11 @@ impl Capabilities {
 /// What teardown removed, so callers can prove nothing is left behind.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TeardownReport {
+    /// Node processes that were stopped.
     pub processes_stopped: usize,
+    /// Containers that were removed.
     pub containers_removed: usize,
+    /// Networks that were removed.
     pub networks_removed: usize,
     /// Anything that could not be removed, with the reason.
     pub leftovers: Vec<String>,
@@ -174,6 +182,7 @@ impl TeardownReport {
 /// `peerlab up`, kept with `--keep`, or left over by an orchestrator that died.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunListing {
+    /// Id of the run, for `peerlab down`.
     pub run_id: String,
     /// The runtime's [`Runtime::name`].
     pub runtime: &'static str,
@@ -182,16 +191,21 @@ pub struct RunListing {
     pub nodes: usize,
 }
 
+/// Why a runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The topology asks for something this runtime cannot do; nothing was started.
     #[error("the {runtime} runtime cannot run this topology: {reason}")]
     Unsupported {
+        /// Name of the runtime that refused.
         runtime: &'static str,
+        /// What it cannot do.
         reason: String,
     },
+    /// The runtime tried and failed (a process or Docker error), with the reason.
     #[error("{0}")]
     Failed(String),
+    /// A file or process operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

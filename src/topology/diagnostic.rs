@@ -11,8 +11,11 @@ use serde_saphyr::Location;
 /// (the file could not be read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
+    /// The topology file it is in.
     pub file: String,
+    /// 1-based line, 0 when it has no place in the file.
     pub line: usize,
+    /// 1-based column, 0 when it has no place in the file.
     pub column: usize,
     /// Key path such as `groups[1].settings.degree`; empty for the document as a whole.
     pub path: String,
@@ -37,6 +40,7 @@ impl fmt::Display for Diagnostic {
 /// Every problem found in one topology file; nothing may start while there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TopologyError {
+    /// Every problem, in file order, so one edit can fix them all.
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -17,7 +17,9 @@ pub const GENESIS: &str = "genesis";
 /// A topology that passed validation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Topology {
+    /// Name of the run's topology, used in run ids, reports and resource names.
     pub name: String,
+    /// Seed of every random choice (scenario targets, broadcast senders), so a run can be replayed.
     pub seed: u64,
     /// Container image of the nodes (Docker runtime only).
     pub image: String,
@@ -27,6 +29,7 @@ pub struct Topology {
     pub groups: Vec<Group>,
     /// User-defined networks; empty means one default network.
     pub networks: Vec<Network>,
+    /// What the run must achieve to pass.
     pub checks: Checks,
     /// Fault steps played after formation; the report carries them resolved instead.
     #[serde(skip)]
@@ -36,14 +39,19 @@ pub struct Topology {
 /// A group of identical nodes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
+    /// Group name; node names are `<group>-<n>`.
     pub name: String,
+    /// How many nodes the group starts.
     pub count: usize,
+    /// Wait after the run starts before the group's first node starts.
     #[serde(serialize_with = "serialize_duration")]
     pub start_delay: Duration,
+    /// Wait between two nodes of the group, to spread the join load.
     #[serde(serialize_with = "serialize_duration")]
     pub stagger: Duration,
     /// Effective settings: built-in defaults, then `defaults`, then the group's own.
     pub settings: NodeSettings,
+    /// Networks the group's nodes attach to; empty means the default network.
     pub networks: Vec<String>,
     /// `start: manual`: not started with the run, only by a scenario `join`.
     pub manual: bool,
@@ -52,13 +60,19 @@ pub struct Group {
 /// Settings of `peerlab node`, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeSettings {
+    /// Neighbours a node aims to keep (`--degree`).
     pub degree: u32,
+    /// Most neighbours a node accepts before refusing (`--max-peers`).
     pub max_peers: u32,
+    /// Cap on open TCP connections, inbound and outbound (`--max-connections`).
     pub max_connections: usize,
+    /// How often a node pings its neighbours (`--heartbeat-interval`).
     #[serde(serialize_with = "serialize_duration")]
     pub heartbeat_interval: Duration,
+    /// Silence after which a neighbour is suspected (`--heartbeat-timeout`).
     #[serde(serialize_with = "serialize_duration")]
     pub heartbeat_timeout: Duration,
+    /// How long a suspect may refute before it is declared dead (`--suspect-timeout`).
     #[serde(serialize_with = "serialize_duration")]
     pub suspect_timeout: Duration,
 }
@@ -98,27 +112,36 @@ impl NodeSettings {
 /// A user-defined network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
+    /// Network name, as groups refer to it.
     pub name: String,
     /// Normalised CIDR; `None` lets the runtime choose.
     pub subnet: Option<String>,
 }
 
+/// The checks a run must pass.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Checks {
     /// Always present: a run that did not form has nothing else worth checking.
     pub formation: FormationChecks,
+    /// Broadcast delivery check after formation, if the topology asks for one.
     pub broadcast: Option<BroadcastChecks>,
 }
 
+/// The formation check of `checks.formation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FormationChecks {
     /// Deadline counted from the first node's start.
     #[serde(serialize_with = "serialize_duration")]
     pub within: Duration,
+    /// Every node's `/ready` must answer 200.
     pub all_ready: bool,
+    /// The overlay must be one connected component.
     pub connected: bool,
+    /// Least neighbours every node must have; 0 disables the check.
     pub min_degree: usize,
+    /// Most neighbours any node may have, if bounded.
     pub max_degree: Option<usize>,
+    /// Every node must know every other live node.
     pub full_membership: bool,
 }
 
@@ -141,13 +164,17 @@ impl FormationChecks {
 /// scenario's `expect` steps, declared once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FormationExpectation {
+    /// Every node's `/ready` must answer 200.
     pub all_ready: bool,
+    /// The overlay must be one connected component.
     pub connected: bool,
     /// Exactly this many connected components over the answering nodes (a partition's
     /// halves, say); `connected` is the special case of one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub components: Option<usize>,
+    /// Least neighbours every node must have, if checked.
     pub min_degree: Option<usize>,
+    /// Most neighbours any node may have, if checked.
     pub max_degree: Option<usize>,
     /// Every node's member ids equal the ids of all observed live nodes.
     pub full_membership: bool,
@@ -157,11 +184,15 @@ pub struct FormationExpectation {
     pub component_membership: bool,
 }
 
+/// The broadcast check of `checks.broadcast`: messages injected after formation and how
+/// they must spread.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BroadcastChecks {
+    /// How many messages to inject.
     pub count: usize,
     /// Node names or globs; each matches at least one node. Empty: nodes chosen with the seed.
     pub from: Vec<String>,
+    /// How long each message may take to reach the nodes.
     #[serde(serialize_with = "serialize_duration")]
     pub deliver_within: Duration,
     /// Required delivery ratio in `0..=1`.

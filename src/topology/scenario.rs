@@ -14,13 +14,17 @@ use crate::contract::LinkShape;
 /// A scenario step as the topology describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
+    /// When the step runs, so the player can schedule it.
     pub when: When,
+    /// What the step does to the network.
     pub action: Action,
     /// Where the step's action is in the topology file, for messages about it.
     pub line: usize,
+    /// Column of the action, paired with `line`.
     pub column: usize,
 }
 
+/// When a step runs: on an absolute clock or relative to the previous step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// Counted from the moment the network formed.
@@ -33,15 +37,22 @@ pub enum When {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
+    /// SIGKILL the process: no leave is flooded, peers must detect the failure.
     Kill,
+    /// Stop the node gracefully, so it floods a leave first.
     Stop,
+    /// Start a node that was stopped or killed.
     Start,
+    /// Stop then start again, to test rejoining under the same name.
     Restart,
+    /// Freeze the process (SIGSTOP): it stays connected but answers nothing.
     Pause,
+    /// Thaw a paused process.
     Resume,
 }
 
 impl Fault {
+    /// The word the topology file uses for this fault, for messages and reports.
     pub fn keyword(self) -> &'static str {
         match self {
             Fault::Kill => "kill",
@@ -54,46 +65,73 @@ impl Fault {
     }
 }
 
+/// What one scenario step does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Apply a process-level fault to the targeted nodes.
     Fault {
+        /// Which fault.
         fault: Fault,
+        /// Which nodes it hits.
         target: Target,
     },
+    /// Cut the network between the sides so each only reaches its own side.
     Partition {
+        /// The node sets to separate; a node not named by any side is left alone.
         sides: Vec<Target>,
+        /// Block only traffic from the first side to the others, to test asymmetric links.
         one_way: bool,
     },
+    /// Remove every partition and link shape, restoring the full network.
     Heal,
+    /// Degrade links (delay, loss, bandwidth) to test the protocol under bad networks.
     Shape {
+        /// The nodes whose links are shaped.
         nodes: Target,
+        /// Only the links to these peers; all links when absent.
         peers: Option<Target>,
+        /// The delay, loss and rate to apply.
         shape: LinkShape,
     },
+    /// Start new nodes of a group mid-run, to test joining a running network.
     Join {
+        /// The topology group the new nodes belong to.
         group: String,
+        /// How many nodes to add; the group's count when absent.
         count: Option<usize>,
     },
+    /// Inject broadcasts, so an `expect` step can check how they spread.
     Broadcast {
+        /// How many messages to send.
         count: usize,
+        /// Who sends them; random live nodes when absent.
         from: Option<Target>,
     },
+    /// Do nothing for this long, letting the network settle or fail.
     Wait(Duration),
+    /// Poll the live nodes until the expectation holds or its deadline passes.
     Expect(Expectation),
 }
 
 /// Checks an `expect` step polls for over the live nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {
+    /// Deadline after which the step fails.
     pub within: Duration,
+    /// What the live nodes' overlay must look like.
     pub formation: FormationExpectation,
+    /// Broadcasts to inject and how well they must spread, if any.
     pub broadcast: Option<ExpectBroadcast>,
 }
 
+/// Broadcasts an `expect` step injects, and the share of live nodes that must receive them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectBroadcast {
+    /// How many messages to inject.
     pub count: usize,
+    /// Who sends them; random live nodes when absent.
     pub from: Option<Target>,
+    /// Share (0..=1) of messages each live node must have received for the step to pass.
     pub reliability: f64,
 }
 
@@ -102,28 +140,44 @@ pub struct ExpectBroadcast {
 pub struct Target {
     /// As written, for messages and the report.
     pub text: String,
+    /// The parts, each selecting nodes; the target is their union.
     pub parts: Vec<TargetPart>,
 }
 
+/// One part of a target expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetPart {
     /// Every eligible node the selector matches.
     Every(Selector),
     /// This share (percent, rounded, at least one) of the eligible matching nodes.
-    Share { percent: u32, of: Selector },
+    Share {
+        /// Percentage of the eligible nodes to pick.
+        percent: u32,
+        /// Which nodes are eligible.
+        of: Selector,
+    },
     /// This many of the eligible matching nodes.
-    Random { count: usize, of: Selector },
+    Random {
+        /// How many nodes to pick.
+        count: usize,
+        /// Which nodes are eligible.
+        of: Selector,
+    },
 }
 
+/// Which nodes a target part may pick from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selector {
+    /// Every node of the run.
     All,
+    /// The nodes of one topology group.
     Group(String),
     /// A node name or a glob over node names.
     Glob(glob::Pattern),
 }
 
 impl Selector {
+    /// Whether the node `name` of group `group` is selected.
     pub fn matches(&self, name: &str, group: &str) -> bool {
         match self {
             Selector::All => true,

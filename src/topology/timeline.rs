@@ -31,51 +31,73 @@ pub struct ResolvedStep {
     /// Set when the step was placed relative to the previous one.
     #[serde(serialize_with = "opt_as_text")]
     pub after: Option<Duration>,
+    /// What the step does, with its targets resolved to node names.
     pub action: ResolvedAction,
     /// One line for people: `kill peers-2, peers-5`.
     pub text: String,
 }
 
+/// A scenario step's action with targets resolved to node names for one seed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum ResolvedAction {
+    /// Apply a process-level fault to these nodes.
     Fault {
+        /// Which fault.
         fault: Fault,
+        /// The nodes it hits.
         nodes: Vec<String>,
     },
+    /// Separate these sets of nodes from each other.
     Partition {
+        /// The node sets; each only reaches its own side.
         sides: Vec<Vec<String>>,
+        /// Block only traffic from the first side to the others.
         one_way: bool,
     },
+    /// Remove every partition and link shape.
     Heal,
+    /// Degrade the links of these nodes.
     Shape {
+        /// The nodes whose links are shaped.
         nodes: Vec<String>,
+        /// Only the links to these peers; all links when absent.
         peers: Option<Vec<String>>,
+        /// The delay, loss and rate to apply.
         shape: ShapeView,
     },
+    /// Start new nodes mid-run.
     Join {
+        /// Names of the nodes to start.
         nodes: Vec<String>,
     },
     /// One sender per message.
     Broadcast {
+        /// Sender of each message, in order.
         from: Vec<String>,
     },
+    /// Do nothing for a while.
     Wait {
+        /// How long to wait.
         #[serde(serialize_with = "as_text")]
         duration: Duration,
     },
+    /// Poll the live nodes until the expectation holds or the deadline passes.
     Expect(ResolvedExpect),
 }
 
 /// An `expect` with the live nodes it is evaluated over.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedExpect {
+    /// Deadline after which the step fails.
     #[serde(serialize_with = "as_text")]
     pub within: Duration,
+    /// What the live nodes' overlay must look like.
     #[serde(flatten)]
     pub formation: FormationExpectation,
     /// Senders of the broadcasts to inject, one per message; empty: no broadcast check.
     pub broadcast_from: Vec<String>,
+    /// Share (0..=1) of messages each live node must have received.
     pub reliability: f64,
     /// Nodes up at this point of the timeline (not killed, stopped, paused or not joined).
     pub live: Vec<String>,
@@ -84,10 +106,13 @@ pub struct ResolvedExpect {
 /// [`LinkShape`] as the report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ShapeView {
+    /// Added latency per packet.
     #[serde(serialize_with = "as_text")]
     pub delay: Duration,
+    /// Random variation added to `delay`.
     #[serde(serialize_with = "as_text")]
     pub jitter: Duration,
+    /// Share (0..=1) of packets dropped.
     pub loss: f64,
     /// Bytes per second.
     pub rate: Option<u64>,
@@ -109,8 +134,11 @@ impl From<ShapeView> for LinkShape {
 pub struct ResolveError {
     /// 1-based step index.
     pub step: usize,
+    /// Line of the step in the topology file.
     pub line: usize,
+    /// Column of the step in the topology file.
     pub column: usize,
+    /// Why the step cannot be resolved.
     pub message: String,
 }
 

@@ -48,7 +48,9 @@ pub struct Netns {
 /// One partition in force: node names per side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
+    /// Node names per side.
     pub sides: Vec<Vec<String>>,
+    /// Only the first side's traffic to the others is dropped.
     pub one_way: bool,
 }
 

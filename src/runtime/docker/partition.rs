@@ -46,6 +46,8 @@ pub struct DockerPartitions {
 pub type Started = BTreeMap<String, String>;
 
 impl DockerPartitions {
+    /// Cuts the network between the sides, so each only reaches its own (`one_way`: only
+    /// the first side's traffic to the others), by iptables or the nodes' admin endpoints.
     pub async fn partition(
         &self,
         docker: &Docker,

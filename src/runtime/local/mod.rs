@@ -38,17 +38,24 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// What `peerlab ps` / `peerlab down` read back for a local run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LocalState {
+    /// Id of the run.
     pub run_id: String,
+    /// Name of the topology that was run.
     pub topology: String,
+    /// Whether the run was left running on purpose (`peerlab up`, `--keep`).
     pub detached: bool,
     /// Node name -> (pid, status URL).
     pub nodes: BTreeMap<String, LocalNode>,
 }
 
+/// How to reach one node of a local run after the orchestrator exited.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LocalNode {
+    /// Process id, to stop the node.
     pub pid: u32,
+    /// Base URL of its status socket.
     pub status_url: String,
+    /// Address other nodes dial.
     pub peer_addr: String,
 }
 
@@ -68,6 +75,8 @@ struct Started {
     status: String,
 }
 
+/// The local runtime: every node is a child process of this executable on a loopback
+/// address, so a run needs no Docker.
 pub struct LocalRuntime {
     executable: PathBuf,
     plan: Option<RunPlan>,
@@ -81,6 +90,7 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
+    /// A runtime that starts nodes with the current executable (`peerlab node`).
     pub fn new() -> Result<Self, RuntimeError> {
         let executable = std::env::current_exe().map_err(|e| {
             RuntimeError::Failed(format!(

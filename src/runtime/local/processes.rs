@@ -13,7 +13,9 @@ use crate::runtime::TeardownReport;
 /// A `peerlab node` process started by some run, found through its `PEERLAB_RUN` variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunProcess {
+    /// Process id, to stop it.
     pub pid: u32,
+    /// The run it belongs to, from its `PEERLAB_RUN` variable.
     pub run_id: String,
 }
 
