@@ -6,10 +6,12 @@
 //! `target/bench/faults.md`; `PEERLAB_BENCH_KEEP_LOGS=1` keeps node logs under
 //! `target/bench/runs/`.
 //!
-//! Each scenario gets a fresh network of one genesis and N-1 peers with the built-in node
-//! settings, formed until it is one component with every degree >= 2 and full membership.
+//! Each scenario gets a fresh network (a [`Lab`] on the local runtime) of one genesis and
+//! N-1 peers with the built-in node settings, formed until the topology's formation checks
+//! hold: every node ready, one component, every degree >= 2, full membership.
 //! Then, with the time counted from the fault's instant to the end of the first polling
-//! round (every node asked at once, every 100 ms) that saw the condition hold:
+//! round of the lab's observer (every live node asked at once: every 150 ms up to N=50,
+//! 3 ms per node beyond, at most 1 s) that saw the condition hold:
 //! - mass: SIGKILL half of the nodes at once, all peers (seeded choice; the genesis
 //!   survives): survivors one component, degree >= 2, members = survivors (goal 10 s); then
 //!   5 broadcasts from different survivors must reach every other survivor (goal 100%).
@@ -20,26 +22,24 @@
 //!   itself, heal: one component with identical member lists of all N (goal 30 s).
 //!
 //! A condition not reached within 60 s is recorded as "not reached" and the bench goes on.
-//! Whether the overlay holds is decided by the orchestrator's checks, as a topology's
-//! `expect` would decide it.
+//! Faults are the lab's (`kill`, `pause`, `resume`, `partition`, `heal`), waits are the
+//! lab's (`wait_formed`, `wait_until`, `wait_delivered`), and whether the overlay holds is
+//! decided by the orchestrator's checks, as a topology's `expect` would decide it.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use peerlab::contract::DeliveredMessage;
-use peerlab::orchestrator::{
-    BroadcastExpectation, InjectedBroadcast, NodeObservation, evaluate_broadcast,
-};
-use peerlab::runtime::local::scan_processes;
-use peerlab::runtime::{NodeAction, Runtime};
+use peerlab::lab::{FormationExpectation, Lab, NodeObservation};
+use peerlab::orchestrator::observer::poll_interval;
+use peerlab::orchestrator::{BroadcastExpectation, evaluate_broadcast};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use support::net::{LocalNet, POLL, Waited, overlay_failures, overlay_problem};
+use support::lab::{failing_checks, local_lab, run_pids, shutdown};
 
 /// Seed of the victim choices and of the topology (node randomness).
 const SEED: u64 = 5;
@@ -117,6 +117,8 @@ struct Section {
     notes: Vec<String>,
     /// Teardown problems: node processes or faults left behind.
     leftovers: Option<String>,
+    /// The scenario's run, once its lab started.
+    run_id: Option<String>,
 }
 
 impl Section {
@@ -131,12 +133,17 @@ impl Section {
     }
 }
 
-/// One genesis and N-1 peers, built-in node settings, all peers started at once.
-fn topology_yaml(n: usize) -> String {
+/// One genesis and N-1 peers, built-in node settings, all peers started at once; formed
+/// means the topology's formation checks hold: every node ready, one component, every
+/// degree >= 2, full membership.
+fn topology_yaml(scenario: Scenario, n: usize) -> String {
     format!(
-        "name: faults-{n}\nseed: {SEED}\ngenesis:\n  count: 1\n\
-         groups:\n  - name: peers\n    count: {}\n",
-        n - 1
+        "name: faults-{}-{n}\nseed: {SEED}\ngenesis:\n  count: 1\n\
+         groups:\n  - name: peers\n    count: {}\n\
+         checks:\n  formation:\n    within: {}s\n    min_degree: 2\n",
+        scenario.key(),
+        n - 1,
+        FORM_WITHIN.as_secs()
     )
 }
 
@@ -145,13 +152,15 @@ fn shuffled(mut names: Vec<String>, salt: u64) -> Vec<String> {
     names
 }
 
-fn peers(net: &LocalNet) -> Vec<String> {
-    net.plan
-        .nodes
-        .iter()
-        .filter(|n| !n.genesis)
-        .map(|n| n.name.clone())
-        .collect()
+/// Every node of the run, genesis first.
+fn all(lab: &Lab) -> Vec<String> {
+    lab.node_names()
+}
+
+/// The peers of the run: every node but the genesis ones, which the plan lists first.
+fn peers(lab: &Lab) -> Vec<String> {
+    let mut names = lab.node_names();
+    names.split_off(lab.topology().genesis.count.min(names.len()))
 }
 
 fn without(all: &[String], gone: &[String]) -> Vec<String> {
@@ -170,54 +179,89 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-/// Starts the network and waits until it formed; returns the formation time and the ids.
-async fn form(net: &mut LocalNet) -> Result<(Duration, HashMap<String, String>), String> {
-    let started = Instant::now();
-    net.start_all().await?;
-    let names = net.names();
-    let waited = net
-        .wait_until(&names, started, FORM_WITHIN, |obs, _| {
-            overlay_problem(obs, 2)
-        })
-        .await;
-    match waited.after {
-        Some(t) => Ok((t, ids(&waited.observations))),
-        None => Err(format!(
-            "the network of {} nodes did not form within {FORM_WITHIN:?}: {}",
-            names.len(),
-            waited.problem.unwrap_or_default()
-        )),
+/// Waits until the network formed ([`Lab::wait_formed`]); returns the formation time,
+/// counted from the start of the run, and the ids.
+async fn form(lab: &Lab) -> Result<(Duration, HashMap<String, String>), String> {
+    let formation = lab
+        .wait_formed(FORM_WITHIN)
+        .await
+        .map_err(|e| e.to_string())?;
+    match formation.formed_at {
+        Some(t) => Ok((t, ids(&formation.observations))),
+        None => {
+            let failures: Vec<String> = formation
+                .failures()
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.message.as_ref().unwrap_or(&c.measured)))
+                .collect();
+            Err(format!(
+                "the network of {} nodes did not form within {FORM_WITHIN:?}: {}",
+                formation.observations.len(),
+                failures.join("; ")
+            ))
+        }
     }
 }
 
-/// Waits until the overlay holds over `names` (see [`overlay_failures`]) and tells, for
-/// each condition, the last round that saw it fail: which one the recovery waited for.
-async fn watch_overlay(
-    net: &LocalNet,
-    names: &[String],
-    from: Instant,
-    min_degree: usize,
-) -> (Waited, String) {
-    let mut last_failed: BTreeMap<String, Duration> = BTreeMap::new();
-    let waited = net
-        .wait_until(names, from, DEADLINE, |obs, at| {
-            let failures = overlay_failures(obs, min_degree);
-            for (name, _) in &failures {
-                last_failed.insert(name.clone(), at);
+/// What a wait after a fault saw.
+struct Since {
+    /// From the fault to the end of the first round that saw the condition hold; `None`:
+    /// it did not within [`DEADLINE`].
+    after: Option<Duration>,
+    /// Why the condition did not hold in the last round.
+    problem: Option<String>,
+}
+
+/// Polls the live nodes with [`Lab::wait_until`] until `check` holds, at most until
+/// [`DEADLINE`] after `fault`. `check` hears every round's observations and the time since
+/// the fault at the end of that round, and says why the condition does not hold yet.
+async fn wait_since<F>(lab: &Lab, fault: Instant, mut check: F) -> Since
+where
+    F: FnMut(&[NodeObservation], Duration) -> Option<String> + Send,
+{
+    let mut held = None;
+    let waited = lab
+        .wait_until(DEADLINE.saturating_sub(fault.elapsed()), |obs| {
+            let at = fault.elapsed();
+            let problem = check(obs, at);
+            if problem.is_none() {
+                held = Some(at);
             }
-            failures
-                .into_iter()
-                .next()
-                .map(|(name, why)| format!("{name}: {why}"))
+            problem
         })
         .await;
+    match waited {
+        Ok(w) => Since {
+            after: held.filter(|_| w.held()),
+            problem: w.problem,
+        },
+        Err(e) => Since {
+            after: None,
+            problem: Some(e.to_string()),
+        },
+    }
+}
+
+/// Waits until the orchestrator's formation checks of `expectation` hold over the live
+/// nodes and tells, for each check, the last round that saw it fail: which one the recovery
+/// waited for.
+async fn watch_overlay(
+    lab: &Lab,
+    fault: Instant,
+    expectation: &FormationExpectation,
+) -> (Since, String) {
+    let mut last_failed: BTreeMap<String, Duration> = BTreeMap::new();
+    let since = wait_since(lab, fault, |obs, at| {
+        let failures = failing_checks(obs, expectation);
+        for (name, _) in &failures {
+            last_failed.insert(name.clone(), at);
+        }
+        failures
+            .into_iter()
+            .next()
+            .map(|(name, why)| format!("{name}: {why}"))
+    })
+    .await;
     let mut last: Vec<(String, Duration)> = last_failed.into_iter().collect();
     last.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
     let text = if last.is_empty() {
@@ -229,18 +273,24 @@ async fn watch_overlay(
             .collect();
         format!("last seen failing: {}", listed.join(", "))
     };
-    (waited, text)
+    (since, text)
+}
+
+/// The topology's formation checks: every node ready, one component, degree >= 2, full
+/// membership (of the live nodes).
+fn formed(lab: &Lab) -> FormationExpectation {
+    lab.topology().checks.formation.expectation()
 }
 
 /// Kills half of the nodes, all of them peers, at once; times the survivors' repair, then
 /// the delivery of broadcasts among them.
-async fn mass(net: &LocalNet, n: usize, section: &mut Section) {
+async fn mass(lab: &Lab, n: usize, section: &mut Section) {
     let s = Scenario::Mass;
-    let victims: Vec<String> = shuffled(peers(net), n as u64)
+    let victims: Vec<String> = shuffled(peers(lab), n as u64)
         .into_iter()
         .take(n / 2)
         .collect();
-    let survivors = without(&net.names(), &victims);
+    let survivors = without(&all(lab), &victims);
     section.notes.push(format!(
         "mass failure: SIGKILL {} of the {} peers at once (seed {SEED}; the genesis survives), \
          {} survivors",
@@ -250,13 +300,13 @@ async fn mass(net: &LocalNet, n: usize, section: &mut Section) {
     ));
     let t0 = Instant::now();
     for v in &victims {
-        if let Err(e) = net.runtime.act(v, NodeAction::Kill).await {
+        if let Err(e) = lab.kill(v).await {
             section
                 .notes
                 .push(format!("mass failure: killing {v} failed: {e}"));
         }
     }
-    let (waited, last) = watch_overlay(net, &survivors, t0, 2).await;
+    let (waited, last) = watch_overlay(lab, t0, &formed(lab)).await;
     section.notes.push(format!("mass failure: repair {last}"));
     if let Some(p) = &waited.problem {
         section
@@ -275,27 +325,20 @@ async fn mass(net: &LocalNet, n: usize, section: &mut Section) {
         .into_iter()
         .take(BROADCASTS)
         .collect();
-    let mut injected = Vec::new();
-    for (i, from) in senders.iter().enumerate() {
-        let Some(client) = net.client(from) else {
-            continue;
-        };
-        let sent_at_unix = unix_now();
-        match client
-            .broadcast("#BROADCAST", &format!("faults bench #{i} from {from}"))
-            .await
-        {
-            Ok(id) => injected.push(InjectedBroadcast {
-                id,
-                from: from.clone(),
-                sent_at_unix,
-            }),
-            Err(e) => section
-                .notes
-                .push(format!("mass failure: broadcast from {from} failed: {e}")),
-        }
+    let (injected, failed) = lab.observer().inject(&senders, "faults bench").await;
+    for f in failed {
+        section.notes.push(format!("mass failure: {f}"));
     }
-    let delivered = follow_messages(net, &survivors, &injected).await;
+    let ids: Vec<String> = injected.iter().map(|b| b.id.clone()).collect();
+    let delivered = match lab.wait_delivered(&ids, DELIVER_WITHIN).await {
+        Ok(d) => d.delivered,
+        Err(e) => {
+            section.notes.push(format!(
+                "mass failure: following the broadcasts failed: {e}"
+            ));
+            BTreeMap::new()
+        }
+    };
     let expect = BroadcastExpectation {
         deliver_within: DELIVER_WITHIN,
         reliability: 1.0,
@@ -342,42 +385,10 @@ async fn mass(net: &LocalNet, n: usize, section: &mut Section) {
     );
 }
 
-/// `/messages` of every live node, polled until each has every injected broadcast or
-/// [`DELIVER_WITHIN`] has passed.
-async fn follow_messages(
-    net: &LocalNet,
-    live: &[String],
-    injected: &[InjectedBroadcast],
-) -> BTreeMap<String, Vec<DeliveredMessage>> {
-    let deadline = Instant::now() + DELIVER_WITHIN;
-    loop {
-        let asks = live.iter().map(|name| async move {
-            let msgs = match net.client(name) {
-                Some(c) => c.messages().await.ok(),
-                None => None,
-            };
-            (name.clone(), msgs)
-        });
-        let delivered: BTreeMap<String, Vec<DeliveredMessage>> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(|(name, msgs)| msgs.map(|m| (name, m)))
-            .collect();
-        let complete = delivered
-            .values()
-            .filter(|msgs| injected.iter().all(|b| msgs.iter().any(|m| m.id == b.id)))
-            .count();
-        if complete == live.len() || Instant::now() >= deadline {
-            return delivered;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// Pauses one peer; times its suspicion and its removal everywhere, then its return.
-async fn frozen(net: &LocalNet, n: usize, ids: &HashMap<String, String>, section: &mut Section) {
+async fn frozen(lab: &Lab, n: usize, ids: &HashMap<String, String>, section: &mut Section) {
     let s = Scenario::Frozen;
-    let Some(victim) = shuffled(peers(net), n as u64 + 1).into_iter().next() else {
+    let Some(victim) = shuffled(peers(lab), n as u64 + 1).into_iter().next() else {
         return;
     };
     let Some(victim_id) = ids.get(&victim).cloned() else {
@@ -386,40 +397,39 @@ async fn frozen(net: &LocalNet, n: usize, ids: &HashMap<String, String>, section
             .push(format!("frozen node: no id known for {victim}"));
         return;
     };
-    let others = without(&net.names(), std::slice::from_ref(&victim));
     section.notes.push(format!(
         "frozen node: SIGSTOP {victim} (seed {SEED}), watched from the other {} nodes",
-        others.len()
+        n - 1
     ));
     let t0 = Instant::now();
-    if let Err(e) = net.runtime.act(&victim, NodeAction::Pause).await {
+    if let Err(e) = lab.pause(&victim).await {
         section
             .notes
             .push(format!("frozen node: pausing {victim} failed: {e}"));
         section.row(n, s, "SIGSTOP", Value::Failed, Goal::None);
         return;
     }
+    // The lab observes live nodes only: the paused one is left out from here on.
     let mut suspected = None;
-    let waited = net
-        .wait_until(&others, t0, DEADLINE, |obs, at| {
-            let lists = |o: &NodeObservation, members: bool| {
-                o.status.as_ref().is_some_and(|st| {
-                    let list = if members { &st.members } else { &st.suspects };
-                    list.iter().any(|p| p.id == victim_id)
-                })
-            };
-            if suspected.is_none() && obs.iter().any(|o| lists(o, false)) {
-                suspected = Some(at);
-            }
-            let silent = obs.iter().filter(|o| o.status.is_none()).count();
-            let listing = obs.iter().filter(|o| lists(o, true)).count();
-            match (silent, listing) {
-                (0, 0) => None,
-                (0, k) => Some(format!("{k} live node(s) still list {victim} as a member")),
-                (k, _) => Some(format!("{k} live node(s) did not answer")),
-            }
-        })
-        .await;
+    let waited = wait_since(lab, t0, |obs, at| {
+        let lists = |o: &NodeObservation, members: bool| {
+            o.status.as_ref().is_some_and(|st| {
+                let list = if members { &st.members } else { &st.suspects };
+                list.iter().any(|p| p.id == victim_id)
+            })
+        };
+        if suspected.is_none() && obs.iter().any(|o| lists(o, false)) {
+            suspected = Some(at);
+        }
+        let silent = obs.iter().filter(|o| o.status.is_none()).count();
+        let listing = obs.iter().filter(|o| lists(o, true)).count();
+        match (silent, listing) {
+            (0, 0) => None,
+            (0, k) => Some(format!("{k} live node(s) still list {victim} as a member")),
+            (k, _) => Some(format!("{k} live node(s) did not answer")),
+        }
+    })
+    .await;
     if suspected.is_none() {
         section.notes.push(format!(
             "frozen node: no poll saw {victim} among any node's suspects"
@@ -446,15 +456,14 @@ async fn frozen(net: &LocalNet, n: usize, ids: &HashMap<String, String>, section
     );
 
     let t1 = Instant::now();
-    if let Err(e) = net.runtime.act(&victim, NodeAction::Resume).await {
+    if let Err(e) = lab.resume(&victim).await {
         section
             .notes
             .push(format!("frozen node: resuming {victim} failed: {e}"));
         section.row(n, s, "SIGCONT", Value::Failed, Goal::None);
         return;
     }
-    let all = net.names();
-    let (back, last) = watch_overlay(net, &all, t1, 2).await;
+    let (back, last) = watch_overlay(lab, t1, &formed(lab)).await;
     section
         .notes
         .push(format!("frozen node: after SIGCONT, {last}"));
@@ -494,11 +503,11 @@ fn halves_problem(
 
 /// Splits the network in two halves, waits until each sees only itself, heals, and times
 /// the merge.
-async fn partition(net: &LocalNet, n: usize, ids: &HashMap<String, String>, section: &mut Section) {
+async fn partition(lab: &Lab, n: usize, ids: &HashMap<String, String>, section: &mut Section) {
     let s = Scenario::Partition;
-    let genesis: Vec<String> = without(&net.names(), &peers(net));
+    let genesis: Vec<String> = without(&all(lab), &peers(lab));
     let mut side_a = genesis.clone();
-    let mut rest = shuffled(peers(net), n as u64 + 2);
+    let mut rest = shuffled(peers(lab), n as u64 + 2);
     let take = (n / 2).saturating_sub(side_a.len());
     side_a.extend(rest.drain(..take.min(rest.len())));
     let sides = [side_a, rest];
@@ -519,20 +528,15 @@ async fn partition(net: &LocalNet, n: usize, ids: &HashMap<String, String>, sect
             .filter_map(|name| ids.get(name).cloned())
             .collect()
     });
-    let all = net.names();
     let t0 = Instant::now();
-    if let Err(e) = net.runtime.partition(&sides, false).await {
+    if let Err(e) = lab.partition(sides.clone()).await {
         section
             .notes
             .push(format!("partition heal: the partition failed: {e}"));
         section.row(n, s, "partition", Value::Failed, Goal::None);
         return;
     }
-    let split = net
-        .wait_until(&all, t0, DEADLINE, |obs, _| {
-            halves_problem(obs, &side_of, &side_ids)
-        })
-        .await;
+    let split = wait_since(lab, t0, |obs, _| halves_problem(obs, &side_of, &side_ids)).await;
     if let Some(p) = &split.problem {
         section.notes.push(format!(
             "partition heal: healed anyway after {DEADLINE:?} of partition: {p}"
@@ -547,14 +551,19 @@ async fn partition(net: &LocalNet, n: usize, ids: &HashMap<String, String>, sect
     );
 
     let t1 = Instant::now();
-    if let Err(e) = net.runtime.heal().await {
+    if let Err(e) = lab.heal().await {
         section
             .notes
             .push(format!("partition heal: the heal failed: {e}"));
         section.row(n, s, "heal", Value::Failed, Goal::None);
         return;
     }
-    let (merged, last) = watch_overlay(net, &all, t1, 0).await;
+    // Merged: every node ready, one component, identical member lists; any degree.
+    let merged_overlay = FormationExpectation {
+        min_degree: None,
+        ..formed(lab)
+    };
+    let (merged, last) = watch_overlay(lab, t1, &merged_overlay).await;
     section
         .notes
         .push(format!("partition heal: after the heal, {last}"));
@@ -575,15 +584,29 @@ async fn partition(net: &LocalNet, n: usize, ids: &HashMap<String, String>, sect
 /// A fresh network for one scenario, the scenario, and a teardown that proves no process
 /// is left (also when formation failed).
 async fn run(scenario: Scenario, n: usize, runs_dir: &Path) -> Section {
-    let run_id = support::run_id(&format!("faults-{}-{n}", scenario.key()));
     let mut section = Section {
         rows: Vec::new(),
         notes: Vec::new(),
         leftovers: None,
+        run_id: None,
     };
     let load_before = support::load_average();
-    let mut net = LocalNet::prepare(&topology_yaml(n), runs_dir, &run_id).await;
-    match form(&mut net).await {
+    let lab = match local_lab(&topology_yaml(scenario, n), runs_dir)
+        .start()
+        .await
+    {
+        Ok(lab) => lab,
+        Err(e) => {
+            section.notes.push(format!(
+                "{}: starting {n} nodes failed: {e}",
+                scenario.title()
+            ));
+            section.row(n, scenario, "start", Value::Failed, Goal::None);
+            return section;
+        }
+    };
+    section.run_id = Some(lab.run_id().to_string());
+    match form(&lab).await {
         Ok((formed, ids)) => {
             section.notes.push(format!(
                 "{}: network formed in {} (load average {load_before})",
@@ -591,9 +614,9 @@ async fn run(scenario: Scenario, n: usize, runs_dir: &Path) -> Section {
                 secs(formed)
             ));
             match scenario {
-                Scenario::Mass => mass(&net, n, &mut section).await,
-                Scenario::Frozen => frozen(&net, n, &ids, &mut section).await,
-                Scenario::Partition => partition(&net, n, &ids, &mut section).await,
+                Scenario::Mass => mass(&lab, n, &mut section).await,
+                Scenario::Frozen => frozen(&lab, n, &ids, &mut section).await,
+                Scenario::Partition => partition(&lab, n, &ids, &mut section).await,
             }
         }
         Err(e) => {
@@ -602,7 +625,7 @@ async fn run(scenario: Scenario, n: usize, runs_dir: &Path) -> Section {
         }
     }
     let load_after = support::load_average();
-    section.leftovers = net.teardown().await.err();
+    section.leftovers = shutdown(lab).await.err();
     section.notes.push(format!(
         "{}: load average at the end {load_after}",
         scenario.title()
@@ -653,15 +676,29 @@ fn verdict(v: &Value, g: &Goal) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
+/// How often the observer polled at each size (it polls larger networks less often).
+fn poll_rates(sections: &[Section]) -> String {
+    let sizes: BTreeSet<usize> = sections
+        .iter()
+        .flat_map(|s| s.rows.iter().map(|r| r.nodes))
+        .collect();
+    let rates: Vec<String> = sizes
+        .into_iter()
+        .map(|n| format!("every {} ms at N={n}", poll_interval(n).as_millis()))
+        .collect();
+    rates.join(", ")
+}
+
 fn table(sections: &[Section]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Fault recovery of local `peerlab node` networks ({}; one genesis and N-1 peers, \
          built-in node settings). Times run from the fault to the end of the first status \
-         poll round (all nodes at once, every {} ms) that saw the condition hold.\n",
+         poll round of the lab's observer (all live nodes at once, {}) that saw the \
+         condition hold.\n",
         support::build_line(),
-        POLL.as_millis()
+        poll_rates(sections)
     );
     let _ = writeln!(out, "| N | scenario | condition | measured | goal | met |");
     let _ = writeln!(out, "|---:|---|---|---:|---:|---|");
@@ -735,11 +772,10 @@ fn main() {
     drop(runtime);
     runs.announce();
     support::publish("faults.md", &table(&sections));
-    let ours = format!("-{}", support::run_tag());
-    let left: Vec<u32> = scan_processes()
-        .into_iter()
-        .filter(|p| p.run_id.starts_with("faults-") && p.run_id.ends_with(&ours))
-        .map(|p| p.pid)
+    let left: Vec<u32> = sections
+        .iter()
+        .filter_map(|s| s.run_id.as_deref())
+        .flat_map(run_pids)
         .collect();
     assert!(
         left.is_empty() && sections.iter().all(|s| s.leftovers.is_none()),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use peerlab::lab::{Lab, RuntimeKind};
 use peerlab::topology;
-use support::net::{BIN, run_pids};
+use support::lab::{BIN, run_pids};
 use support::{USER_HZ, cpu_ticks, rss_kib};
 
 /// Goals on a 2-core machine, by network size.

@@ -1,13 +1,14 @@
 //! What every benchmark shares: reading sizes and flags from the command line, the table
 //! header, writing the table under `target/bench/`, keeping run directories on request, and
-//! reading a process's memory and CPU from /proc. [`net`] starts and watches local networks,
+//! reading a process's memory and CPU from /proc. [`lab`] starts local networks as
+//! `peerlab::Lab`s (the library API: its waits, faults and checks, nothing of its own),
 //! [`docker`] drives Docker and docker-compose.
 //!
 //! Each bench is its own crate and uses part of this module only, hence the `allow`.
 #![allow(dead_code)]
 
 pub mod docker;
-pub mod net;
+pub mod lab;
 
 use std::path::{Path, PathBuf};
 
@@ -156,16 +157,6 @@ impl RunsDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Tells this bench process's runs from any other's: the pid in hex.
-pub fn run_tag() -> String {
-    format!("{:06x}", std::process::id() & 0xff_ffff)
-}
-
-/// A unique run id for this bench process: `<prefix>-<run tag>`.
-pub fn run_id(prefix: &str) -> String {
-    format!("{prefix}-{}", run_tag())
 }
 
 /// VmRSS of a process in KiB, from /proc.
