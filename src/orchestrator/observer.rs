@@ -420,7 +420,7 @@ pub fn unix_now() -> f64 {
 
 /// Locks a mutex that is never held across an await, ignoring poisoning: a panic elsewhere
 /// must not stop the teardown that follows it from reading the endpoints.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),

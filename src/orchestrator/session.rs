@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use futures::StreamExt;
 
-use super::observer::{Observer, poll_interval};
+use super::observer::{Observer, lock, poll_interval};
 use super::progress::Progress;
 use crate::contract::LinkShape;
 use crate::runtime::{
@@ -356,13 +356,6 @@ fn abbreviated(names: &[&str]) -> String {
             names[..SHOWN].join(", "),
             names.len() - SHOWN
         )
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
