@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::{build_line, cpu_ticks, load_average};
+
+mod support;
 
 /// The build under test (release under `cargo bench`).
 const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
@@ -426,15 +429,6 @@ async fn formation_problem(http: &reqwest::Client, status: &[String], n: usize) 
     (partial > 0).then(|| format!("{partial} node(s) do not list all {n} members"))
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 /// Voluntary context switches of a process (all its threads): each is the process going
 /// to sleep, so each is one wake-up after it.
 fn sleeps(pid: u32) -> Option<u64> {
@@ -455,25 +449,6 @@ fn pss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let line = text.lines().find(|l| l.starts_with("Pss:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn build_line() -> String {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    format!(
-        "{profile} build, {} CPUs",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )
 }
 
 /// The value of `--NAME VALUE` or `--NAME=VALUE`.
