@@ -149,7 +149,8 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
          # without a registry). Nodes are named <group>-<slot>, slots counting from 1.\n\
          # Check it from inside the overlay (status sockets are not published):\n\
          #   docker service create --name {stack}-check --network {stack}_{first_network} --restart-condition none \\\n\
-         #     --no-resolve-image --entrypoint /peerlab {image} check --dns tasks.{NODES_ALIAS} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
+         #     --no-resolve-image --no-healthcheck --entrypoint /peerlab {image} \\\n\
+         #     check --dns tasks.{NODES_ALIAS} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
          #   docker service logs {stack}-check\n\
          {dropped}{yaml}",
         topology = plan.topology_name,

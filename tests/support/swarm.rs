@@ -481,6 +481,9 @@ impl<'a> Stack<'a> {
                 .args(["service", "create", "--detach", "--name", &name])
                 .args(["--network", network])
                 .args(["--restart-condition", "none", "--no-resolve-image"])
+                // The image's HEALTHCHECK asks a node's status socket, which a one-shot
+                // command does not serve: Swarm would kill it as unhealthy.
+                .arg("--no-healthcheck")
                 .args(["--constraint", "node.role==manager"])
                 .args(["--label", &format!("peerlab.oneshot={}", self.name)])
                 .args(["--entrypoint", "/peerlab", image])
