@@ -86,6 +86,7 @@ impl Roster {
     /// Takes in one round's findings: drops nodes no longer found (unless `keep`), adds
     /// new ones, names the nodes that answer, and registers them with the observer.
     async fn update(&mut self, found: Vec<Found>, observer: &Observer, keep: bool) {
+        let before: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
         if !keep {
             self.members
                 .retain(|m| found.iter().any(|f| f.status_url == m.status_url));
@@ -151,6 +152,14 @@ impl Roster {
             if taken.contains(&m.name) {
                 m.name = address_of(&m.status_url).to_string();
             }
+        }
+        // Names no longer in use (a node gone, or renamed once it answered) are not asked
+        // again: a vanished address would hold every round for the request timeout.
+        for gone in before
+            .iter()
+            .filter(|n| !self.members.iter().any(|m| &m.name == *n))
+        {
+            observer.remove(gone);
         }
         for m in &self.members {
             observer.add(endpoint(&m.name, &m.status_url));
@@ -441,6 +450,12 @@ mod tests {
         assert!(!roster.all_identified());
         roster.update(found[..1].to_vec(), &observer, false).await;
         assert_eq!(roster.names(), ["127.0.0.1:1"]);
+        let asked: Vec<String> = observer.endpoints().into_iter().map(|e| e.name).collect();
+        assert_eq!(
+            asked,
+            ["127.0.0.1:1"],
+            "a node no longer found is not asked"
+        );
     }
 
     #[tokio::test]

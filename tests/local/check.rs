@@ -263,3 +263,77 @@ async fn the_library_checks_a_network_it_did_not_start() {
     assert_eq!(report.topology, "check-lib");
     lab.shutdown().await.expect("teardown");
 }
+
+#[tokio::test]
+async fn check_waits_for_a_node_that_starts_after_it() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // A free loopback port for the late node's status socket.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let mut check = tokio::process::Command::new(BIN)
+        .args(["check", "--dns", "localhost", "--status-port", &port])
+        .args(["--expect-nodes", "1", "--within", "40s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start peerlab check");
+    let stderr = check.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // The check has polled the address and found nothing answering there yet.
+    let mut seen = String::new();
+    let waited = tokio::time::timeout(COMMAND_LIMIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("formation checks hold over 1 nodes") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(waited, Ok(true), "stderr so far:\n{seen}");
+
+    let mut node = tokio::process::Command::new(BIN)
+        .args(["node", "--listen", "127.0.0.1:0", "--status"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--name", "late"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the late node");
+    // Drain stderr so the check never blocks on a full pipe.
+    let drain = tokio::spawn(async move {
+        let mut rest = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    });
+    let status = tokio::time::timeout(COMMAND_LIMIT, check.wait())
+        .await
+        .expect("the check ends")
+        .expect("wait for the check");
+    let mut stdout = String::new();
+    if let Some(mut out) = check.stdout.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = out.read_to_string(&mut stdout).await;
+    }
+    let rest = drain.await.unwrap_or_default();
+    let _ = node.kill().await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{seen}{rest}"
+    );
+    assert!(stdout.contains("late"), "stdout:\n{stdout}");
+}
