@@ -68,7 +68,10 @@ pub enum Command {
                       Examples:\n  \
                       peerlab check --endpoint 127.0.0.1:7071,127.0.0.1:7073 --expect-nodes 2\n  \
                       peerlab check topologies/quickstart.yaml --compose-project quickstart --junit junit.xml\n  \
-                      peerlab check --dns tasks.peer --status-port 7071 --within 2m --broadcast 3   (inside a swarm overlay)"
+                      peerlab check --dns tasks.peer --status-port 7071 --within 2m --broadcast 3\n\
+                      In a swarm overlay, as a one-shot service of peerlab's image (docs/check.md):\n  \
+                      docker service create --network NET --restart-condition none --no-healthcheck \\\n    \
+                      --entrypoint /peerlab peerlab:0.1.0 check --dns tasks.SERVICE --status-port 7071"
     )]
     Check(CheckArgs),
     /// List runs that are still up (started by `peerlab up`, or left over).

@@ -26,7 +26,7 @@ use super::{BroadcastStats, CheckResult, Overlay, Report, RunMeta};
 use crate::runtime::NodeEndpoint;
 use crate::topology::{BroadcastChecks, FormationExpectation};
 
-/// Longest stretch of polling between two discovery rounds of a source that changes.
+/// Polling between two discovery rounds of a source that changes, at least.
 const SLICE: Duration = Duration::from_secs(3);
 
 /// What a network found by discovery must show.
@@ -258,7 +258,8 @@ pub async fn check_network(
         let slice_end = if fixed && roster.all_identified() {
             deadline
         } else {
-            deadline.min(Instant::now() + SLICE)
+            // Large networks are polled more slowly; give each slice a few rounds.
+            deadline.min(Instant::now() + SLICE.max(poll_interval(names.len()) * 4))
         };
         let found = names.len();
         let formation = observer
