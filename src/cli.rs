@@ -23,6 +23,7 @@ use crate::node::args::NodeArgs;
         "  peerlab run topologies/quickstart.yaml   run a genesis + 4 peers end to end\n",
         "  peerlab node --help                      run one node by hand\n",
         "  peerlab status 127.0.0.1:7071            what a node sees\n",
+        "  peerlab check --dns tasks.peer           check a network peerlab did not start\n",
         "\nDocs: README.md, docs/topology.md, docs/status-api.md, docs/protocol.md"
     )
 )]
@@ -51,6 +52,28 @@ pub enum Command {
     Run(RunArgs),
     /// Start a topology and leave it running; prints how to reach every node.
     Up(UpArgs),
+    /// Check a running network peerlab did not start (compose, a stack, by hand, any hosts).
+    #[command(
+        long_about = "Check a network that is already running, wherever it runs, with the same \
+                      formation and broadcast checks, reports and exit codes as `peerlab run`. \
+                      Its nodes are found through exactly one of --endpoint, --dns or \
+                      --compose-project; what they must show comes from a topology file's \
+                      `checks:` and node count, or from the flags. Without either: every node \
+                      found ready, the overlay connected and every node knowing every other, \
+                      within 60s. Nothing is started or changed, except the broadcasts that \
+                      --broadcast injects. See docs/check.md.",
+        after_help = "Exit codes: 0 every check passed, 1 a check failed (also: no node found in time), \
+                      2 bad input or usage (nothing was checked), 3 the source could not be asked \
+                      (no Docker engine for --compose-project) or a report could not be written.\n\
+                      Examples:\n  \
+                      peerlab check --endpoint 127.0.0.1:7071,127.0.0.1:7073 --expect-nodes 2\n  \
+                      peerlab check topologies/quickstart.yaml --compose-project quickstart --junit junit.xml\n  \
+                      peerlab check --dns tasks.peer --status-port 7071 --within 2m --broadcast 3\n\
+                      In a swarm overlay, as a one-shot service of peerlab's image (docs/check.md):\n  \
+                      docker service create --network NET --restart-condition none --no-healthcheck \\\n    \
+                      --entrypoint /peerlab peerlab:0.1.0 check --dns tasks.SERVICE --status-port 7071"
+    )]
+    Check(CheckArgs),
     /// List runs that are still up (started by `peerlab up`, or left over).
     Ps(PsArgs),
     /// Stop and remove a run (or every run with --all), including leftovers.
@@ -153,6 +176,67 @@ pub struct UpArgs {
     /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
+}
+
+/// Flags of `peerlab check`.
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    clap::ArgGroup::new("source")
+        .required(true)
+        .args(["endpoint", "dns", "compose_project"]),
+))]
+pub struct CheckArgs {
+    /// Topology file whose `checks:` (formation, deadline, broadcast) and node count the
+    /// network must meet; its scenario is not played. The flags below override it.
+    pub file: Option<PathBuf>,
+    /// Status socket of a node, HOST:PORT or http://HOST:PORT (the node's `--status`);
+    /// repeat it or separate with commas, and give every node's.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub endpoint: Vec<String>,
+    /// A DNS name whose every address is a node, re-resolved while waiting (in a Docker
+    /// Swarm overlay: `tasks.<service>`); repeat it or separate with commas for several
+    /// services. The status socket is at --status-port of each address.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Every running container of this Docker Compose project (the label
+    /// com.docker.compose.project), reached at the host port that publishes its container
+    /// port --status-port (as files of `peerlab compose` and the repository's
+    /// docker-compose.yml publish it), else at its address on its network.
+    #[arg(long, value_name = "PROJECT")]
+    pub compose_project: Option<String>,
+    /// The nodes' status port: on every address of --dns, inside the containers of
+    /// --compose-project. peerlab's image listens on 7071.
+    #[arg(long, value_name = "PORT", default_value_t = crate::lab::CONTAINER_STATUS_PORT)]
+    pub status_port: u16,
+    /// Exactly this many nodes must be found (default: the topology's count, else any).
+    #[arg(long, value_name = "N")]
+    pub expect_nodes: Option<usize>,
+    /// How long to wait for the checks to hold (default: the topology's formation
+    /// deadline, else 60s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub within: Option<Duration>,
+    /// Every node must have at least N neighbours (0: no degree check).
+    #[arg(long, value_name = "N")]
+    pub min_degree: Option<usize>,
+    /// Once formed, inject N broadcasts at random nodes and check every node delivers each
+    /// once, in time (0: none, even if the topology asks).
+    #[arg(long, value_name = "N")]
+    pub broadcast: Option<usize>,
+    /// How long each broadcast may take to reach every node (default: the topology's, else 5s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub deliver_within: Option<Duration>,
+    /// Seed of the choice of broadcast senders (default: the topology's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the JSON report here (top-level `passed`, checks, per-node views).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML here so CI systems list each check as a test case.
+    #[arg(long, value_name = "FILE.xml")]
+    pub junit: Option<PathBuf>,
+    /// Draw the overlay the nodes formed (.dot or .svg).
+    #[arg(long, value_name = "FILE.svg|FILE.dot")]
+    pub graph: Option<PathBuf>,
 }
 
 /// Flags of `peerlab ps`.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+mod check;
+
 use crate::cli::{
     Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
 };
@@ -31,6 +33,7 @@ pub async fn dispatch(command: Command) -> u8 {
         Command::Status(args) => status(args).await,
         Command::Run(args) => run(args).await,
         Command::Up(args) => up(args).await,
+        Command::Check(args) => check::check(args).await,
         Command::Ps(args) => ps(args).await,
         Command::Down(args) => down(args).await,
         Command::Validate(args) => validate(args),

@@ -36,6 +36,10 @@ pub enum LabError {
     /// A report file could not be written.
     #[error("{0:#}")]
     Output(anyhow::Error),
+    /// What was asked is wrong (a malformed address, a compose project with no
+    /// container); nothing was done.
+    #[error("{0}")]
+    Input(String),
     /// The operation does not fit the lab's state (a lab that was never started, say).
     #[error("{0}")]
     State(String),
@@ -48,6 +52,7 @@ impl LabError {
         matches!(
             self,
             LabError::Topology(_)
+                | LabError::Input(_)
                 | LabError::UnknownNode { .. }
                 | LabError::Runtime(RuntimeError::Unsupported { .. })
         )

@@ -42,10 +42,17 @@
 //! With [`Keep::OnFailure`] a lab whose checks failed is left running for inspection, and
 //! says how to take it down (`peerlab down RUN`).
 //!
+//! # A network peerlab did not start
+//!
+//! [`NetworkCheck`] (and its shorthand [`check_endpoints`]) runs the same formation and
+//! broadcast checks over a network that is already running, found by its status
+//! endpoints, a DNS name or a compose project: what `peerlab check` does.
+//!
 //! See `docs/library.md` for a complete `#[tokio::test]`.
 
 #![warn(missing_docs)]
 
+mod check;
 mod error;
 mod node;
 mod report;
@@ -62,6 +69,10 @@ pub use crate::orchestrator::observer::{Detail, Formation, Observer, Waited};
 pub use crate::orchestrator::{CheckResult, FormationExpectation, NodeObservation, Report};
 pub use crate::runtime::{Capabilities, NodeEndpoint, RuntimeError, TeardownReport};
 pub use crate::topology::{NodeSettings, Topology};
+pub use check::{
+    COMPOSE_PROJECT_LABEL, CONTAINER_STATUS_PORT, DEFAULT_DELIVER_WITHIN, DEFAULT_WITHIN,
+    NetworkCheck, NodeSource, check_endpoints,
+};
 pub use error::LabError;
 pub use node::NodeHandle;
 pub use report::{GraphFormat, LabReport, graph_format};

@@ -65,7 +65,8 @@ pub struct NodeArgs {
     /// Seed of the node's randomness (peer choice, ids). Default: from the OS.
     #[arg(long, env = "PEERLAB_SEED")]
     pub seed: Option<u64>,
-    /// How often each link is pinged.
+    /// How often a quiet link is pinged; when half of --heartbeat-timeout holds several
+    /// intervals, every that many whole intervals (TCP pings are never lost, only late).
     #[arg(long, env = "PEERLAB_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
     /// A link silent for this long makes its node a suspect (a frozen node still accepts TCP).

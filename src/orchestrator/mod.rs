@@ -3,13 +3,16 @@
 //! [`plan`] builds the run plan a runtime starts. A [`Session`] holds one run's runtime
 //! (through the [`crate::runtime::Runtime`] trait only, never a concrete runtime) and its
 //! [`Observer`], the one poller of status sockets; [`run`] checks a session and
-//! [`scenario`] plays faults through it. [`crate::lab`] is the public front door over all
+//! [`scenario`] plays faults through it; [`external`] checks a network peerlab did not
+//! start, whose nodes [`discover`] finds. [`crate::lab`] is the public front door over all
 //! of this. Everything else here is pure: it works on observations collected from status
 //! sockets, so each check and report can be tested on synthetic networks without starting
 //! a single node.
 
 pub(crate) mod broadcast;
 pub(crate) mod checks;
+pub mod discover;
+pub mod external;
 pub(crate) mod graph;
 pub(crate) mod junit;
 pub(crate) mod layout;
@@ -28,6 +31,8 @@ mod text;
 
 pub use broadcast::{BroadcastStats, DuplicateDelivery, MessageStats, evaluate_broadcast};
 pub use checks::{evaluate_formation, formation_time};
+pub use discover::{Discover, DiscoverError, Discovered, DnsNames, Endpoints, Found};
+pub use external::{NetworkExpectation, check_network};
 pub use graph::{DanglingLink, Edge, Overlay, OverlayNode, OverlaySummary};
 pub use junit::{junit, write_junit};
 pub use model::{

@@ -150,6 +150,13 @@ impl Observer {
         }
     }
 
+    /// Forgets a node: it is no longer asked anything (a node `peerlab check` no longer
+    /// finds, or found again under another name).
+    pub fn remove(&self, name: &str) {
+        lock(&self.endpoints).retain(|e| e.name != name);
+        lock(&self.ready_after).remove(name);
+    }
+
     /// Every known endpoint, in the order the nodes started.
     pub fn endpoints(&self) -> Vec<NodeEndpoint> {
         lock(&self.endpoints).clone()

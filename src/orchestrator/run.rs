@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::observer::Observer;
 use super::progress::Progress;
 use super::scenario;
 use super::session::Session;
@@ -170,7 +171,10 @@ pub async fn check(
     })
 }
 
-fn formation_deadline_check(formed_at: Option<Duration>, within: Duration) -> CheckResult {
+pub(crate) fn formation_deadline_check(
+    formed_at: Option<Duration>,
+    within: Duration,
+) -> CheckResult {
     let measured = match formed_at {
         Some(t) => format!("{:.2}s", t.as_secs_f64()),
         None => "not formed".to_string(),
@@ -198,11 +202,36 @@ async fn check_broadcast(
     live: &[String],
     progress: &mut Progress,
 ) -> (BroadcastStats, Vec<CheckResult>) {
-    let observer = session.observer();
     let plan = session.plan();
     let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
-    let candidates = senders_matching(&bc.from, &names, live);
-    let mut rng = StdRng::seed_from_u64(session.seed() ^ 0x6272_6f61_6463_6173);
+    let label = format!("peerlab check {}", plan.run_id);
+    broadcast_checks(
+        session.observer(),
+        bc,
+        &names,
+        live,
+        session.seed(),
+        &label,
+        progress,
+    )
+    .await
+}
+
+/// The broadcast checks over any observed nodes (a run's, or a network `peerlab check`
+/// found): picks `bc.count` senders among the `live` nodes of `names` that match `bc.from`
+/// (seeded by `seed`), injects one broadcast at each (labelled `label`), and follows
+/// `/messages` until every live node has every message or `bc.deliver_within` passes.
+pub(crate) async fn broadcast_checks(
+    observer: &Observer,
+    bc: &crate::topology::BroadcastChecks,
+    names: &[String],
+    live: &[String],
+    seed: u64,
+    label: &str,
+    progress: &mut Progress,
+) -> (BroadcastStats, Vec<CheckResult>) {
+    let candidates = senders_matching(&bc.from, names, live);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6272_6f61_6463_6173);
     let senders: Vec<String> = if candidates.is_empty() {
         Vec::new()
     } else {
@@ -210,8 +239,7 @@ async fn check_broadcast(
             .map(|_| candidates[rng.random_range(0..candidates.len())].clone())
             .collect()
     };
-    let label = format!("peerlab check {}", plan.run_id);
-    let (injected, failed) = observer.inject(&senders, &label).await;
+    let (injected, failed) = observer.inject(&senders, label).await;
     for line in &failed {
         progress.line(line);
     }

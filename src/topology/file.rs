@@ -119,7 +119,8 @@ pub(crate) struct SettingsFile {
     /// `--max-connections`: most inbound connections at once (default 128).
     #[serde(default)]
     pub max_connections: Option<Spanned<usize>>,
-    /// `--heartbeat-interval`: how often each link is pinged (default 500ms).
+    /// `--heartbeat-interval`: how often a quiet link is pinged, or every whole
+    /// number of intervals that fits in half the heartbeat timeout (default 500ms).
     #[serde(default)]
     pub heartbeat_interval: Option<Spanned<DurationText>>,
     /// `--heartbeat-timeout`: a link silent this long is dropped (default 1500ms).

@@ -66,7 +66,8 @@ pub struct NodeSettings {
     pub max_peers: u32,
     /// Cap on open TCP connections, inbound and outbound (`--max-connections`).
     pub max_connections: usize,
-    /// How often a node pings its neighbours (`--heartbeat-interval`).
+    /// How often a node pings its quiet links, or every whole number of these that fits
+    /// in half the heartbeat timeout (`--heartbeat-interval`).
     #[serde(serialize_with = "serialize_duration")]
     pub heartbeat_interval: Duration,
     /// Silence after which a neighbour is suspected (`--heartbeat-timeout`).

@@ -1,5 +1,5 @@
 //! The Docker side end to end: the node image, the Docker runtime through its API, and
-//! `peerlab run|up|ps|down|compose` with containers, fault scenarios included. Requires a
+//! `peerlab run|up|ps|down|compose|check` with containers, fault scenarios included. Requires a
 //! Docker engine: fails, never skips, without one.
 //!
 //! The tests share one node image of the binary under test (`support::docker::ensure_image`,
@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod check;
 mod e2e;
 mod image;
 mod lab;

@@ -1,5 +1,5 @@
-//! The orchestrator end to end on the local runtime: `peerlab run|up|ps|down|validate` as a
-//! user runs them, fault scenarios played by `peerlab run`, and every fault topology of
+//! The orchestrator end to end on the local runtime: `peerlab run|up|ps|down|validate|check`
+//! as a user runs them, fault scenarios played by `peerlab run`, and every fault topology of
 //! `topologies/`, with real node processes on loopback.
 //!
 //! Heavy runs (fault scenarios with one-second failure detection) take turns through
@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod check;
 mod fault_topologies;
 mod lab;
 mod orchestrator;

@@ -79,19 +79,15 @@ pub(super) struct Links {
     /// Neighbour id -> its link connection.
     pub neighbours: BTreeMap<String, ConnId>,
     pub next_nonce: u64,
-    /// The next heartbeat round (see `membership`); kept here because it matters only
-    /// while there are links.
-    pub next_round: Instant,
 }
 
 impl Links {
-    pub fn new(now: Instant) -> Self {
+    pub fn new() -> Self {
         Links {
             next_conn: 1,
             conns: BTreeMap::new(),
             neighbours: BTreeMap::new(),
             next_nonce: 1,
-            next_round: now,
         }
     }
 
@@ -139,7 +135,7 @@ impl Links {
 
 impl Machine {
     /// Handshakes and queries are short; a socket that lingers is closed. The earliest
-    /// such deadline, and the next heartbeat round while there are links.
+    /// such deadline, the next round at which a link is due a ping, and silences.
     pub(super) fn links_deadline(&self) -> Option<Instant> {
         let stale = self
             .links
@@ -148,8 +144,14 @@ impl Machine {
             .filter(|c| !c.is_link())
             .map(|c| c.opened_at + self.handshake_limit(c))
             .min();
-        let round = (!self.links.neighbours.is_empty()).then_some(self.links.next_round);
-        [stale, round, self.silence_deadline()]
+        let pings = self
+            .links
+            .conns
+            .values()
+            .filter(|c| c.is_link())
+            .map(|c| self.ping_due(c))
+            .min();
+        [stale, pings, self.silence_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -415,10 +417,6 @@ impl Machine {
             c.intent = Some(Intent::Link);
             c.peer = Some(hello.clone());
             c.last_ping = now;
-        }
-        if self.links.neighbours.is_empty() && self.links.next_round < now {
-            // Rounds were idle without links: the next one is the next on the grid.
-            self.links.next_round = self.round_after(now);
         }
         self.links.neighbours.insert(id.clone(), conn);
         self.detector.suspects.remove(&id);

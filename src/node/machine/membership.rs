@@ -102,23 +102,16 @@ impl Machine {
 
     // ----- heartbeats --------------------------------------------------------------------
 
-    /// Silent links, lingering handshakes, and (at a round) the heartbeats.
+    /// Silent links, lingering handshakes, and the heartbeats of links due one.
     ///
     /// Heartbeats go out in rounds, at multiples of the heartbeat interval of the Unix
-    /// clock: every link quiet for half an interval is pinged at once, so a node wakes
-    /// once per round for all of its links, and its neighbours (whose rounds fall on the
-    /// same instants) ping it at the same moment. Two pings that cross answer each other
-    /// (see [`Machine::on_ping`]), so an idle link carries one frame each way per round,
-    /// as one ping-pong did before, without a wake-up for the pong.
+    /// clock: every link due a ping is pinged at once, so a node wakes once per round for
+    /// all of its links, and its neighbours (whose rounds fall on the same instants) ping
+    /// it at the same moment. Two pings that cross answer each other (see
+    /// [`Machine::on_ping`]), so an idle link carries one frame each way per ping, as one
+    /// ping-pong did before, without a wake-up for the pong. How many rounds apart a
+    /// quiet link's pings are is [`Machine::ping_rounds`].
     pub(super) fn check_connections(&mut self, now: Instant) {
-        let round = now >= self.links.next_round;
-        if round {
-            self.links.next_round = self.round_after(now);
-            if !self.links.neighbours.is_empty() {
-                self.counters.heartbeat_rounds += 1;
-            }
-        }
-        let half = self.cfg.heartbeat_interval / 2;
         let mut silent = Vec::new();
         let mut stale = Vec::new();
         let mut pings = Vec::new();
@@ -128,13 +121,15 @@ impl Machine {
                 if quiet >= self.cfg.heartbeat_timeout {
                     silent.push(*id);
                 }
-                // Any frame from the peer proves it alive, its pings included.
-                if round && quiet >= half && now.saturating_duration_since(c.last_ping) >= half {
+                if self.ping_due(c) <= now {
                     pings.push(*id);
                 }
             } else if now.saturating_duration_since(c.opened_at) >= self.handshake_limit(c) {
                 stale.push(*id);
             }
+        }
+        if !pings.is_empty() {
+            self.counters.heartbeat_rounds += 1;
         }
         for conn in pings {
             let nonce = self.links.next_nonce;
@@ -165,6 +160,30 @@ impl Machine {
             debug!(conn, "connection timed out before completing");
             self.close(now, conn);
         }
+    }
+
+    /// How many heartbeat rounds apart a quiet link is pinged: as many as fit in half
+    /// the heartbeat timeout, at least one. A link is TCP, so a ping is never lost, only
+    /// late; one every half timeout leaves half the timeout as margin for a late one,
+    /// and pinging more often buys nothing but frames (each one a wake-up and a trip
+    /// through both kernels' TCP stacks, the bulk of an idle node's cost). With the
+    /// defaults (interval 500 ms, timeout 1.5 s) that is every round.
+    pub(super) fn ping_rounds(&self) -> u32 {
+        let interval = self.cfg.heartbeat_interval.as_nanos().max(1);
+        let fit = self.cfg.heartbeat_timeout.as_nanos() / (2 * interval);
+        fit.clamp(1, u128::from(u32::MAX)) as u32
+    }
+
+    /// The round at which link `c` is next due a ping: the first round, of those every
+    /// `ping_rounds` rounds on the Unix clock, at least half a round after we last heard
+    /// from the peer or pinged it. Any frame from the peer proves it alive, its pings
+    /// included. The rounds are on one grid for all links and all nodes, so that a node
+    /// wakes once for all of its links and two neighbours' pings cross; half a round of
+    /// slack lets a ping heard a little late still count for its round.
+    pub(super) fn ping_due(&self, c: &super::links::Conn) -> Instant {
+        let interval = self.cfg.heartbeat_interval;
+        let after = c.last_heard.max(c.last_ping) + interval / 2;
+        self.align_up(after, interval * self.ping_rounds())
     }
 
     /// A ping is answered, unless our own ping on this link crossed it: that ping, sent

@@ -79,7 +79,8 @@ pub struct Config {
     pub degree: usize,
     /// Links to accept at most.
     pub max_peers: usize,
-    /// A heartbeat round every this long: quiet links are pinged.
+    /// The heartbeat pace: a quiet link is pinged every this long, or every whole number
+    /// of these that fits in half of `heartbeat_timeout` (see `Machine::ping_rounds`).
     pub heartbeat_interval: Duration,
     /// A link silent for this long makes its peer a suspect.
     pub heartbeat_timeout: Duration,
@@ -276,7 +277,7 @@ impl Machine {
         let mut machine = Machine {
             members: Members::new(me, now, cfg.max_members, cfg.tombstone_ttl),
             rng: StdRng::seed_from_u64(cfg.seed),
-            links: Links::new(now),
+            links: Links::new(),
             join: Joining::new(&cfg, now),
             detector: Detector::new(&cfg, now),
             flood: Flooding::new(&cfg),
@@ -604,9 +605,12 @@ impl Machine {
         self.align_up(t + Duration::from_nanos(1), self.cfg.timer_granularity)
     }
 
-    /// The first heartbeat-round instant strictly after `t`.
+    /// The first heartbeat-round instant strictly after `t`: a round at which quiet links
+    /// are pinged (every `ping_rounds` heartbeat intervals), so that work riding on rounds
+    /// (random probes, anti-entropy, retries) shares their wake-up.
     fn round_after(&self, t: Instant) -> Instant {
-        self.align_up(t + Duration::from_nanos(1), self.cfg.heartbeat_interval)
+        let grid = self.cfg.heartbeat_interval * self.ping_rounds();
+        self.align_up(t + Duration::from_nanos(1), grid)
     }
 
     /// Sweeps the seen-ids and tombstone tables when something in them has expired.

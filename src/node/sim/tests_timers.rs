@@ -186,3 +186,57 @@ fn after_a_loss_random_probes_keep_swims_pace_even_while_the_table_is_still() {
          {fast}; the quiet pace: at most {slow})"
     );
 }
+
+#[test]
+fn with_a_long_timeout_quiet_links_are_pinged_every_half_timeout_and_deaths_still_found_in_time() {
+    // The settings of topologies/three-hundred.yaml: a ping per round would be four per
+    // timeout; two per timeout are enough on TCP (late, never lost).
+    let slow = |c: &mut crate::node::machine::Config| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.heartbeat_timeout = Duration::from_secs(4);
+    };
+    let mut sim = formed(12, slow);
+    sim.run_for(Duration::from_secs(10));
+    let window = Duration::from_secs(60);
+    let before: Vec<(String, u64, u64)> = sim
+        .running()
+        .into_iter()
+        .map(|n| {
+            let c = sim.counters(&n);
+            (n, c.heartbeat_rounds, c.timer_wakeups)
+        })
+        .collect();
+    sim.run_for(window);
+    for (n, rounds, wakeups) in before {
+        let pinged = sim.counters(&n).heartbeat_rounds - rounds;
+        let woke = sim.counters(&n).timer_wakeups - wakeups;
+        // One ping round every 2 s, and no wake-up in between but the rare probe.
+        assert!(
+            (25..=35).contains(&pinged),
+            "{n} pinged its links in {pinged} rounds of {window:?} (every 2 s: about 30)"
+        );
+        assert!(woke <= 40, "{n} woke {woke} times in {window:?}");
+        assert!(
+            sim.suspects(&n).is_empty(),
+            "{n} suspects someone while idle"
+        );
+        assert_eq!(sim.counters(&n).members_declared_dead, 0);
+    }
+
+    // Sparser pings do not make detection slower: a dead neighbour is suspected within
+    // the heartbeat timeout (plus a round) of its death.
+    let victim = "n05";
+    let watchers = sim.neighbours(victim);
+    assert!(!watchers.is_empty());
+    sim.kill(victim);
+    let found = sim.run_until(Duration::from_secs(6), |s| {
+        watchers.iter().all(|w| {
+            s.suspects(w).iter().any(|x| x == victim) || !s.members(w).iter().any(|m| m == victim)
+        })
+    });
+    let took = found.expect("the victim's neighbours did not suspect it within 6 s");
+    assert!(
+        took <= Duration::from_secs(5),
+        "suspected {took:?} after the death (heartbeat timeout 4 s)"
+    );
+}
