@@ -21,7 +21,7 @@ use peerlab::orchestrator::NodeObservation;
 use crate::support::ROOT;
 use crate::support::docker::{DOCKER_POLL, ensure_image, must, peerlab, require_engine};
 use crate::support::formation::{closed_problem, formed};
-use crate::support::swarm::{Stack, SwarmLab};
+use crate::support::swarm::{OneShot, Stack, SwarmLab};
 
 /// The stack's name: its services are `three-hosts_<service>`, its network `three-hosts_net`.
 const STACK: &str = "three-hosts";
@@ -89,6 +89,41 @@ fn wait_closed(
     }
 }
 
+/// `peerlab ARGS` as a one-shot service on the stack's overlay, pinned to the manager (h1):
+/// what docs/multi-host.md has users run, since the status sockets are not published.
+fn in_overlay(stack: &mut Stack, image: &str, args: &[&str]) -> OneShot {
+    let network = stack.network("net");
+    stack.oneshot(image, &network, args, Duration::from_secs(180))
+}
+
+/// [`in_overlay`] `peerlab check` of every node (`tasks.peerlab-nodes`), which must pass.
+fn check_passes(stack: &mut Stack, image: &str, expect: usize, within: &str, broadcasts: usize) {
+    let (expect, broadcasts) = (expect.to_string(), broadcasts.to_string());
+    let args = [
+        "check",
+        "--dns",
+        "tasks.peerlab-nodes",
+        "--status-port",
+        "7071",
+        "--expect-nodes",
+        &expect,
+        "--within",
+        within,
+        "--broadcast",
+        &broadcasts,
+    ];
+    let shot = in_overlay(stack, image, &args);
+    assert_eq!(
+        shot.exit_code,
+        Some(0),
+        "`peerlab {}` in the overlay did not pass ({}):\n{}",
+        args.join(" "),
+        shot.state,
+        shot.logs
+    );
+    assert!(shot.logs.contains("PASSED"), "{}", shot.logs);
+}
+
 #[test]
 fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal() {
     require_engine();
@@ -115,7 +150,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     must(export.arg("-o").arg(&file));
 
     let deployed = Instant::now();
-    let stack = Stack::deploy(&lab, STACK, &file);
+    let mut stack = Stack::deploy(&lab, STACK, &file);
     let total: usize = LAYOUT.iter().map(|(_, n, _)| n).sum();
     let tasks = stack.wait_running(total, DEPLOY_WITHIN);
     // Placement: every task on the host its group was placed on.
@@ -143,6 +178,8 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
         "all nine nodes across three hosts",
     );
     let formed_after_deploy = deployed.elapsed();
+    // The user's way: `peerlab check` inside the overlay, broadcasts across the hosts.
+    check_passes(&mut stack, image, total, "60s", 3);
 
     // Cut h2 off: h1 and h3 form without it, h2's nodes form among themselves.
     lab.cut("h2");
@@ -181,6 +218,28 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     );
     // The control plane was not cut: Swarm rescheduled nothing.
     assert_eq!(stack.tasks().len(), total);
+    // `peerlab check` sees the split: all nine cannot be found, the six form and broadcast.
+    let split = in_overlay(
+        &mut stack,
+        image,
+        &[
+            "check",
+            "--dns",
+            "tasks.peerlab-nodes",
+            "--expect-nodes",
+            "9",
+            "--within",
+            "5s",
+        ],
+    );
+    assert_eq!(
+        split.exit_code,
+        Some(1),
+        "the check of nine nodes must fail while h2 is cut off ({}):\n{}",
+        split.state,
+        split.logs
+    );
+    check_passes(&mut stack, image, rest.len(), "60s", 2);
 
     lab.heal("h2");
     let healed = Instant::now();
@@ -193,6 +252,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
         "all nine after the heal",
     );
     let merged_in = healed.elapsed();
+    check_passes(&mut stack, image, total, "60s", 3);
     let before: Vec<(String, String)> = tasks
         .iter()
         .map(|t| (t.name.clone(), t.node.clone()))
