@@ -12,6 +12,7 @@
 //! - [`docker`]: containers on user-defined networks (partitions, netfilter, the image).
 //! - [`links`]: partitions and shaping through the nodes' `/admin` API, shared by both.
 //! - [`container`]: how a node runs in a container, shared with the compose export.
+//! - [`swarm`]: a Docker Swarm across hosts (the tunnel into its overlay so far).
 //!
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.
@@ -27,6 +28,7 @@ pub mod container;
 pub mod docker;
 pub mod links;
 pub mod local;
+pub mod swarm;
 
 /// Label (Docker) / marker (local) that ties every resource to its run.
 pub const RUN_LABEL: &str = "peerlab.run";
