@@ -9,6 +9,7 @@
 mod support;
 
 mod fault_topologies;
+mod hosts;
 mod lab;
 mod orchestrator;
 mod scenario;
