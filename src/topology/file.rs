@@ -239,8 +239,8 @@ pub(crate) struct LinkFile {
     /// Share of frames lost: a percentage such as `0.1%`, or a ratio from 0 to 1 (default 0).
     #[serde(default)]
     pub loss: Option<Spanned<Ratio>>,
-    /// Rate limit of each node's traffic across the link, such as `10mbit`, `512kbit`,
-    /// `100kB` (per second; default unlimited).
+    /// Rate limit of each connection across the link (one node here to one node there),
+    /// such as `10mbit`, `512kbit`, `100kB` (per second; default unlimited).
     #[serde(default)]
     pub bandwidth: Option<Spanned<String>>,
 }
