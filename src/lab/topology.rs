@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::LabError;
 use crate::contract::LinkShape;
-use crate::topology::{NodeSettings, Placement, Topology, duration_text, parse_str};
+use crate::topology::{NodeSettings, Topology, duration_text, parse_str};
 
 /// A group of identical peers for [`TopologyBuilder::group`].
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +314,7 @@ fn settings_value(s: &NodeSettings) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Placement;
 
     #[test]
     fn a_built_topology_is_validated_like_a_file() {
