@@ -225,6 +225,7 @@ pub(crate) struct HostFile {
 pub(crate) struct LinkFile {
     /// The two hosts this link joins, e.g. `[eu, us]` (order does not matter).
     #[serde(default)]
+    #[schemars(length(min = 2, max = 2))]
     pub between: Option<Spanned<Vec<Spanned<String>>>>,
     /// `default: true`: the link of every pair of hosts no `between` entry names.
     #[serde(default)]

@@ -426,6 +426,7 @@ fn the_schema_describes_hosts_links_and_placement() {
         serde_json::json!({"name": "x", "genesis": {"count": 1}, "links": [{"default": true, "loss": 2}]}),
         serde_json::json!({"name": "x", "genesis": {"count": 1}, "links": [{"default": true, "loss": "lots"}]}),
         serde_json::json!({"name": "x", "genesis": {"count": 1}, "links": [{"default": true, "latenc": "1ms"}]}),
+        serde_json::json!({"name": "x", "genesis": {"count": 1}, "links": [{"between": ["a", "b", "c"]}]}),
     ] {
         assert!(!validator.is_valid(&bad), "{bad}");
     }
