@@ -43,6 +43,14 @@ pub enum Command {
     Health(HealthArgs),
     /// Show what a node sees: neighbours, members, counters.
     Status(StatusArgs),
+    /// Inside a relay container: copy stdin to a TCP connection to HOST:PORT and the
+    /// connection to stdout (the far end of the Swarm runtime's exec tunnel).
+    #[command(hide = true)]
+    Pipe(PipeArgs),
+    /// Stay up doing nothing until stopped: the Swarm runtime's relay container on the
+    /// overlay, which the orchestrator runs `peerlab pipe` in.
+    #[command(hide = true)]
+    Relay,
     /// Run a topology end to end: start it, check it, report, tear it down.
     #[command(
         after_help = "Exit codes: 0 every check passed, 1 a check failed, 2 bad input or usage \
@@ -91,6 +99,14 @@ pub enum Command {
     Compose(ComposeArgs),
     /// Build the node's container image from this very executable.
     Image(ImageArgs),
+}
+
+/// Arguments of `peerlab pipe`.
+#[derive(Debug, Clone, Args)]
+pub struct PipeArgs {
+    /// Where to connect, as this container resolves it.
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
 }
 
 /// Flags of `peerlab health`.

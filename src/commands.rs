@@ -31,6 +31,20 @@ pub async fn dispatch(command: Command) -> u8 {
         }
         Command::Health(args) => health(args).await,
         Command::Status(args) => status(args).await,
+        Command::Pipe(args) => match crate::runtime::swarm::tunnel::pipe(&args.target).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: pipe to {}: {e}", args.target);
+                1
+            }
+        },
+        Command::Relay => match crate::runtime::swarm::tunnel::relay().await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: relay: {e}");
+                1
+            }
+        },
         Command::Run(args) => run(args).await,
         Command::Up(args) => up(args).await,
         Command::Check(args) => check::check(args).await,

@@ -298,6 +298,7 @@ mod tests {
             start_after: Duration::ZERO,
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
+            host: None,
         }
     }
 
@@ -309,6 +310,7 @@ mod tests {
             image: "peerlab:0.1.0".into(),
             networks,
             nodes,
+            hosts: Vec::new(),
             detach: false,
         }
     }

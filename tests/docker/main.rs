@@ -19,3 +19,4 @@ mod scenarios;
 /// `peerlab::testcontainers` (only built with the `testcontainers` feature, as CI does).
 #[cfg(feature = "testcontainers")]
 mod testcontainers;
+mod tunnel;
