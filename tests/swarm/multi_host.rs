@@ -1,12 +1,12 @@
-//! Nine nodes on a three-host swarm (tests/swarm/three-hosts.yaml: the genesis and `west`
-//! on h1, `centre` on h2, `east` on h3), deployed as a user would: `peerlab compose --stack
-//! --place ...`, the image loaded on every host (no registry), `docker stack deploy
-//! --resolve-image never`. Everything is judged from inside the overlay, where the status
+//! Nine nodes on a three-host swarm (tests/swarm/three-hosts.yaml: hosts a, b, c labelled
+//! h1, h2, h3; the genesis on h1, `peers` spread two per host, `edge` on h3), deployed as a
+//! user would: `peerlab compose --stack`, the image loaded on every host (no registry),
+//! `docker stack deploy --resolve-image never`. Everything is judged from inside the overlay, where the status
 //! sockets are: `peerlab status` run in a task (through `docker exec` on that task's host).
 //!
 //! It checks that the nodes form one network across the hosts; that when h2 is cut off (its
-//! VXLAN and gossip traffic dropped) the other six form a network of their own, closed, h2's
-//! three do too, and h2's nodes no longer answer from h1; that after the heal all nine form
+//! VXLAN and gossip traffic dropped) the other seven form a network of their own, closed, h2's
+//! two do too, and h2's nodes no longer answer from h1; that after the heal all nine form
 //! one network again (polled: after a heal, cross-host traffic can take 30-40 s to come
 //! back); and that removing the stack and the lab leaves nothing (`lab down` verifies no
 //! daemon, namespace, cgroup, rule or file is left). A failure or panic anywhere still takes
@@ -27,12 +27,13 @@ use crate::support::swarm::{OneShot, Stack, SwarmLab};
 const STACK: &str = "three-hosts";
 /// Status port of every node (the image's default).
 const STATUS_PORT: u16 = 7071;
-/// Service, replicas, host: the topology's groups and where `--place` puts them.
-const LAYOUT: [(&str, usize, &str); 4] = [
+/// Service, replicas, swarm host: the stack the topology's `hosts:` placement gives.
+const LAYOUT: [(&str, usize, &str); 5] = [
     ("genesis-0", 1, "h1"),
-    ("west", 2, "h1"),
-    ("centre", 3, "h2"),
-    ("east", 3, "h3"),
+    ("peers-a", 2, "h1"),
+    ("peers-b", 2, "h2"),
+    ("peers-c", 2, "h3"),
+    ("edge", 2, "h3"),
 ];
 /// Tasks running and the first formation, from the deploy (measured: about 10-15 s).
 const DEPLOY_WITHIN: Duration = Duration::from_secs(90);
@@ -137,17 +138,14 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.yml");
     let topology = Path::new(ROOT).join("tests/swarm/three-hosts.yaml");
-    let mut export = peerlab();
-    export.arg("compose").arg(&topology).arg("--stack");
-    for (service, _, host) in LAYOUT {
-        let group = if service.starts_with("genesis") {
-            "genesis"
-        } else {
-            service
-        };
-        export.args(["--place", &format!("{group}={host}")]);
-    }
-    must(export.arg("-o").arg(&file));
+    must(
+        peerlab()
+            .arg("compose")
+            .arg(&topology)
+            .arg("--stack")
+            .arg("-o")
+            .arg(&file),
+    );
 
     let deployed = Instant::now();
     let mut stack = Stack::deploy(&lab, STACK, &file);
@@ -199,7 +197,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     wait_closed(
         &stack,
         "h2",
-        "centre",
+        "peers-b",
         &by_host["h2"],
         SPLIT_WITHIN,
         "h2's nodes while cut off",
@@ -218,7 +216,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     );
     // The control plane was not cut: Swarm rescheduled nothing.
     assert_eq!(stack.tasks().len(), total);
-    // `peerlab check` sees the split: all nine cannot be found, the six form and broadcast.
+    // `peerlab check` sees the split: all nine cannot be found, the seven form and broadcast.
     let split = in_overlay(
         &mut stack,
         image,
