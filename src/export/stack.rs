@@ -20,7 +20,9 @@
 //! - **`endpoint_mode: dnsrr`** everywhere: no virtual IP (hosts without IPVS cannot serve
 //!   one), the service name and `tasks.<service>` resolve to every task. Every node also
 //!   carries the network alias [`NODES_ALIAS`], so `tasks.peerlab-nodes` names the whole
-//!   network at once (what `peerlab check --dns` wants).
+//!   network at once (what `peerlab check --dns` wants) when the stack has one network; Docker's
+//!   DNS answers a name from one of a container's networks only, so across several the
+//!   header's check names every service instead.
 //! - **Overlay networks** (`driver: overlay`, `attachable: true`, so a one-shot checker or a
 //!   user's container can join them) with an explicit subnet: the topology's, or one sized
 //!   for the nodes on it carved from [`DEFAULT_POOL`] (Swarm's default /24 holds about 250
@@ -119,8 +121,9 @@ pub fn parse_place(text: &str) -> Result<(String, Placement), String> {
 pub struct StackOptions {
     /// What compose cannot express, as in the plain form (start delays).
     pub compose: ExportOptions,
-    /// Placement of groups by group name (`genesis` places every genesis node). Groups not
-    /// named here run wherever Swarm schedules them.
+    /// Placement of groups by group name (`genesis` places every genesis node), over the
+    /// topology's hosts. Groups not named here are placed by the topology's hosts, or run
+    /// wherever Swarm schedules them when it has none.
     pub placement: Vec<(String, Placement)>,
 }
 
@@ -131,9 +134,23 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
     let networks = networks(plan)?;
     let expected = plan.nodes.len();
     let stack = &plan.topology_name;
-    let first_network = networks
-        .first()
-        .map_or(DEFAULT_NETWORK.to_string(), |n| n.0.clone());
+    // The checker joins every network, so it reaches nodes that share none with the first.
+    let attach: Vec<String> = networks
+        .iter()
+        .map(|n| format!("--network {stack}_{}", n.0))
+        .collect();
+    let attach = attach.join(" ");
+    // Docker's DNS answers a name from the first of a container's networks that knows it:
+    // across several networks, the alias of every node names only one network's nodes.
+    let dns = if networks.len() > 1 {
+        let names: Vec<String> = services
+            .iter()
+            .map(|s| format!("tasks.{}", s.name))
+            .collect();
+        names.join(",")
+    } else {
+        format!("tasks.{NODES_ALIAS}")
+    };
     let file = StackFile {
         services: Ordered(services.into_iter().map(|n| (n.name, n.service)).collect()),
         networks: Ordered(networks),
@@ -158,9 +175,9 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
          # Every swarm node needs the image {image} (`docker save {image} | docker -H NODE load`\n\
          # without a registry). Nodes are named <group>-<slot>, slots counting from 1.\n\
          # Check it from inside the overlay (status sockets are not published):\n\
-         #   docker service create --name {stack}-check --network {stack}_{first_network} --restart-condition none \\\n\
+         #   docker service create --name {stack}-check {attach} --restart-condition none \\\n\
          #     --no-resolve-image --no-healthcheck --entrypoint /peerlab {image} \\\n\
-         #     check --dns tasks.{NODES_ALIAS} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
+         #     check --dns {dns} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
          #   docker service logs {stack}-check\n\
          {links}{dropped}{yaml}",
         topology = plan.topology_name,
@@ -932,6 +949,29 @@ mod tests {
             "{yaml}"
         );
         assert_eq!(parse(&yaml)["services"]["late"]["deploy"]["replicas"], 2);
+    }
+
+    #[test]
+    fn across_several_networks_the_check_names_every_service() {
+        let mut nodes = group("genesis", 1);
+        nodes[0].networks = vec!["a".into(), "b".into()];
+        let mut peers = group("peers", 2);
+        for n in &mut peers {
+            n.networks = vec!["b".into()];
+        }
+        nodes.extend(peers);
+        let networks = ["a", "b"]
+            .map(|n| NetworkSpec {
+                name: n.into(),
+                subnet: None,
+            })
+            .to_vec();
+        let yaml = export(&plan(nodes, networks), &StackOptions::default()).unwrap();
+        assert!(yaml.contains("--network demo_a --network demo_b"), "{yaml}");
+        assert!(
+            yaml.contains("check --dns tasks.genesis-0,tasks.peers --status-port"),
+            "{yaml}"
+        );
     }
 
     #[test]
