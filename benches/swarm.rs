@@ -225,12 +225,44 @@ fn measure(lab: &Lab, n: usize, dir: &Path) -> Row {
         std::thread::sleep(POLL);
     }
     let load = support::load_average();
+    if formed.is_none() {
+        // Say why: how far the tasks got, and what the check saw last.
+        let ps = output(lab.manager().args([
+            "stack",
+            "ps",
+            &name,
+            "--format",
+            "{{.CurrentState}} {{.Error}}",
+        ]));
+        let mut states: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in String::from_utf8_lossy(&ps.stdout).lines() {
+            let state = line.split(" (").next().unwrap_or(line).to_string();
+            let state: String = state.split_whitespace().take(1).collect();
+            *states
+                .entry(
+                    format!("{state} {}", line.split(") ").nth(1).unwrap_or(""))
+                        .trim()
+                        .to_string(),
+                )
+                .or_default() += 1;
+        }
+        let logs = output(
+            lab.manager()
+                .args(["service", "logs", "--raw", "--tail", "15", &check]),
+        );
+        eprintln!(
+            "N={n}: not formed; task states {states:?}; the check's last lines:\n{}{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        );
+    }
+    eprintln!("N={n}: tasks running {running:?} s, formed {formed:?} s; removing the stack");
     let _ = output(lab.manager().args(["service", "rm", &check]));
-    must(lab.manager().args(["stack", "rm", &name]));
-    // The next size starts on an empty swarm: wait until the stack's tasks and network
-    // are gone.
+    // The next size starts on an empty swarm. `stack rm` cannot remove the network while
+    // the check's task still leaves it, and says so; repeating it removes what is left.
     let gone = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < gone {
+    loop {
+        let rm = output(lab.manager().args(["stack", "rm", &name]));
         let left = output(lab.manager().args([
             "network",
             "ls",
@@ -238,10 +270,15 @@ fn measure(lab: &Lab, n: usize, dir: &Path) -> Row {
             "--filter",
             &format!("label=com.docker.stack.namespace={name}"),
         ]));
-        if left.stdout.iter().all(u8::is_ascii_whitespace) {
+        if rm.status.success() && left.stdout.iter().all(u8::is_ascii_whitespace) {
             break;
         }
-        std::thread::sleep(POLL);
+        assert!(
+            Instant::now() < gone,
+            "stack {name} not removed within 120 s: {}",
+            String::from_utf8_lossy(&rm.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
     Row {
         nodes: n,
@@ -262,12 +299,7 @@ fn main() {
     let mut rows = Vec::new();
     for n in sizes {
         eprintln!("N={n}: deploying over 3 hosts");
-        let row = measure(&lab, n, dir.path());
-        eprintln!(
-            "N={n}: tasks running {:?} s, formed {:?} s",
-            row.running, row.formed
-        );
-        rows.push(row);
+        rows.push(measure(&lab, n, dir.path()));
     }
     drop(lab);
     let _ = output(Command::new("docker").args(["image", "rm", IMAGE]));

@@ -124,6 +124,12 @@ pub struct HealthArgs {
     /// Give up after this long.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Healthy as soon as the node answers, joined or not (liveness rather than
+    /// readiness). For orchestrators that kill unhealthy containers or hide them from DNS,
+    /// as Docker Swarm does: a node still joining a slow network must not be killed, and
+    /// its peers must be able to resolve it meanwhile.
+    #[arg(long)]
+    pub live: bool,
 }
 
 /// Flags of `peerlab status`.

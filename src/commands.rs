@@ -68,6 +68,18 @@ async fn health(args: HealthArgs) -> u8 {
             return 1;
         }
     };
+    if args.live {
+        return match client.status_brief().await {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!(
+                    "unhealthy: the status socket at {} does not answer: {e}",
+                    client.base()
+                );
+                1
+            }
+        };
+    }
     match client.ready().await {
         Ok(true) => 0,
         Ok(false) => {
