@@ -90,7 +90,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the JSON Schema of topology files (for editors).
     Schema,
-    /// Export a topology as a docker-compose.yml (Compose Specification).
+    /// Export a topology as a docker-compose.yml (Compose Specification), or with --stack
+    /// as a Docker Swarm stack file.
+    #[command(after_help = "Examples:\n  \
+                      peerlab compose topologies/quickstart.yaml -o docker-compose.yml\n  \
+                      peerlab compose three-hosts.yaml --stack --place genesis=h1 --place west=h2 -o stack.yml\n  \
+                      docker stack deploy --resolve-image never -c stack.yml three-hosts   (see docs/multi-host.md)")]
     Compose(ComposeArgs),
     /// Build the node's container image from this very executable.
     Image(ImageArgs),
@@ -294,6 +299,16 @@ pub struct ComposeArgs {
     /// Export groups with a `start_delay` anyway, starting them at once (compose cannot delay).
     #[arg(long)]
     pub drop_delays: bool,
+    /// Write a Docker Swarm stack file (`docker stack deploy --resolve-image never`): one
+    /// service per group with `deploy:` replicas, `dnsrr`, overlay networks with subnets,
+    /// placement by the swarm node label peerlab.host. See docs/multi-host.md.
+    #[arg(long)]
+    pub stack: bool,
+    /// With --stack: pin GROUP's replicas to the swarm nodes labelled peerlab.host=HOST, or
+    /// spread them over the labelled nodes with GROUP=*; repeat for each group (`genesis`
+    /// places the genesis nodes).
+    #[arg(long, value_name = "GROUP=HOST", requires = "stack", value_parser = crate::export::stack::parse_place)]
+    pub place: Vec<(String, crate::export::stack::Placement)>,
 }
 
 /// Flags of `peerlab image`.

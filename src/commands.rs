@@ -544,7 +544,16 @@ fn compose(args: ComposeArgs) -> u8 {
     let options = crate::export::compose::ExportOptions {
         drop_start_delays: args.drop_delays,
     };
-    let text = match crate::export::compose::export_with(&plan, options) {
+    let exported = if args.stack {
+        let stack = crate::export::stack::StackOptions {
+            compose: options,
+            placement: args.place.clone(),
+        };
+        crate::export::stack::export(&plan, &stack)
+    } else {
+        crate::export::compose::export_with(&plan, options)
+    };
+    let text = match exported {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -553,6 +562,16 @@ fn compose(args: ComposeArgs) -> u8 {
     };
     match &args.output {
         Some(path) => match std::fs::write(path, text) {
+            Ok(()) if args.stack => {
+                eprintln!(
+                    "wrote {}; deploy it from a swarm manager with \
+                     `docker stack deploy --resolve-image never -c {} {}`",
+                    path.display(),
+                    path.display(),
+                    topology.name
+                );
+                exit::PASSED
+            }
             Ok(()) => {
                 eprintln!(
                     "wrote {}; start it with `docker-compose -f {} up -d` (or `docker compose`)",

@@ -62,14 +62,16 @@ pub fn export_with(plan: &RunPlan, options: ExportOptions) -> Result<String, Run
     ))
 }
 
-fn unsupported(reason: String) -> RuntimeError {
+pub(super) fn unsupported(reason: String) -> RuntimeError {
     RuntimeError::Unsupported {
         runtime: "compose",
         reason,
     }
 }
 
-fn check(plan: &RunPlan, options: ExportOptions) -> Result<(), RuntimeError> {
+/// What neither form can export: no nodes, no genesis, names compose rejects, and (unless
+/// `options` drop them) groups with a start delay.
+pub(super) fn check(plan: &RunPlan, options: ExportOptions) -> Result<(), RuntimeError> {
     if plan.nodes.is_empty() {
         return Err(unsupported("the plan has no nodes".into()));
     }
@@ -105,7 +107,7 @@ fn check(plan: &RunPlan, options: ExportOptions) -> Result<(), RuntimeError> {
 }
 
 /// Compose service and network names: `[a-zA-Z0-9][a-zA-Z0-9._-]*`.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -199,7 +201,7 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
 }
 
 /// A map that keeps insertion order (plan order reads better than alphabetical order).
-struct Ordered<V>(Vec<(String, V)>);
+pub(super) struct Ordered<V>(pub(super) Vec<(String, V)>);
 
 impl<V: Serialize> Serialize for Ordered<V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -234,12 +236,12 @@ struct Service {
 
 /// Same probe as the image's HEALTHCHECK, spelled out so the file stands on its own.
 #[derive(Serialize)]
-struct Healthcheck {
+pub(super) struct Healthcheck {
     test: [&'static str; 3],
     interval: &'static str,
     timeout: &'static str,
     retries: u32,
-    start_period: &'static str,
+    pub(super) start_period: &'static str,
 }
 
 impl Default for Healthcheck {
@@ -296,6 +298,7 @@ mod tests {
             start_after: Duration::ZERO,
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
+            host: None,
         }
     }
 
@@ -307,6 +310,7 @@ mod tests {
             image: "peerlab:0.1.0".into(),
             networks,
             nodes,
+            hosts: Vec::new(),
             detach: false,
         }
     }

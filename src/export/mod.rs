@@ -2,8 +2,10 @@
 //! plans themselves.
 //!
 //! - [`compose`]: a docker-compose file (`peerlab compose`).
+//! - [`stack`]: a Docker Swarm stack file (`peerlab compose --stack`).
 //!
 //! An exporter reads the plan types of [`crate::runtime`] (and what a container runtime and
 //! an exporter share, [`crate::runtime::container`]); no runtime imports an exporter.
 
 pub mod compose;
+pub mod stack;

@@ -599,6 +599,58 @@ impl Lab {
         self.cut(vec![names(from), names(to)], true).await
     }
 
+    /// Cuts every started node placed on `host` (a host of the topology's `hosts:`) off
+    /// from every other started node, both ways, as if the host's network went down; the
+    /// links between hosts stay shaped. [`Lab::heal`] brings the host back.
+    pub async fn cut_host(&self, host: &str) -> Result<(), LabError> {
+        self.require_started()?;
+        let hosts: Vec<&str> = self
+            .session
+            .plan()
+            .hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
+        if !hosts.contains(&host) {
+            return Err(LabError::State(format!(
+                "no host named {host} in run {} (its hosts: {})",
+                self.run_id(),
+                if hosts.is_empty() {
+                    "none; declare them under `hosts:`".to_string()
+                } else {
+                    hosts.join(", ")
+                }
+            )));
+        }
+        let started: Vec<String> = self.endpoints().into_iter().map(|e| e.name).collect();
+        let on = self.nodes_on(host);
+        let (inside, outside): (Vec<String>, Vec<String>) = self
+            .node_names()
+            .into_iter()
+            .filter(|n| started.contains(n))
+            .partition(|n| on.contains(n));
+        if inside.is_empty() || outside.is_empty() {
+            return Err(LabError::State(format!(
+                "cutting host {host} off needs started nodes on it and off it; on it: {}, off it: {}",
+                inside.len(),
+                outside.len()
+            )));
+        }
+        self.cut(vec![inside, outside], false).await
+    }
+
+    /// Names of the nodes placed on `host`, in plan order (empty for an unknown host, or
+    /// a topology without `hosts:`).
+    pub fn nodes_on(&self, host: &str) -> Vec<String> {
+        self.session
+            .plan()
+            .nodes
+            .iter()
+            .filter(|n| n.host.as_deref() == Some(host))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// Undoes every partition.
     pub async fn heal(&self) -> Result<(), LabError> {
         self.require_started()?;

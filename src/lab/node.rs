@@ -1,6 +1,7 @@
 //! A handle on one node of a lab: what its status socket says, and a way to broadcast.
 
 use crate::client::StatusClient;
+use crate::contract::admin::FaultsReport;
 use crate::contract::{DeliveredMessage, NodeStatus};
 use crate::runtime::NodeEndpoint;
 
@@ -74,6 +75,23 @@ impl NodeHandle {
             return Err(self.error(anyhow::anyhow!("{url} answered {}", resp.status())));
         }
         resp.text().await.map_err(|e| self.error(e.into()))
+    }
+
+    /// `GET /admin/faults`: the link faults in force on this node (blocks, and shapes by
+    /// peer: a scenario's `shape`, or the links to other hosts of the topology's `hosts:`)
+    /// and their counters.
+    pub async fn faults(&self) -> Result<FaultsReport, LabError> {
+        let url = format!("{}/admin/faults", self.client.base());
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.error(e.into()))?;
+        if !resp.status().is_success() {
+            return Err(self.error(anyhow::anyhow!("{url} answered {}", resp.status())));
+        }
+        resp.json().await.map_err(|e| self.error(e.into()))
     }
 
     /// `POST /broadcast`: floods `message` (with `title`) from this node; returns the id

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::LabError;
+use crate::contract::LinkShape;
 use crate::topology::{NodeSettings, Topology, duration_text, parse_str};
 
 /// A group of identical peers for [`TopologyBuilder::group`].
@@ -20,6 +21,7 @@ pub struct GroupSpec {
     stagger: Option<Duration>,
     settings: Option<NodeSettings>,
     manual: bool,
+    host: Option<String>,
 }
 
 impl GroupSpec {
@@ -32,6 +34,7 @@ impl GroupSpec {
             stagger: None,
             settings: None,
             manual: false,
+            host: None,
         }
     }
 
@@ -56,6 +59,13 @@ impl GroupSpec {
     /// Do not start the group with the run; [`super::Lab::join`] starts its nodes.
     pub fn manual(mut self) -> Self {
         self.manual = true;
+        self
+    }
+
+    /// Place the group's nodes on this host of [`TopologyBuilder::host`] (or `"spread"`,
+    /// the default when the topology has hosts: round-robin over them).
+    pub fn on_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
         self
     }
 }
@@ -91,6 +101,10 @@ pub struct TopologyBuilder {
     within: Option<Duration>,
     min_degree: Option<usize>,
     broadcast: Option<(usize, Duration)>,
+    hosts: Vec<String>,
+    genesis_host: Option<String>,
+    /// `(Some([a, b]), shape)` for a pair, `(None, shape)` for the default link.
+    links: Vec<(Option<[String; 2]>, LinkShape)>,
 }
 
 impl TopologyBuilder {
@@ -105,7 +119,37 @@ impl TopologyBuilder {
             within: None,
             min_degree: None,
             broadcast: None,
+            hosts: Vec::new(),
+            genesis_host: None,
+            links: Vec::new(),
         }
+    }
+
+    /// Adds a host (`hosts:`): on `local` and `docker` emulated on this machine, with the
+    /// links of [`TopologyBuilder::link`] between hosts; groups spread over the hosts
+    /// unless placed with [`GroupSpec::on_host`].
+    pub fn host(mut self, name: impl Into<String>) -> Self {
+        self.hosts.push(name.into());
+        self
+    }
+
+    /// Place the genesis nodes on this host (default: spread over the hosts).
+    pub fn genesis_host(mut self, host: impl Into<String>) -> Self {
+        self.genesis_host = Some(host.into());
+        self
+    }
+
+    /// The link between hosts `a` and `b`, the same both ways; its `delay` is the one-way
+    /// latency.
+    pub fn link(mut self, a: impl Into<String>, b: impl Into<String>, shape: LinkShape) -> Self {
+        self.links.push((Some([a.into(), b.into()]), shape));
+        self
+    }
+
+    /// The link of every pair of hosts [`TopologyBuilder::link`] does not name.
+    pub fn default_link(mut self, shape: LinkShape) -> Self {
+        self.links.push((None, shape));
+        self
     }
 
     /// The topology's seed (node randomness, scenario choices).
@@ -163,7 +207,23 @@ impl TopologyBuilder {
         if let Some(defaults) = &self.defaults {
             doc.insert("defaults".into(), settings_value(defaults));
         }
-        doc.insert("genesis".into(), json!({ "count": self.genesis }));
+        let mut genesis = json!({ "count": self.genesis });
+        if let Some(host) = &self.genesis_host {
+            genesis["host"] = json!(host);
+        }
+        doc.insert("genesis".into(), genesis);
+        if !self.hosts.is_empty() {
+            let hosts: Vec<Value> = self.hosts.iter().map(|h| json!({ "name": h })).collect();
+            doc.insert("hosts".into(), Value::Array(hosts));
+        }
+        if !self.links.is_empty() {
+            let links: Vec<Value> = self
+                .links
+                .iter()
+                .map(|(pair, shape)| link_value(pair.as_ref(), shape))
+                .collect();
+            doc.insert("links".into(), Value::Array(links));
+        }
         let groups: Vec<Value> = self.groups.iter().map(group_value).collect();
         if !groups.is_empty() {
             doc.insert("groups".into(), Value::Array(groups));
@@ -218,6 +278,25 @@ fn group_value(g: &GroupSpec) -> Value {
     if g.manual {
         v.insert("start".into(), json!("manual"));
     }
+    if let Some(host) = &g.host {
+        v.insert("host".into(), json!(host));
+    }
+    Value::Object(v)
+}
+
+/// A `links:` entry: `between` a pair, or the `default`.
+fn link_value(pair: Option<&[String; 2]>, shape: &LinkShape) -> Value {
+    let mut v = Map::new();
+    match pair {
+        Some(pair) => v.insert("between".into(), json!(pair)),
+        None => v.insert("default".into(), json!(true)),
+    };
+    v.insert("latency".into(), json!(duration_text(shape.delay)));
+    v.insert("jitter".into(), json!(duration_text(shape.jitter)));
+    v.insert("loss".into(), json!(shape.loss));
+    if let Some(rate) = shape.rate {
+        v.insert("bandwidth".into(), json!(format!("{rate}B")));
+    }
     Value::Object(v)
 }
 
@@ -235,6 +314,7 @@ fn settings_value(s: &NodeSettings) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Placement;
 
     #[test]
     fn a_built_topology_is_validated_like_a_file() {
@@ -261,6 +341,47 @@ mod tests {
         assert_eq!(t.checks.formation.min_degree, 1);
         let bc = t.checks.broadcast.expect("broadcast check");
         assert_eq!((bc.count, bc.deliver_within), (2, Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn hosts_links_and_placement_are_written_as_a_file_would() {
+        let ms = Duration::from_millis;
+        let far = LinkShape {
+            delay: ms(80),
+            jitter: ms(10),
+            loss: 0.001,
+            rate: Some(125_000),
+        };
+        let t = TopologyBuilder::new("hosts")
+            .host("eu")
+            .host("us")
+            .host("asia")
+            .genesis_host("eu")
+            .link("eu", "asia", far)
+            .default_link(LinkShape {
+                delay: ms(40),
+                ..LinkShape::default()
+            })
+            .group(GroupSpec::new("peers", 3))
+            .group(GroupSpec::new("edge", 2).on_host("asia"))
+            .build()
+            .expect("valid");
+        let hosts: Vec<&str> = t.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(hosts, ["eu", "us", "asia"]);
+        assert_eq!(t.genesis.host, Some(Placement::On("eu".into())));
+        assert_eq!(t.groups[0].host, Some(Placement::Spread));
+        assert_eq!(t.groups[1].host, Some(Placement::On("asia".into())));
+        assert_eq!(
+            t.links.between("asia", "eu").map(LinkShape::from),
+            Some(far)
+        );
+        assert_eq!(t.links.between("us", "asia").map(|s| s.delay), Some(ms(40)));
+        let err = TopologyBuilder::new("hosts")
+            .host("eu")
+            .group(GroupSpec::new("peers", 1).on_host("mars"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown host `mars`"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::path::Path;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
-use crate::runtime::{NetworkSpec, NodeSpec, RunPlan};
+use crate::contract::LinkShape;
+use crate::runtime::{HostSpec, NetworkSpec, NodeSpec, RunPlan};
 use crate::topology::{GENESIS, Topology, node_name};
 
 /// A fresh run id, `<topology>-<6 hex digits>`: runs of one topology side by side (and
@@ -37,6 +38,7 @@ pub fn build(
         image: topology.image.clone(),
         networks: network_specs(topology),
         nodes: node_specs(topology, seed),
+        hosts: host_specs(topology),
         detach,
     }
 }
@@ -50,6 +52,7 @@ pub fn node_specs(topology: &Topology, seed: u64) -> Vec<NodeSpec> {
         let args = group.settings.to_args();
         for i in 0..group.count {
             let index = specs.len() as u64;
+            let host = topology.host_of(group, i).map(str::to_string);
             specs.push(NodeSpec {
                 name: node_name(&group.name, i),
                 group: group.name.clone(),
@@ -58,10 +61,32 @@ pub fn node_specs(topology: &Topology, seed: u64) -> Vec<NodeSpec> {
                 start_after: group.start_delay + group.stagger * i as u32,
                 node_args: args.clone(),
                 seed: node_seed(seed, index),
+                host,
             });
         }
     }
     specs
+}
+
+/// The topology's hosts with the link from each to every other; a pair whose link is not
+/// shaped (no entry, no default, or an entry that shapes nothing) is left out.
+pub fn host_specs(topology: &Topology) -> Vec<HostSpec> {
+    topology
+        .hosts
+        .iter()
+        .map(|host| HostSpec {
+            name: host.name.clone(),
+            label: host.label.clone(),
+            links: topology
+                .hosts
+                .iter()
+                .filter_map(|other| {
+                    let shape = LinkShape::from(topology.links.between(&host.name, &other.name)?);
+                    (shape != LinkShape::default()).then(|| (other.name.clone(), shape))
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The topology's own networks (empty: the runtime creates one default network).

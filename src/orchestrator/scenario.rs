@@ -141,7 +141,9 @@ async fn apply(session: &Session, action: &ResolvedAction) -> Result<(), Runtime
                 session.act(node, *fault).await?;
             }
         }
-        ResolvedAction::Partition { sides, one_way } => session.partition(sides, *one_way).await?,
+        ResolvedAction::Partition { sides, one_way, .. } => {
+            session.partition(sides, *one_way).await?
+        }
         ResolvedAction::Heal => session.heal().await?,
         ResolvedAction::Shape {
             nodes,
@@ -320,6 +322,7 @@ mod tests {
                 ResolvedAction::Partition {
                     sides: vec![vec!["peers-0".into()], vec!["peers-1".into()]],
                     one_way: true,
+                    host: None,
                 },
                 "partition peers-0 | peers-1 (one way)",
             ),
@@ -363,5 +366,33 @@ mod tests {
                 .ends_with("scenario step 3 (partition peers-0 | peers-1 (one way)): it cannot partition one way"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn cutting_a_host_off_needs_partitions() {
+        let cut = vec![step(
+            1,
+            ResolvedAction::Partition {
+                sides: vec![vec!["us-0".into()], vec!["eu-0".into()]],
+                one_way: false,
+                host: Some("us".into()),
+            },
+            "partition host us off: [us-0] | [eu-0]",
+        )];
+        let no_partition = Capabilities {
+            partition: false,
+            ..Capabilities::ALL
+        };
+        let err = check_support(&Declares(no_partition), &cut)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::Unsupported { reason, .. }
+                if reason == "scenario step 1 (partition host us off: [us-0] | [eu-0]): it cannot partition"),
+            "{err}"
+        );
+        check_support(&Declares(Capabilities::ALL), &cut)
+            .await
+            .expect("a runtime with partitions cuts hosts off");
     }
 }

@@ -229,6 +229,30 @@ impl LinkFaults {
         first_error(results)
     }
 
+    /// Shapes `node`'s links towards the peers named by `keys` (ids, addresses or bare IPs,
+    /// which may belong to nodes not started yet), waiting up to `patience` for a node that
+    /// just started to answer: a container runs before its node listens.
+    pub async fn shape_keys(
+        &self,
+        node: &NodeEndpoint,
+        keys: Vec<String>,
+        shape: LinkShape,
+        patience: Duration,
+    ) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let request = ShapeRequest::new(shape, Some(keys));
+        self.applied().shaped.insert(node.name.clone());
+        loop {
+            match self.post(node, "/admin/shape", Some(&request)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_unreachable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(RuntimeError::Failed(e.to_string())),
+            }
+        }
+    }
+
     /// Undoes every fault this run applied; returns what is left (for the teardown report).
     /// A node that no longer answers took its faults with it: they lived in its process.
     pub async fn clear(&self, nodes: &[&NodeEndpoint]) -> Vec<String> {

@@ -11,12 +11,14 @@
 //! - [`local`]: child processes of this executable on loopback addresses.
 //! - [`docker`]: containers on user-defined networks (partitions, netfilter, the image).
 //! - [`links`]: partitions and shaping through the nodes' `/admin` API, shared by both.
+//! - [`hosts`]: hosts emulated on one machine (shaped links between their nodes).
 //! - [`container`]: how a node runs in a container, shared with the compose export.
 //! - [`swarm`]: a Docker Swarm across hosts (the tunnel into its overlay so far).
 //!
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use crate::contract::LinkShape;
 
 pub mod container;
 pub mod docker;
+pub mod hosts;
 pub mod links;
 pub mod local;
 pub mod swarm;
@@ -53,6 +56,24 @@ pub struct NodeSpec {
     pub node_args: Vec<String>,
     /// This node's randomness, derived from the topology seed.
     pub seed: u64,
+    /// The host of [`RunPlan::hosts`] the node is placed on; `None` when the topology has no
+    /// `hosts:`. Emulated on one machine by `local` and `docker` (shaped links to nodes on
+    /// other hosts); a swarm places the node on that host's swarm node.
+    pub host: Option<String>,
+}
+
+/// A host of the topology: a machine of its own, or one emulated on this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSpec {
+    /// Host name, as [`NodeSpec::host`] names it.
+    pub name: String,
+    /// The swarm node this host maps to: the value of its `peerlab.host` node label, or
+    /// its hostname; `None` means the host's name. Runtimes that emulate hosts ignore it.
+    pub label: Option<String>,
+    /// The link from this host to each other host, by host name: what every frame a node
+    /// here sends to a node there goes through. A host missing from the map is reached
+    /// unshaped; links are symmetric, so the other host lists this one with the same shape.
+    pub links: BTreeMap<String, LinkShape>,
 }
 
 /// A user-defined network of the topology.
@@ -79,8 +100,24 @@ pub struct RunPlan {
     pub networks: Vec<NetworkSpec>,
     /// Genesis nodes first, then peers in start order.
     pub nodes: Vec<NodeSpec>,
+    /// The topology's hosts, in its order; empty when it has none (every
+    /// [`NodeSpec::host`] is then `None`).
+    pub hosts: Vec<HostSpec>,
     /// Leave everything running after the orchestrator exits (`peerlab up`).
     pub detach: bool,
+}
+
+impl RunPlan {
+    /// The shape of frames from host `from` to host `to`; `None` on one host, or when the
+    /// hosts' link is not shaped.
+    pub fn host_link(&self, from: &str, to: &str) -> Option<LinkShape> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == from)?
+            .links
+            .get(to)
+            .copied()
+    }
 }
 
 /// How a started node is reached.

@@ -98,6 +98,15 @@ pub(crate) struct TopologyFile {
     /// User-defined networks. None: every node sits on one default network.
     #[serde(default)]
     pub networks: Option<Spanned<Vec<NetworkFile>>>,
+    /// Hosts the nodes are placed on: emulated on one machine by `local` and `docker`
+    /// (shaped links between hosts, `partition: {host: ..}`), real swarm nodes on `swarm`.
+    /// None: no hosts, no shaping.
+    #[serde(default)]
+    pub hosts: Option<Spanned<Vec<HostFile>>>,
+    /// The network between hosts: one entry per pair of hosts (`between`), and at most one
+    /// `default: true` entry for every pair not listed. Needs `hosts`.
+    #[serde(default)]
+    pub links: Option<Spanned<Vec<Spanned<LinkFile>>>>,
     /// What must hold for the run to pass.
     #[serde(default)]
     pub checks: Option<Spanned<ChecksFile>>,
@@ -143,6 +152,10 @@ pub(crate) struct GenesisFile {
     /// Networks the genesis nodes are attached to (names from `networks`).
     #[serde(default)]
     pub networks: Option<Vec<Spanned<String>>>,
+    /// A host name from `hosts`, or `spread` (round-robin over every host; the default
+    /// when `hosts` exists).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
 }
 
 /// A group of peers, named `<group>-0`, `<group>-1`, ...
@@ -168,6 +181,10 @@ pub(crate) struct GroupFile {
     /// `auto` (default): started with the run; `manual`: started only by a scenario `join`.
     #[serde(default)]
     pub start: Option<Spanned<StartMode>>,
+    /// A host name from `hosts`, or `spread`: node `i` of the group goes to host
+    /// `i mod hosts` in the order of `hosts` (the default when `hosts` exists).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
 }
 
 /// When a group's nodes start.
@@ -187,6 +204,99 @@ pub(crate) struct NetworkFile {
     /// CIDR such as `10.77.1.0/24`. Default: chosen by the runtime.
     #[serde(default)]
     pub subnet: Option<Spanned<String>>,
+}
+
+/// A host of the topology: a machine on `swarm`, emulated on `local` and `docker`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostFile {
+    /// Unique host name (lowercase letters, digits, `-`; not `spread`), as groups, links
+    /// and `partition: {host: ..}` name it.
+    pub name: Spanned<String>,
+    /// `swarm` only: the swarm node this host is, by the value of its `peerlab.host` node
+    /// label or by its hostname (default: the host's name). Ignored where hosts are emulated.
+    #[serde(default)]
+    pub label: Option<Spanned<String>>,
+}
+
+/// How the network between two hosts behaves, the same both ways: each side delays, drops
+/// and throttles what it sends to the other (as netem on each host's uplink would).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkFile {
+    /// The two hosts this link joins, e.g. `[eu, us]` (order does not matter).
+    #[serde(default)]
+    #[schemars(length(min = 2, max = 2))]
+    pub between: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `default: true`: the link of every pair of hosts no `between` entry names.
+    #[serde(default)]
+    pub default: Option<Spanned<bool>>,
+    /// One-way delay added to every frame crossing the link (default 0s; the round trip
+    /// is twice this).
+    #[serde(default)]
+    pub latency: Option<Spanned<DurationText>>,
+    /// Random variation of the delay, up to this much either way (default 0s).
+    #[serde(default)]
+    pub jitter: Option<Spanned<DurationText>>,
+    /// Share of frames lost: a percentage such as `0.1%`, or a ratio from 0 to 1 (default 0).
+    #[serde(default)]
+    pub loss: Option<Spanned<Ratio>>,
+    /// Rate limit of each connection across the link (one node here to one node there),
+    /// such as `10mbit`, `512kbit`, `100kB` (per second; default unlimited).
+    #[serde(default)]
+    pub bandwidth: Option<Spanned<String>>,
+}
+
+/// A share written as a percentage (`0.1%`) or as a ratio (`0.001`); checked during
+/// validation so a bad value is reported with its location.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ratio {
+    /// A plain number, meant as a ratio from 0 to 1.
+    Number(f64),
+    /// Text, meant as a percentage such as `0.1%`.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Ratio;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a percentage such as `0.1%` or a ratio from 0 to 1")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ratio, E> {
+                Ok(Ratio::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ratio, E> {
+                Ok(Ratio::Number(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ratio, E> {
+                Ok(Ratio::Number(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ratio, E> {
+                Ok(Ratio::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for Ratio {
+    fn schema_name() -> Cow<'static, str> {
+        "Ratio".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A percentage such as `0.1%`, or a ratio from 0 to 1.",
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%\\s*$"}
+            ],
+            "examples": ["0.1%", 0.001]
+        })
+    }
 }
 
 /// Checks run once the nodes are started.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::scenario::Step;
+use super::timeline::ShapeView;
 
 /// Group name of the genesis nodes (and the prefix of their names).
 pub const GENESIS: &str = "genesis";
@@ -29,6 +30,13 @@ pub struct Topology {
     pub groups: Vec<Group>,
     /// User-defined networks; empty means one default network.
     pub networks: Vec<Network>,
+    /// Hosts the nodes are placed on, in the file's order; empty: no hosts (one machine,
+    /// no shaping), and every group's [`Group::host`] is `None`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Host>,
+    /// How the network between hosts behaves.
+    #[serde(skip_serializing_if = "HostLinks::is_empty")]
+    pub links: HostLinks,
     /// What the run must achieve to pass.
     pub checks: Checks,
     /// Fault steps played after formation; the report carries them resolved instead.
@@ -55,6 +63,76 @@ pub struct Group {
     pub networks: Vec<String>,
     /// `start: manual`: not started with the run, only by a scenario `join`.
     pub manual: bool,
+    /// Where the group's nodes are placed; `None` when the topology has no hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Placement>,
+}
+
+/// Where a group's nodes are placed when the topology has hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Round-robin: node `i` of the group on host `i mod hosts`, in the order of `hosts`.
+    Spread,
+    /// Every node of the group on this host.
+    On(String),
+}
+
+/// A host of the topology (`hosts:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// Unique host name, as groups, links and scenarios name it.
+    pub name: String,
+    /// `swarm` only: the `peerlab.host` node label value or hostname of the swarm node this
+    /// host is; `None`: the host's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The network between hosts (`links:`): a shape per named pair, and one for the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostLinks {
+    /// Links of the pairs named with `between`, in file order.
+    pub pairs: Vec<HostLink>,
+    /// The link of every pair of hosts no entry of `pairs` names; `None`: unshaped.
+    pub default: Option<ShapeView>,
+}
+
+impl HostLinks {
+    /// True when no link is declared (nothing is shaped).
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty() && self.default.is_none()
+    }
+
+    /// The link between hosts `a` and `b` (either order); `None` within one host, or when
+    /// the pair has no entry and there is no default.
+    pub fn between(&self, a: &str, b: &str) -> Option<ShapeView> {
+        if a == b {
+            return None;
+        }
+        self.pairs
+            .iter()
+            .find(|l| l.joins(a, b))
+            .map(|l| l.shape)
+            .or(self.default)
+    }
+}
+
+/// The link between one pair of hosts, the same both ways.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostLink {
+    /// The two hosts, as written.
+    pub between: [String; 2],
+    /// What each side's frames towards the other go through.
+    pub shape: ShapeView,
+}
+
+impl HostLink {
+    /// Whether this link joins `a` and `b`, in either order.
+    pub fn joins(&self, a: &str, b: &str) -> bool {
+        let [x, y] = &self.between;
+        (x == a && y == b) || (x == b && y == a)
+    }
 }
 
 /// Settings of `peerlab node`, fully resolved.
@@ -216,6 +294,27 @@ impl Topology {
     /// The genesis group, then the peer groups, in start order.
     pub fn all_groups(&self) -> impl Iterator<Item = &Group> {
         std::iter::once(&self.genesis).chain(&self.groups)
+    }
+
+    /// The host of node `index` of `group` (see [`Placement`]); `None` without hosts.
+    /// The one definition of placement: the plan, the scenario and the lab all ask here.
+    pub fn host_of<'a>(&'a self, group: &'a Group, index: usize) -> Option<&'a str> {
+        match group.host.as_ref()? {
+            Placement::On(host) => Some(host.as_str()),
+            Placement::Spread => self
+                .hosts
+                .get(index % self.hosts.len().max(1))
+                .map(|h| h.name.as_str()),
+        }
+    }
+
+    /// Names of the nodes placed on `host`, in start order.
+    pub fn nodes_on(&self, host: &str) -> Vec<String> {
+        self.all_groups()
+            .flat_map(|g| (0..g.count).map(move |i| (g, i)))
+            .filter(|(g, i)| self.host_of(g, *i) == Some(host))
+            .map(|(g, i)| node_name(&g.name, i))
+            .collect()
     }
 }
 

@@ -82,7 +82,15 @@ pub enum Action {
         /// Block only traffic from the first side to the others, to test asymmetric links.
         one_way: bool,
     },
-    /// Remove every partition and link shape, restoring the full network.
+    /// Cut every node placed on a host from every node elsewhere: the host's network
+    /// goes down (a `partition` with the host's nodes as the first side).
+    CutHost {
+        /// The host of the topology's `hosts`.
+        host: String,
+        /// Block only traffic from the host's nodes to the others.
+        one_way: bool,
+    },
+    /// Remove every partition, restoring the full network (link shapes stay).
     Heal,
     /// Degrade links (delay, loss, bandwidth) to test the protocol under bad networks.
     Shape {

@@ -38,7 +38,8 @@ pub(crate) struct StepFile {
     /// Unfreeze paused nodes.
     #[serde(default)]
     pub resume: Option<Spanned<String>>,
-    /// Cut the links between groups of nodes.
+    /// Cut the links between groups of nodes (`sides`), or cut one host off from the
+    /// others (`host`).
     #[serde(default)]
     pub partition: Option<Spanned<PartitionFile>>,
     /// Undo every partition (`heal: true`).
@@ -65,8 +66,14 @@ pub(crate) struct StepFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PartitionFile {
     /// Two or more sides, each a target expression (`peers`, `genesis, edge-*`).
-    pub sides: Vec<Spanned<String>>,
-    /// Only traffic from the first side to the others is dropped (default false).
+    #[serde(default)]
+    pub sides: Option<Vec<Spanned<String>>>,
+    /// Instead of `sides`: a host of `hosts`, whose nodes are cut from every other node
+    /// (the host's network goes down; `heal: true` brings it back).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    /// Only traffic from the first side (or from the host) to the others is dropped
+    /// (default false).
     #[serde(default)]
     pub one_way: Option<Spanned<bool>>,
 }

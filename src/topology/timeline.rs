@@ -54,8 +54,12 @@ pub enum ResolvedAction {
         sides: Vec<Vec<String>>,
         /// Block only traffic from the first side to the others.
         one_way: bool,
+        /// Set when the step cut a host off (`partition: {host: ..}`): the first side is
+        /// that host's nodes, the second every other node.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
-    /// Remove every partition and link shape.
+    /// Remove every partition (link shapes stay).
     Heal,
     /// Degrade the links of these nodes.
     Shape {
@@ -153,6 +157,8 @@ enum State {
 struct Node {
     name: String,
     group: String,
+    /// The host it is placed on, if the topology has hosts.
+    host: Option<String>,
     state: State,
 }
 
@@ -164,6 +170,7 @@ pub fn resolve(topology: &Topology, seed: u64) -> Result<Vec<ResolvedStep>, Reso
             (0..g.count).map(move |i| Node {
                 name: node_name(&g.name, i),
                 group: g.name.clone(),
+                host: topology.host_of(g, i).map(str::to_string),
                 state: if g.manual {
                     State::NotStarted
                 } else {
@@ -243,6 +250,12 @@ impl Resolver<'_> {
                     .map(|s| self.pick(s, &[Up, Paused, Down], "partition"))
                     .collect::<Result<_, _>>()?,
                 one_way: *one_way,
+                host: None,
+            },
+            Action::CutHost { host, one_way } => ResolvedAction::Partition {
+                sides: self.host_sides(host)?,
+                one_way: *one_way,
+                host: Some(host.clone()),
             },
             Action::Heal => ResolvedAction::Heal,
             Action::Shape {
@@ -327,6 +340,24 @@ impl Resolver<'_> {
         Ok((0..count)
             .map(|_| candidates[self.rng.random_range(0..candidates.len())].clone())
             .collect())
+    }
+
+    /// The started nodes on `host`, and every other started node: the sides that cut the
+    /// host off.
+    fn host_sides(&self, host: &str) -> Result<Vec<Vec<String>>, String> {
+        let (on, off): (Vec<&Node>, Vec<&Node>) = self
+            .nodes
+            .iter()
+            .filter(|n| n.state != State::NotStarted)
+            .partition(|n| n.host.as_deref() == Some(host));
+        if on.is_empty() || off.is_empty() {
+            let side = if on.is_empty() { "on" } else { "off" };
+            return Err(format!(
+                "cutting host `{host}` off needs nodes on both sides, but no started node is {side} it at this point; place a group on it (`host: {host}`) or check the earlier steps"
+            ));
+        }
+        let names = |nodes: Vec<&Node>| nodes.into_iter().map(|n| n.name.clone()).collect();
+        Ok(vec![names(on), names(off)])
     }
 
     fn in_states(&self, states: &[State]) -> Vec<String> {
@@ -450,13 +481,20 @@ pub fn describe(action: &ResolvedAction) -> String {
         ResolvedAction::Fault { fault, nodes } => {
             format!("{} {}", fault.keyword(), nodes.join(", "))
         }
-        ResolvedAction::Partition { sides, one_way } => {
+        ResolvedAction::Partition {
+            sides,
+            one_way,
+            host,
+        } => {
             let sides: Vec<String> = sides
                 .iter()
                 .map(|s| format!("[{}]", s.join(", ")))
                 .collect();
             let sep = if *one_way { " -/-> " } else { " | " };
-            format!("partition {}", sides.join(sep))
+            let what = host
+                .as_ref()
+                .map_or_else(String::new, |h| format!("host {h} off: "));
+            format!("partition {what}{}", sides.join(sep))
         }
         ResolvedAction::Heal => "heal".into(),
         ResolvedAction::Shape {

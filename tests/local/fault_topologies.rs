@@ -103,3 +103,20 @@ fn partition_heal_passes_on_local_processes() {
 fn shaped_links_passes_on_local_processes() {
     passes_on_local_processes("shaped-links.yaml");
 }
+
+#[test]
+fn three_hosts_passes_on_local_processes() {
+    let report = passes_on_local_processes("three-hosts.yaml");
+    // The host was really cut off: the overlay split in two before the heal.
+    let split = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("overlay has 2 components after partition host us off"))
+        })
+        .unwrap_or_else(|| panic!("no components check in {}", report["checks"]));
+    assert_eq!(split["value"]["components"], 2, "{split}");
+}

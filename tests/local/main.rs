@@ -10,6 +10,7 @@ mod support;
 
 mod check;
 mod fault_topologies;
+mod hosts;
 mod lab;
 mod orchestrator;
 mod scenario;

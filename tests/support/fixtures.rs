@@ -17,6 +17,7 @@ pub fn node_spec(name: &str, genesis: bool, seed: u64, args: &[&str]) -> NodeSpe
         start_after: Duration::ZERO,
         node_args: args.iter().map(|a| a.to_string()).collect(),
         seed,
+        host: None,
     }
 }
 
@@ -52,6 +53,7 @@ pub fn run_plan(
         image: image.into(),
         networks,
         nodes,
+        hosts: Vec::new(),
         detach: false,
     }
 }

@@ -1,11 +1,11 @@
 //! The one harness of every integration test binary (`tests/node`, `tests/topology`,
-//! `tests/local`, `tests/docker`): each declares it with
+//! `tests/local`, `tests/docker`, `tests/swarm`): each declares it with
 //! `#[path = "../support/mod.rs"] mod support;` and uses the parts it needs.
 //!
 //! What lives here lives once: the binary under test ([`BIN`]), the repository root
 //! ([`ROOT`]), polling with a deadline ([`POLL`], [`poll_until`], [`poll_until_blocking`]),
 //! the turn that heavy runs take ([`heavy_turn`]), and in the submodules the process guards
-//! ([`cluster`], [`cli`]), the Docker helpers ([`docker`]), plan fixtures ([`fixtures`]),
+//! ([`cluster`], [`cli`]), the Docker helpers ([`docker`]), the multi-host swarm lab ([`swarm`]), plan fixtures ([`fixtures`]),
 //! "did the overlay form" judged by the orchestrator's own checks ([`formation`]) and the
 //! fault topologies and their reports ([`reports`]).
 //!
@@ -18,6 +18,7 @@ pub mod docker;
 pub mod fixtures;
 pub mod formation;
 pub mod reports;
+pub mod swarm;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ pub const FAULT_TOPOLOGIES: &[&str] = &[
     "mass-failure.yaml",
     "partition-heal.yaml",
     "shaped-links.yaml",
+    "three-hosts.yaml",
 ];
 
 /// Files of `topologies/` whose scenario has at least one step, sorted.

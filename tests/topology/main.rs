@@ -7,5 +7,6 @@ mod support;
 
 mod checks;
 mod compose;
+mod hosts;
 mod scenario;
 mod validation;

@@ -46,6 +46,7 @@ use crate::contract::LinkShape;
 use crate::runtime::container::{
     DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command, node_networks,
 };
+use crate::runtime::hosts::HostEmulation;
 use crate::runtime::links::LinkFaults;
 use crate::runtime::{
     Capabilities, NODE_LABEL, NetworkSpec, NodeAction, NodeEndpoint, NodeSpec, RUN_LABEL,
@@ -91,6 +92,8 @@ pub struct DockerRuntime {
     links: LinkFaults,
     /// Partitions: iptables in the containers' namespaces, or `links` as the fallback.
     partitions: DockerPartitions,
+    /// The plan's hosts, emulated by shaping each node's links to other hosts' nodes.
+    hosts: HostEmulation,
 }
 
 impl DockerRuntime {
@@ -110,6 +113,7 @@ impl DockerRuntime {
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
             partitions: DockerPartitions::default(),
+            hosts: HostEmulation::default(),
         }
     }
 
@@ -226,7 +230,12 @@ impl DockerRuntime {
         }
         self.partitions
             .after_start(&self.docker, &self.started())
-            .await
+            .await?;
+        // Its host's shapes died with its last process.
+        match self.endpoint(node) {
+            Some(endpoint) => self.hosts.apply(&self.links, &endpoint).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -332,6 +341,13 @@ impl Runtime for DockerRuntime {
             tracing::warn!("{warning}");
         }
         self.plan = Some(plan.clone());
+        // Peers know a node by its advertised `container:port` before it starts.
+        self.hosts = HostEmulation::new(plan, |n| {
+            vec![format!(
+                "{}:{PEER_PORT}",
+                container_name(&plan.run_id, &n.name)
+            )]
+        });
         let build_from = match (&self.node_image, is_peerlab_image(&plan.image)) {
             (_, false) | (NodeImage::Prebuilt, true) => None,
             (NodeImage::Binary(binary), true) => Some(binary.clone()),
@@ -493,6 +509,7 @@ impl Runtime for DockerRuntime {
         self.partitions
             .after_start(&self.docker, &self.started())
             .await?;
+        self.hosts.apply(&self.links, &endpoint).await?;
         Ok(endpoint)
     }
 

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
+use super::hosts::HostEmulation;
 use super::links::LinkFaults;
 use super::{
     Capabilities, NodeAction, NodeEndpoint, NodeSpec, RunListing, RunPlan, Runtime, RuntimeError,
@@ -87,6 +88,8 @@ pub struct LocalRuntime {
     genesis: Mutex<Vec<(String, String)>>,
     /// Partitions and shaping applied through the nodes' admin endpoints.
     links: LinkFaults,
+    /// The plan's hosts, emulated by shaping each node's links to other hosts' nodes.
+    hosts: HostEmulation,
 }
 
 impl LocalRuntime {
@@ -109,6 +112,7 @@ impl LocalRuntime {
             nodes: Mutex::new(HashMap::new()),
             genesis: Mutex::new(Vec::new()),
             links: LinkFaults::new(),
+            hosts: HostEmulation::default(),
         }
     }
 
@@ -236,6 +240,12 @@ impl Runtime for LocalRuntime {
         std::fs::create_dir_all(plan.run_dir.join("ports"))?;
         let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
         self.addresses = allocate_addresses(&plan.run_id, &names);
+        // A node's peers know it by its loopback IP before it starts: its ports are not
+        // chosen yet, but the IP is its own and every frame to or from it carries it.
+        let addresses = &self.addresses;
+        self.hosts = HostEmulation::new(plan, |n| {
+            addresses.get(&n.name).cloned().into_iter().collect()
+        });
         self.plan = Some(plan.clone());
         self.write_state();
         Ok(())
@@ -247,7 +257,9 @@ impl Runtime for LocalRuntime {
             .get(&node.name)
             .ok_or_else(|| RuntimeError::Failed(format!("{} is not in the plan", node.name)))?;
         let any = format!("{ip}:0");
-        self.spawn(node, &any, &any, false).await
+        let endpoint = self.spawn(node, &any, &any, false).await?;
+        self.hosts.apply(&self.links, &endpoint).await?;
+        Ok(endpoint)
     }
 
     async fn act(&self, node: &str, action: NodeAction) -> Result<(), RuntimeError> {
@@ -392,7 +404,9 @@ impl LocalRuntime {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        self.spawn(&spec, &listen, &status, true).await.map(|_| ())
+        let endpoint = self.spawn(&spec, &listen, &status, true).await?;
+        // Its shapes died with its last process.
+        self.hosts.apply(&self.links, &endpoint).await
     }
 
     /// Spawns `peerlab node` for `node` and waits for its ports file. `append` keeps the

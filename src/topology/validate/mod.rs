@@ -5,6 +5,7 @@
 //! this module walks the file and assembles the model.
 
 mod checks;
+mod hosts;
 mod networks;
 mod scenario;
 mod settings;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use super::diagnostic::{Sink, TopologyError};
 use super::file::{DurationText, GenesisFile, GroupFile, Spanned, StartMode, TopologyFile};
-use super::model::{Checks, FormationChecks, GENESIS, Group, Topology};
+use super::model::{Checks, FormationChecks, GENESIS, Group, Host, Placement, Topology};
 use checks::checks;
 use networks::{network_refs, networks, reachability};
 use settings::Layers;
@@ -39,6 +40,12 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
 
     let networks = networks(s, file.networks.as_ref());
     let declared: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+    let hosts = hosts::hosts(s, file.hosts.as_ref());
+    let places = Places {
+        hosts: &hosts,
+        declared: file.hosts.is_some(),
+    };
+    let links = hosts::links(s, file.links.as_ref(), &hosts, places.declared);
 
     let group_files: &[GroupFile] = file.groups.as_ref().map_or(&[], |g| &g.value);
     let total = file.genesis.value.count.value as usize
@@ -48,8 +55,8 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
             .sum::<usize>();
 
     let layers = Layers::new(s, file.defaults.as_ref(), total);
-    let genesis = genesis(s, &file.genesis.value, &layers, &declared);
-    let groups = groups(s, group_files, &layers, &declared);
+    let genesis = genesis(s, &file.genesis.value, &layers, &declared, &places);
+    let groups = groups(s, group_files, &layers, &declared, &places);
     reachability(s, &file, &genesis, &groups);
 
     let mut topology = Topology {
@@ -59,6 +66,8 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
         genesis,
         groups,
         networks,
+        hosts,
+        links,
         scenario: Vec::new(),
         checks: Checks {
             formation: FormationChecks {
@@ -134,7 +143,26 @@ fn duration(s: &mut Sink, text: &Spanned<DurationText>, path: &str) -> Option<Du
     }
 }
 
-fn genesis(s: &mut Sink, file: &GenesisFile, layers: &Layers, declared: &[&str]) -> Group {
+/// The declared hosts, for the placement of the genesis and the groups.
+struct Places<'a> {
+    hosts: &'a [Host],
+    /// `hosts:` is in the file (even if empty or wrong), so `host:` keys are meaningful.
+    declared: bool,
+}
+
+impl Places<'_> {
+    fn place(&self, s: &mut Sink, host: Option<&Spanned<String>>, path: &str) -> Option<Placement> {
+        hosts::placement(s, host, path, self.hosts, self.declared)
+    }
+}
+
+fn genesis(
+    s: &mut Sink,
+    file: &GenesisFile,
+    layers: &Layers,
+    declared: &[&str],
+    places: &Places,
+) -> Group {
     if file.count.value == 0 {
         s.report(
             file.count.at,
@@ -150,10 +178,17 @@ fn genesis(s: &mut Sink, file: &GenesisFile, layers: &Layers, declared: &[&str])
         settings: layers.resolve(s, file.settings.as_ref(), "genesis.settings"),
         networks: network_refs(s, file.networks.as_ref(), "genesis.networks", declared),
         manual: false,
+        host: places.place(s, file.host.as_ref(), "genesis.host"),
     }
 }
 
-fn groups(s: &mut Sink, files: &[GroupFile], layers: &Layers, declared: &[&str]) -> Vec<Group> {
+fn groups(
+    s: &mut Sink,
+    files: &[GroupFile],
+    layers: &Layers,
+    declared: &[&str],
+    places: &Places,
+) -> Vec<Group> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut out = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
@@ -197,6 +232,7 @@ fn groups(s: &mut Sink, files: &[GroupFile], layers: &Layers, declared: &[&str])
                 .start
                 .as_ref()
                 .is_some_and(|m| m.value == StartMode::Manual),
+            host: places.place(s, file.host.as_ref(), &format!("{path}.host")),
         });
     }
     out

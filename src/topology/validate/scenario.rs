@@ -12,7 +12,7 @@ use crate::topology::diagnostic::Sink;
 use crate::topology::file::{DurationText, Spanned};
 use crate::topology::model::{FormationExpectation, Topology};
 use crate::topology::scenario::{Action, ExpectBroadcast, Expectation, Fault, Step, Target, When};
-use crate::topology::scenario_file::{ExpectFile, ShapeFile, StepFile};
+use crate::topology::scenario_file::{ExpectFile, PartitionFile, ShapeFile, StepFile};
 use crate::topology::timeline::resolve;
 
 use super::duration;
@@ -158,27 +158,7 @@ impl StepCheck<'_, '_> {
             }
         }
         if let Some(p) = &step.partition {
-            let mut sides = Vec::new();
-            for (k, side) in p.value.sides.iter().enumerate() {
-                sides.push(self.target(side, &format!("partition.sides[{k}]")));
-            }
-            if p.value.sides.len() < 2 {
-                self.report(
-                    p.at,
-                    "partition.sides",
-                    "a partition needs two or more sides; expected e.g. `sides: [peers, edge]`",
-                );
-                return None;
-            }
-            let sides: Option<Vec<Target>> = sides.into_iter().collect();
-            let one_way = p.value.one_way.as_ref().is_some_and(|v| v.value);
-            return Some((
-                Action::Partition {
-                    sides: sides?,
-                    one_way,
-                },
-                place,
-            ));
+            return self.partition(p).map(|a| (a, place));
         }
         if let Some(heal) = &step.heal {
             if !heal.value {
@@ -238,6 +218,69 @@ impl StepCheck<'_, '_> {
             return self.expect(&e.value, e.at).map(|a| (a, place));
         }
         None
+    }
+
+    /// `partition: {sides: [..]}` or `partition: {host: h}`, exactly one of them.
+    fn partition(&mut self, p: &Spanned<PartitionFile>) -> Option<Action> {
+        let one_way = p.value.one_way.as_ref().is_some_and(|v| v.value);
+        match (&p.value.sides, &p.value.host) {
+            (Some(_), Some(host)) => {
+                self.report(
+                    host.at,
+                    "partition.host",
+                    "a partition has `sides` or cuts one `host` off, not both; remove one",
+                );
+                None
+            }
+            (None, None) => {
+                self.report(
+                    p.at,
+                    "partition",
+                    "says what to cut with `sides: [peers, edge]` or `host: HOST`; expected one of them",
+                );
+                None
+            }
+            (None, Some(host)) => {
+                let hosts = &self.topology.hosts;
+                if !hosts.iter().any(|h| h.name == host.value) {
+                    let expected = if hosts.is_empty() {
+                        "no `hosts` are declared; add them, or partition by `sides`".to_string()
+                    } else {
+                        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+                        format!("expected one of: {}", names.join(", "))
+                    };
+                    self.report(
+                        host.at,
+                        "partition.host",
+                        format!("unknown host `{}`; {expected}", host.value),
+                    );
+                    return None;
+                }
+                Some(Action::CutHost {
+                    host: host.value.clone(),
+                    one_way,
+                })
+            }
+            (Some(sides_file), None) => {
+                let mut sides = Vec::new();
+                for (k, side) in sides_file.iter().enumerate() {
+                    sides.push(self.target(side, &format!("partition.sides[{k}]")));
+                }
+                if sides_file.len() < 2 {
+                    self.report(
+                        p.at,
+                        "partition.sides",
+                        "a partition needs two or more sides; expected e.g. `sides: [peers, edge]`",
+                    );
+                    return None;
+                }
+                let sides: Option<Vec<Target>> = sides.into_iter().collect();
+                Some(Action::Partition {
+                    sides: sides?,
+                    one_way,
+                })
+            }
+        }
     }
 
     fn count(&mut self, count: Option<&Spanned<u32>>, key: &str) -> usize {
@@ -411,7 +454,7 @@ impl StepCheck<'_, '_> {
 }
 
 /// `1mbit`, `512kbit`, `100kB`, `2MB` (per second; `/s` allowed) as bytes per second.
-fn parse_bandwidth(text: &str) -> Result<u64, String> {
+pub(super) fn parse_bandwidth(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t
         .strip_suffix("/s")
