@@ -11,6 +11,9 @@
 //! 2. `peerlab up`: every node's task runs on the swarm node of the host the topology
 //!    places it on; `peerlab ps` lists the run as a swarm run of 12 nodes; `peerlab down
 //!    RUN` removes it, and again nothing is left.
+//! 3. Node faults across two hosts ([`FAULTS`]): a killed node leaves the membership and
+//!    comes back when started (a new task of its service), a restarted one (stop, start)
+//!    too, a paused one is dropped and rejoins when resumed; then nothing is left.
 //!
 //! Requires root, the Docker engine and the lab script: fails, never skips, without them.
 
@@ -24,6 +27,31 @@ use crate::support::swarm::SwarmLab;
 const HOSTS: [(&str, &str); 3] = [("eu", "h1"), ("us", "h2"), ("asia", "h3")];
 /// Removed services' tasks leave their hosts within the stop grace period and a little.
 const GONE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Five nodes on hosts h1 and h2 (the lab's labels), every process fault the runtime offers.
+const FAULTS: &str = "\
+name: swarmrt-faults
+seed: 7
+defaults: {heartbeat_interval: 200ms, heartbeat_timeout: 1s, suspect_timeout: 1s}
+hosts:
+  - {name: h1}
+  - {name: h2}
+genesis: {count: 1, host: h1}
+groups:
+  - {name: peers, count: 4, host: spread}
+scenario:
+  - at: 1s
+    kill: random 1 of peers
+  - expect: {within: 20s, connected: true, full_membership: true}
+  - start: all
+  - expect: {within: 30s, all_ready: true, connected: true, full_membership: true}
+  - restart: random 1 of peers
+  - expect: {within: 30s, all_ready: true, connected: true, full_membership: true}
+  - pause: random 1 of peers
+  - expect: {within: 20s, connected: true, full_membership: true}
+  - resume: peers
+  - expect: {within: 30s, all_ready: true, connected: true, full_membership: true, broadcast: {count: 2}}
+";
 
 /// topologies/three-hosts.yaml with each host given the label of its lab host.
 fn topology(ws: &Workspace) -> std::path::PathBuf {
@@ -152,6 +180,7 @@ fn a_topology_runs_on_three_swarm_hosts_survives_a_host_cut_and_leaves_nothing()
     );
     let run_took = ran.elapsed();
     assert_eq!(out.code(), Some(0), "peerlab run failed:\n{}", out.dump());
+    eprintln!("{}", out.stderr);
     let run = out.run_id().expect("the run announces its id");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
@@ -221,9 +250,32 @@ fn a_topology_runs_on_three_swarm_hosts_survives_a_host_cut_and_leaves_nothing()
         again.dump()
     );
 
+    // 3. kill, start, restart, pause, resume across hosts.
+    let faults = ws.write("faults.yaml", FAULTS);
+    let faulted = Instant::now();
+    let out = peerlab(
+        &ws,
+        &lab,
+        &[
+            "run",
+            faults.to_str().expect("utf-8 path"),
+            "--runtime",
+            "swarm",
+        ],
+    );
+    let faults_took = faulted.elapsed();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "the fault scenario failed:\n{}",
+        out.dump()
+    );
+    let run = out.run_id().expect("the run announces its id");
+    assert_nothing_left(&lab, &run);
+
     let lab_down = lab.down();
     eprintln!(
-        "swarm runtime test: run {run_took:.1?}; {lab_down}; total {:.1?}",
+        "swarm runtime test: run {run_took:.1?}; faults {faults_took:.1?}; {lab_down}; total {:.1?}",
         begun.elapsed()
     );
 }

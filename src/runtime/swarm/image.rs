@@ -57,13 +57,17 @@ pub fn parse_engines(text: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// The engines named by [`ENGINES_ENV`] (else [`LAB_HOSTS_ENV`]), connected; none when
-/// neither is set.
-pub async fn engines_from_env() -> Result<Vec<Engine>, RuntimeError> {
-    let text = match std::env::var(ENGINES_ENV) {
+/// The engines list of the environment: [`ENGINES_ENV`], else [`LAB_HOSTS_ENV`], else empty.
+pub fn engines_text() -> String {
+    match std::env::var(ENGINES_ENV) {
         Ok(t) if !t.trim().is_empty() => t,
         _ => std::env::var(LAB_HOSTS_ENV).unwrap_or_default(),
-    };
+    }
+}
+
+/// The engines named by [`engines_text`], connected; none when it is empty.
+pub async fn engines_from_env() -> Result<Vec<Engine>, RuntimeError> {
+    let text = engines_text();
     let mut engines = Vec::new();
     for (host, url) in parse_engines(&text).map_err(RuntimeError::Failed)? {
         let docker = connect_to(&url).await.map_err(|e| {

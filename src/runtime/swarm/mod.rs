@@ -19,8 +19,9 @@
 //! through the manager (its service scaled to 0 and back to 1: the node floods its leave
 //! on SIGTERM, and comes back under the same name and alias, maybe with a new address).
 //! Killing and pausing a node need the engine of the host its task runs on, which the
-//! runtime does not reach through the manager: they are declared unsupported, so scenarios
-//! using them are refused before anything starts. The topology's host links are not
+//! manager's API does not reach: with [`image::ENGINES_ENV`] naming the hosts' engines they
+//! go there (a killed node is started again as a new task of its service); without it they
+//! are declared unsupported, so scenarios using them are refused before anything starts. The topology's host links are not
 //! emulated: the hosts of a swarm are real, and so is the network between them.
 
 pub mod image;
@@ -37,8 +38,9 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{LocalNodeState, TaskState};
 use bollard::query_parameters::{
-    InspectServiceOptions, ListNetworksOptionsBuilder, ListServicesOptionsBuilder,
-    ListTasksOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder,
+    InspectServiceOptions, KillContainerOptionsBuilder, ListNetworksOptionsBuilder,
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
+    UpdateServiceOptionsBuilder,
 };
 use futures::StreamExt;
 
@@ -65,18 +67,21 @@ const NETWORKS_WITHIN: Duration = Duration::from_secs(60);
 /// Longest Docker object name (services, hostnames).
 const MAX_NAME: usize = 63;
 
-/// What the swarm runtime can do: partitions, shaping and stop/start across hosts, real
-/// overlay networks; not kill and pause (see the module docs).
-pub const CAPABILITIES: Capabilities = Capabilities {
-    kill: false,
-    stop: true,
-    start: true,
-    pause: false,
-    partition: true,
-    one_way_partition: true,
-    shape: true,
-    isolated_networks: true,
-};
+/// What the swarm runtime can do: partitions, shaping and stop/start across hosts through
+/// the manager, real overlay networks; kill and pause only with the hosts' engines (see
+/// the module docs).
+pub fn capabilities(with_engines: bool) -> Capabilities {
+    Capabilities {
+        kill: with_engines,
+        stop: true,
+        start: true,
+        pause: with_engines,
+        partition: true,
+        one_way_partition: true,
+        shape: true,
+        isolated_networks: true,
+    }
+}
 
 /// Runs a plan's nodes as services of a Docker Swarm; see the module docs.
 pub struct SwarmRuntime {
@@ -93,6 +98,14 @@ pub struct SwarmRuntime {
     hosts: BTreeMap<String, HostMatch>,
     /// The relay task's container on the manager's engine.
     relay: Option<String>,
+    /// `(host, engine URL)` of each swarm host whose engine the runtime may use
+    /// ([`image::ENGINES_ENV`]): the image is loaded there, and nodes running there can be
+    /// killed and paused.
+    engine_urls: Vec<(String, String)>,
+    /// Those engines, connected by [`Runtime::prepare`].
+    engines: Vec<image::Engine>,
+    /// Each started node's task: (container id, swarm node id), for kill and pause.
+    tasks: Mutex<BTreeMap<String, (String, String)>>,
     tunnels: Mutex<BTreeMap<String, ExecTunnel>>,
     endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
     links: LinkFaults,
@@ -140,6 +153,10 @@ impl SwarmRuntime {
             plan: None,
             hosts: BTreeMap::new(),
             relay: None,
+            // A malformed list is reported by `prepare`, not here: listing runs needs none.
+            engine_urls: image::parse_engines(&image::engines_text()).unwrap_or_default(),
+            engines: Vec::new(),
+            tasks: Mutex::new(BTreeMap::new()),
             tunnels: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
@@ -224,7 +241,7 @@ impl SwarmRuntime {
 
     /// The node image on every swarm host the runtime reaches (see [`image`]).
     async fn image_everywhere(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
-        let engines = image::engines_from_env().await?;
+        let engines = self.engines.clone();
         // The image comes from the local engine (where `peerlab image build` puts it), or
         // from the manager when there is no local engine.
         let local = image::connect_to("unix:///var/run/docker.sock").await.ok();
@@ -262,9 +279,13 @@ impl SwarmRuntime {
         Ok(())
     }
 
-    /// Polls until the service's task runs; returns its container id. A task that failed or
+    /// Polls until the service's task runs; returns its container id and swarm node id. A task that failed or
     /// was rejected (no such image, no node matching the placement) ends it with the reason.
-    async fn wait_running(&self, service: &str, what: &str) -> Result<String, RuntimeError> {
+    async fn wait_running(
+        &self,
+        service: &str,
+        what: &str,
+    ) -> Result<(String, String), RuntimeError> {
         let deadline = Instant::now() + TASK_WITHIN;
         let filters = HashMap::from([
             ("service", vec![service.to_string()]),
@@ -295,7 +316,7 @@ impl SwarmRuntime {
                 match state {
                     TaskState::RUNNING => {
                         if let Some(id) = status.container_status.and_then(|c| c.container_id) {
-                            return Ok(id);
+                            return Ok((id, task.node_id.unwrap_or_default()));
                         }
                     }
                     TaskState::FAILED
@@ -385,6 +406,12 @@ impl SwarmRuntime {
         let version = current.version.and_then(|v| v.index).unwrap_or_default();
         let mut spec = current.spec.unwrap_or_default();
         spec.mode = Some(services::replicated(replicas));
+        if replicas > 0
+            && let Some(task) = spec.task_template.as_mut()
+        {
+            // A new task even when the replica count does not change (after a kill).
+            task.force_update = Some(task.force_update.unwrap_or_default() + 1);
+        }
         let options = UpdateServiceOptionsBuilder::default()
             .version(version as i32)
             .build();
@@ -395,6 +422,40 @@ impl SwarmRuntime {
                 "cannot scale service {service} to {replicas}"
             )))?;
         Ok(())
+    }
+}
+
+impl SwarmRuntime {
+    /// The engine of the host `node`'s task runs on, and its container there: the task's
+    /// swarm node, by its `peerlab.host` label or hostname, among [`image::ENGINES_ENV`].
+    async fn engine_of(&self, node: &str) -> Result<(Docker, String), RuntimeError> {
+        let (container, node_id) = lock(&self.tasks).get(node).cloned().ok_or_else(|| {
+            RuntimeError::Failed(format!("node `{node}` has no running task in this run"))
+        })?;
+        let swarm_node = self
+            .manager
+            .inspect_node(&node_id)
+            .await
+            .map_err(failed(format!("cannot inspect swarm node {node_id}")))?;
+        let label = swarm_node
+            .spec
+            .and_then(|s| s.labels)
+            .and_then(|l| l.get(HOST_LABEL).cloned());
+        let hostname = swarm_node.description.and_then(|d| d.hostname);
+        let engine = self
+            .engines
+            .iter()
+            .find(|e| Some(&e.host) == label.as_ref() || Some(&e.host) == hostname.as_ref())
+            .ok_or_else(|| {
+                RuntimeError::Failed(format!(
+                    "node {node} runs on swarm node {} ({HOST_LABEL}={}), whose engine {} does \
+                     not name; add it (HOST=unix:///… or tcp://…) to kill or pause nodes there",
+                    hostname.as_deref().unwrap_or(&node_id),
+                    label.as_deref().unwrap_or("-"),
+                    image::ENGINES_ENV
+                ))
+            })?;
+        Ok((engine.docker.clone(), container))
     }
 }
 
@@ -439,7 +500,7 @@ impl Runtime for SwarmRuntime {
     /// Partitions, shaping and stop/start across hosts; real overlay networks. Kill and
     /// pause need the engine of the task's host (see the module docs).
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        capabilities(!self.engine_urls.is_empty())
     }
 
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
@@ -495,6 +556,7 @@ impl Runtime for SwarmRuntime {
         self.check_support(plan)?;
         // Everything that can refuse does so before anything is created.
         self.hosts = self.place_hosts(plan).await?;
+        self.engines = image::engines_from_env().await?;
         self.image_everywhere(plan).await?;
         self.plan = Some(plan.clone());
         let subnets = overlay_subnets(plan).map_err(RuntimeError::Failed)?;
@@ -516,7 +578,7 @@ impl Runtime for SwarmRuntime {
             .await
             .map_err(failed("cannot create the relay service".into()))?;
         let relay_service = services::relay_name(&plan.run_id);
-        let container = self
+        let (container, _) = self
             .wait_running(&relay_service, "the relay service")
             .await?;
         self.relay = Some(container);
@@ -536,8 +598,10 @@ impl Runtime for SwarmRuntime {
             .create_service(spec, None)
             .await
             .map_err(failed(format!("cannot create service {service}")))?;
-        self.wait_running(&service, &format!("node {}", node.name))
+        let task = self
+            .wait_running(&service, &format!("node {}", node.name))
             .await?;
+        lock(&self.tasks).insert(node.name.clone(), task);
         // The relay resolves the node's alias on the overlay at every connection, so the
         // tunnel keeps working when the node comes back elsewhere after a stop and start.
         let tunnel = ExecTunnel::open(
@@ -570,20 +634,28 @@ impl Runtime for SwarmRuntime {
                 self.wait_stopped(&service).await
             }
             NodeAction::Start => {
+                // Replicas back to 1 after a stop; a new task after a kill (restart policy
+                // `none` leaves the killed one failed, and nothing replaces it).
                 self.scale(&service, 1).await?;
-                self.wait_running(&service, &format!("node {node}"))
-                    .await
-                    .map(|_| ())
+                let task = self.wait_running(&service, &format!("node {node}")).await?;
+                lock(&self.tasks).insert(node.to_string(), task);
+                Ok(())
             }
             NodeAction::Kill | NodeAction::Pause | NodeAction::Resume => {
-                Err(RuntimeError::Unsupported {
-                    runtime: NAME,
-                    reason: format!(
-                        "{action:?} needs the engine of the host a task runs on; the swarm \
-                         runtime works through the manager only (stop and start work)"
-                    )
-                    .to_lowercase(),
-                })
+                let (engine, container) = self.engine_of(node).await?;
+                let what =
+                    format!("cannot {action:?} node {node} (container {container})").to_lowercase();
+                let result = match action {
+                    NodeAction::Kill => {
+                        let options = KillContainerOptionsBuilder::default()
+                            .signal("SIGKILL")
+                            .build();
+                        engine.kill_container(&container, Some(options)).await
+                    }
+                    NodeAction::Pause => engine.pause_container(&container).await,
+                    _ => engine.unpause_container(&container).await,
+                };
+                result.map_err(failed(what))
             }
         }
     }
@@ -813,11 +885,13 @@ mod tests {
     }
 
     #[test]
-    fn kill_and_pause_are_declared_unsupported() {
-        let caps = CAPABILITIES;
+    fn kill_and_pause_need_the_hosts_engines() {
+        let caps = capabilities(false);
         assert!(!caps.supports(NodeAction::Kill));
         assert!(!caps.supports(NodeAction::Pause));
         assert!(caps.supports(NodeAction::Stop));
         assert!(caps.supports(NodeAction::Start));
+        assert!(caps.partition && caps.one_way_partition && caps.shape);
+        assert_eq!(capabilities(true), Capabilities::ALL);
     }
 }
