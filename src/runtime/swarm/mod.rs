@@ -135,7 +135,7 @@ pub async fn connect_manager() -> Result<(Docker, String, String), RuntimeError>
         return Err(RuntimeError::Failed(format!(
             "the Docker engine at {url} is {what}: the swarm runtime deploys through a manager. \
              Run `docker swarm init` there (one host), or point DOCKER_HOST at a manager of \
-             your swarm (e.g. DOCKER_HOST=ssh://user@manager or tcp://manager:2376)"
+             your swarm (e.g. DOCKER_HOST=tcp://manager:2376)"
         )));
     }
     Ok((docker, url, node))
@@ -845,6 +845,24 @@ async fn remove_by_label(
                 }
             }
         }
+    }
+    // A removed overlay stays listed on the manager until its last task there has left it;
+    // callers (and `peerlab ps` right after) must find nothing.
+    loop {
+        let left = labelled_networks(docker, run_id).await?;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            report.leftovers.extend(left.into_iter().map(|(_, id)| {
+                format!(
+                    "network {id}: still listed {}s after its removal",
+                    NETWORKS_WITHIN.as_secs()
+                )
+            }));
+            break;
+        }
+        tokio::time::sleep(POLL).await;
     }
     Ok(report)
 }
