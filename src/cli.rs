@@ -94,7 +94,8 @@ pub enum Command {
     /// as a Docker Swarm stack file.
     #[command(after_help = "Examples:\n  \
                       peerlab compose topologies/quickstart.yaml -o docker-compose.yml\n  \
-                      peerlab compose three-hosts.yaml --stack --place genesis=h1 --place west=h2 -o stack.yml\n  \
+                      peerlab compose topologies/three-hosts.yaml --stack -o stack.yml   (placed by its hosts:)\n  \
+                      peerlab compose topologies/quickstart.yaml --stack --place genesis=h1 --place peers='*'\n  \
                       docker stack deploy --resolve-image never -c stack.yml three-hosts   (see docs/multi-host.md)")]
     Compose(ComposeArgs),
     /// Build the node's container image from this very executable.
@@ -304,13 +305,14 @@ pub struct ComposeArgs {
     #[arg(long)]
     pub drop_delays: bool,
     /// Write a Docker Swarm stack file (`docker stack deploy --resolve-image never`): one
-    /// service per group with `deploy:` replicas, `dnsrr`, overlay networks with subnets,
-    /// placement by the swarm node label peerlab.host. See docs/multi-host.md.
+    /// service per group (per group and host when spread) with `deploy:` replicas, `dnsrr`,
+    /// overlay networks with subnets, placed by the topology's hosts on the swarm nodes
+    /// labelled peerlab.host. See docs/multi-host.md.
     #[arg(long)]
     pub stack: bool,
     /// With --stack: pin GROUP's replicas to the swarm nodes labelled peerlab.host=HOST, or
-    /// spread them over the labelled nodes with GROUP=*; repeat for each group (`genesis`
-    /// places the genesis nodes).
+    /// spread them over the labelled nodes with GROUP=*, instead of the topology's `hosts:`
+    /// placement; repeat for each group (`genesis` places the genesis nodes).
     #[arg(long, value_name = "GROUP=HOST", requires = "stack", value_parser = crate::export::stack::parse_place)]
     pub place: Vec<(String, crate::export::stack::Placement)>,
 }

@@ -20,14 +20,20 @@
 //! - **`endpoint_mode: dnsrr`** everywhere: no virtual IP (hosts without IPVS cannot serve
 //!   one), the service name and `tasks.<service>` resolve to every task. Every node also
 //!   carries the network alias [`NODES_ALIAS`], so `tasks.peerlab-nodes` names the whole
-//!   network at once (what `peerlab check --dns` wants).
+//!   network at once (what `peerlab check --dns` wants) when the stack has one network; Docker's
+//!   DNS answers a name from one of a container's networks only, so across several the
+//!   header's check names every service instead.
 //! - **Overlay networks** (`driver: overlay`, `attachable: true`, so a one-shot checker or a
 //!   user's container can join them) with an explicit subnet: the topology's, or one sized
 //!   for the nodes on it carved from [`DEFAULT_POOL`] (Swarm's default /24 holds about 250
 //!   tasks).
-//! - **Placement** by the swarm node label [`HOST_LABEL`]: a group pinned to host `h2` gets
-//!   the constraint `node.labels.peerlab.host == h2`; a group spread over the hosts gets a
-//!   spread preference over that label ([`Placement`]).
+//! - **Placement** by the swarm node label [`HOST_LABEL`], from the topology's `hosts:`: a
+//!   node on host `b` (whose `label` is `h2`, else its name) runs where `node.labels.peerlab.host
+//!   == h2`. A group on one host is one service pinned there; a group spread over several hosts
+//!   is one service per host, `<group>-<host>`, so each host runs exactly its nodes. A
+//!   `--place GROUP=HOST` ([`StackOptions::placement`]) overrides a group's placement: pinned
+//!   to that label value, or with `*` spread evenly over the label's values ([`Placement`]).
+//!   Links between hosts are not emulated: on a swarm the hosts' own network is the link.
 //! - **No published ports**: Swarm refuses them with `dnsrr` (and its routing mesh needs
 //!   IPVS). Status sockets are read from inside the overlay.
 //! - **No start order**: Swarm has no `depends_on`; a peer retries its join until the
@@ -96,8 +102,9 @@ pub fn parse_place(text: &str) -> Result<(String, Placement), String> {
 pub struct StackOptions {
     /// What compose cannot express, as in the plain form (start delays).
     pub compose: ExportOptions,
-    /// Placement of groups by group name (`genesis` places every genesis node). Groups not
-    /// named here run wherever Swarm schedules them.
+    /// Placement of groups by group name (`genesis` places every genesis node), over the
+    /// topology's hosts. Groups not named here are placed by the topology's hosts, or run
+    /// wherever Swarm schedules them when it has none.
     pub placement: Vec<(String, Placement)>,
 }
 
@@ -108,15 +115,35 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
     let networks = networks(plan)?;
     let expected = plan.nodes.len();
     let stack = &plan.topology_name;
-    let first_network = networks
-        .first()
-        .map_or(DEFAULT_NETWORK.to_string(), |n| n.0.clone());
+    // The checker joins every network, so it reaches nodes that share none with the first.
+    let attach: Vec<String> = networks
+        .iter()
+        .map(|n| format!("--network {stack}_{}", n.0))
+        .collect();
+    let attach = attach.join(" ");
+    // Docker's DNS answers a name from the first of a container's networks that knows it:
+    // across several networks, the alias of every node names only one network's nodes.
+    let dns = if networks.len() > 1 {
+        let names: Vec<String> = services
+            .iter()
+            .map(|s| format!("tasks.{}", s.name))
+            .collect();
+        names.join(",")
+    } else {
+        format!("tasks.{NODES_ALIAS}")
+    };
     let file = StackFile {
         services: Ordered(services.into_iter().map(|n| (n.name, n.service)).collect()),
         networks: Ordered(networks),
     };
     let yaml = serde_saphyr::to_string(&file)
         .map_err(|e| RuntimeError::Failed(format!("cannot write the stack file: {e}")))?;
+    let links = if plan.hosts.iter().any(|h| !h.links.is_empty()) {
+        "# The topology's links between hosts (latency, loss, bandwidth) are not emulated: on a\n\
+         # swarm the hosts' own network is the link.\n"
+    } else {
+        ""
+    };
     let dropped = if plan.nodes.iter().any(|n| !n.start_after.is_zero()) {
         "# Start delays (stagger, start_delay) are dropped: Swarm cannot delay a start; peers\n\
          # retry their join until a genesis node answers.\n"
@@ -129,11 +156,11 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
          # Every swarm node needs the image {image} (`docker save {image} | docker -H NODE load`\n\
          # without a registry). Nodes are named <group>-<slot>, slots counting from 1.\n\
          # Check it from inside the overlay (status sockets are not published):\n\
-         #   docker service create --name {stack}-check --network {stack}_{first_network} --restart-condition none \\\n\
+         #   docker service create --name {stack}-check {attach} --restart-condition none \\\n\
          #     --no-resolve-image --no-healthcheck --entrypoint /peerlab {image} \\\n\
-         #     check --dns tasks.{NODES_ALIAS} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
+         #     check --dns {dns} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
          #   docker service logs {stack}-check\n\
-         {dropped}{yaml}",
+         {links}{dropped}{yaml}",
         topology = plan.topology_name,
         run = plan.run_id,
         image = plan.image,
@@ -157,7 +184,7 @@ fn services(plan: &RunPlan, options: &StackOptions) -> Result<Vec<Named>, Runtim
             )));
         }
     }
-    let placement = |group: &str| {
+    let chosen = |group: &str| {
         options
             .placement
             .iter()
@@ -165,38 +192,74 @@ fn services(plan: &RunPlan, options: &StackOptions) -> Result<Vec<Named>, Runtim
             .find(|(g, _)| g == group)
             .map(|(_, p)| p.clone())
     };
+    // A topology host maps to the swarm nodes labelled with its `label`, else its name.
+    let on_host = |host: &str| {
+        let label = plan
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .and_then(|h| h.label.clone());
+        Placement::Host(label.unwrap_or_else(|| host.to_string()))
+    };
     let genesis: Vec<&NodeSpec> = plan.nodes.iter().filter(|n| n.genesis).collect();
     let mut out = Vec::new();
     for (i, node) in genesis.iter().enumerate() {
         let targets: Vec<&str> = genesis[..i].iter().map(|g| g.name.as_str()).collect();
         let env = identity(&node.name, &node.name, &targets, node.seed.to_string());
+        let placement = chosen(&node.group).or_else(|| node.host.as_deref().map(on_host));
         out.push(Named {
             name: node.name.clone(),
-            service: service(
-                plan,
-                node,
-                node.name.clone(),
-                env,
-                1,
-                placement(&node.group),
-            ),
+            service: service(plan, node, node.name.clone(), env, 1, placement),
         });
     }
     let all_genesis: Vec<&str> = genesis.iter().map(|g| g.name.as_str()).collect();
     for (group, nodes) in peer_groups(plan)? {
-        let first = nodes[0];
-        let hostname = format!("{group}-{{{{.Task.Slot}}}}");
-        // No arithmetic in Swarm templates: the slot in front of the first node's seed (12
-        // digits) gives every replica its own seed, the same in every deploy of this file.
-        let seed = format!("{{{{.Task.Slot}}}}{:012}", first.seed % 1_000_000_000_000);
-        let env = identity(&hostname, &hostname, &all_genesis, seed);
-        out.push(Named {
-            name: group.to_string(),
-            service: service(plan, first, hostname, env, nodes.len(), placement(group)),
-        });
+        for (name, nodes, placement) in split_by_host(group, nodes, chosen(group), &on_host) {
+            let first = nodes[0];
+            let hostname = format!("{name}-{{{{.Task.Slot}}}}");
+            // No arithmetic in Swarm templates: the slot in front of the first node's seed
+            // (12 digits) gives every replica its own seed, the same in every deploy.
+            let seed = format!("{{{{.Task.Slot}}}}{:012}", first.seed % 1_000_000_000_000);
+            let env = identity(&hostname, &hostname, &all_genesis, seed);
+            out.push(Named {
+                name,
+                service: service(plan, first, hostname, env, nodes.len(), placement),
+            });
+        }
     }
     check_names(&out, &genesis)?;
     Ok(out)
+}
+
+/// The services of one peer group: the group itself when `chosen` (its `--place`) says
+/// where it goes or when its nodes share one host (or none); else one service per host its
+/// nodes are placed on (a group spread over hosts), named `<group>-<host>` and pinned there,
+/// so each host runs exactly the nodes the topology puts on it.
+fn split_by_host<'a>(
+    group: &str,
+    nodes: Vec<&'a NodeSpec>,
+    chosen: Option<Placement>,
+    on_host: &dyn Fn(&str) -> Placement,
+) -> Vec<(String, Vec<&'a NodeSpec>, Option<Placement>)> {
+    let mut hosts: Vec<(Option<&str>, Vec<&'a NodeSpec>)> = Vec::new();
+    for node in &nodes {
+        let host = node.host.as_deref();
+        match hosts.iter_mut().find(|(h, _)| *h == host) {
+            Some((_, on)) => on.push(node),
+            None => hosts.push((host, vec![node])),
+        }
+    }
+    if chosen.is_some() || hosts.len() <= 1 {
+        let placement = chosen.or_else(|| nodes[0].host.as_deref().map(on_host));
+        return vec![(group.to_string(), nodes, placement)];
+    }
+    hosts
+        .into_iter()
+        .map(|(host, on)| match host {
+            Some(host) => (format!("{group}-{host}"), on, Some(on_host(host))),
+            None => (group.to_string(), on, None),
+        })
+        .collect()
 }
 
 /// Peer groups in plan order with their nodes; a group is one service, so its nodes must
@@ -431,7 +494,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::runtime::NetworkSpec;
+    use crate::runtime::{HostSpec, NetworkSpec};
 
     fn node(name: &str, group: &str, networks: &[&str]) -> NodeSpec {
         NodeSpec {
@@ -454,7 +517,7 @@ mod tests {
             image: "peerlab:0.1.0".into(),
             networks,
             nodes,
-            hosts: vec![],
+            hosts: Vec::new(),
             detach: false,
         }
     }
@@ -555,6 +618,84 @@ mod tests {
         assert_eq!(
             placement("wide"),
             serde_json::json!({"preferences": [{"spread": "node.labels.peerlab.host"}]})
+        );
+    }
+
+    fn on_hosts(mut nodes: Vec<NodeSpec>, hosts: &[&str]) -> Vec<NodeSpec> {
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.host = Some(hosts[i % hosts.len()].to_string());
+        }
+        nodes
+    }
+
+    fn host(name: &str, label: Option<&str>) -> HostSpec {
+        HostSpec {
+            name: name.into(),
+            label: label.map(str::to_string),
+            links: Default::default(),
+        }
+    }
+
+    #[test]
+    fn topology_hosts_place_nodes_by_label_and_split_spread_groups() {
+        let mut nodes = on_hosts(group("genesis", 2), &["eu", "us"]);
+        nodes.extend(on_hosts(group("peers", 5), &["eu", "us", "asia"]));
+        nodes.extend(on_hosts(group("edge", 2), &["asia"]));
+        let mut p = plan(nodes, vec![]);
+        p.hosts = vec![
+            host("eu", Some("h1")),
+            host("us", None),
+            host("asia", Some("h3")),
+        ];
+        let v = export_plain(&p);
+        let constraint =
+            |s: &str| v["services"][s]["deploy"]["placement"]["constraints"][0].clone();
+        let replicas = |s: &str| v["services"][s]["deploy"]["replicas"].clone();
+        assert_eq!(constraint("genesis-0"), "node.labels.peerlab.host == h1");
+        assert_eq!(constraint("genesis-1"), "node.labels.peerlab.host == us");
+        // peers-0, -3 on eu; -1, -4 on us; -2 on asia: one service per host.
+        for (service, count, label) in [
+            ("peers-eu", 2, "h1"),
+            ("peers-us", 2, "us"),
+            ("peers-asia", 1, "h3"),
+        ] {
+            assert_eq!(replicas(service), count, "{service}");
+            assert_eq!(
+                constraint(service),
+                format!("node.labels.peerlab.host == {label}")
+            );
+            assert_eq!(
+                v["services"][service]["hostname"],
+                format!("{service}-{{{{.Task.Slot}}}}")
+            );
+        }
+        assert!(v["services"].get("peers").is_none());
+        assert_eq!(replicas("edge"), 2);
+        assert_eq!(constraint("edge"), "node.labels.peerlab.host == h3");
+
+        // --place overrides: the group is one service again.
+        let options = StackOptions {
+            placement: vec![("peers".into(), Placement::Spread)],
+            ..StackOptions::default()
+        };
+        let v = parse(&export(&p, &options).unwrap());
+        assert_eq!(v["services"]["peers"]["deploy"]["replicas"], 5);
+        assert!(v["services"].get("peers-eu").is_none());
+    }
+
+    #[test]
+    fn host_links_are_noted_as_not_emulated() {
+        let mut p = plan(on_hosts(group("genesis", 1), &["eu"]), vec![]);
+        p.hosts = vec![host("eu", None), host("us", None)];
+        let plain = export(&p, &StackOptions::default()).unwrap();
+        assert!(!plain.contains("not emulated"), "{plain}");
+        p.hosts[0]
+            .links
+            .insert("us".into(), crate::contract::LinkShape::default());
+        let noted = export(&p, &StackOptions::default()).unwrap();
+        assert!(
+            noted.contains("links between hosts (latency, loss, bandwidth) are not emulated"),
+            "{noted}"
         );
     }
 
@@ -714,6 +855,29 @@ mod tests {
             "{yaml}"
         );
         assert_eq!(parse(&yaml)["services"]["late"]["deploy"]["replicas"], 2);
+    }
+
+    #[test]
+    fn across_several_networks_the_check_names_every_service() {
+        let mut nodes = group("genesis", 1);
+        nodes[0].networks = vec!["a".into(), "b".into()];
+        let mut peers = group("peers", 2);
+        for n in &mut peers {
+            n.networks = vec!["b".into()];
+        }
+        nodes.extend(peers);
+        let networks = ["a", "b"]
+            .map(|n| NetworkSpec {
+                name: n.into(),
+                subnet: None,
+            })
+            .to_vec();
+        let yaml = export(&plan(nodes, networks), &StackOptions::default()).unwrap();
+        assert!(yaml.contains("--network demo_a --network demo_b"), "{yaml}");
+        assert!(
+            yaml.contains("check --dns tasks.genesis-0,tasks.peers --status-port"),
+            "{yaml}"
+        );
     }
 
     #[test]

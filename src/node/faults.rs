@@ -44,7 +44,34 @@ impl PeerIdentity {
         }
     }
 
+    /// Every block/shape key (id, `host:port`, or bare IP in [`canonical_key`] form)
+    /// that names this peer. Looking these up in the fault tables costs a few map lookups
+    /// per frame, where trying every key of a table against the peer would cost one per
+    /// key: a node placed on one of several emulated hosts shapes every node of the other
+    /// hosts, hundreds of keys in a big run.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = [&self.dialed, &self.id, &self.addr]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let ips = [&self.dialed, &self.addr]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .chain(self.remote_ip);
+        for ip in ips {
+            let ip = ip.to_string();
+            if !keys.contains(&ip) {
+                keys.push(ip);
+            }
+        }
+        keys
+    }
+
     /// Whether a block/shape key (id, `host:port`, or bare IP) names this peer.
+    #[cfg(test)]
     pub fn matches(&self, key: &str) -> bool {
         let named = [&self.dialed, &self.id, &self.addr]
             .into_iter()
@@ -63,6 +90,14 @@ impl PeerIdentity {
                 .filter_map(|a| a.parse::<SocketAddr>().ok())
                 .any(|a| a.ip() == ip)
     }
+}
+
+/// A key as the fault tables hold it: a bare IP in its one canonical text (so that a
+/// peer's address, printed the same way, finds it by lookup), anything else as given.
+fn canonical_key(key: &str) -> String {
+    key.parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|_| key.to_string())
 }
 
 /// How the driver must treat one outgoing frame.
@@ -104,11 +139,12 @@ impl Faults {
             return Err("a peer to block is empty; name peers by id, host:port or IP".into());
         }
         for peer in &req.peers {
-            let direction = match self.blocked.get(peer) {
+            let peer = canonical_key(peer);
+            let direction = match self.blocked.get(&peer) {
                 Some(d) => d.merge(req.direction),
                 None => req.direction,
             };
-            self.blocked.insert(peer.clone(), direction);
+            self.blocked.insert(peer, direction);
         }
         Ok(())
     }
@@ -118,7 +154,7 @@ impl Faults {
             None => self.blocked.clear(),
             Some(peers) => {
                 for p in peers {
-                    self.blocked.remove(p);
+                    self.blocked.remove(&canonical_key(p));
                 }
             }
         }
@@ -138,7 +174,7 @@ impl Faults {
             }
             Some(peers) => {
                 for p in peers {
-                    self.shaped.insert(p.clone(), shape);
+                    self.shaped.insert(canonical_key(p), shape);
                 }
             }
         }
@@ -219,20 +255,27 @@ impl Faults {
     }
 
     fn direction_for(&self, peer: &PeerIdentity) -> Option<Direction> {
-        self.blocked
+        if self.blocked.is_empty() {
+            return None;
+        }
+        peer.keys()
             .iter()
-            .filter(|(key, _)| peer.matches(key))
-            .map(|(_, d)| *d)
+            .filter_map(|key| self.blocked.get(key))
+            .copied()
             .reduce(Direction::merge)
     }
 
+    /// The shape of the first key (in table order) naming the peer, else the shape of
+    /// every link.
     fn shape_for(&self, peer: &PeerIdentity) -> Option<LinkShape> {
         if self.shaped.is_empty() {
             return None;
         }
-        self.shaped
+        peer.keys()
             .iter()
-            .find(|(key, _)| key.as_str() != ALL_LINKS && peer.matches(key))
+            .filter(|key| key.as_str() != ALL_LINKS)
+            .filter_map(|key| self.shaped.get_key_value(key))
+            .min_by(|a, b| a.0.cmp(b.0))
             .or_else(|| self.shaped.get_key_value(ALL_LINKS))
             .map(|(_, s)| *s)
     }
@@ -392,6 +435,44 @@ mod tests {
         assert!(p.matches("10.0.0.7"));
         assert!(!p.matches("10.0.0.7:53211x"));
         assert!(!p.matches("10.0.0.8"));
+    }
+
+    #[test]
+    fn the_keys_a_peer_is_looked_up_by_are_exactly_the_keys_that_match_it() {
+        let peers = [
+            PeerIdentity::accepted("10.0.0.7:53211".parse().unwrap()),
+            peer("b", "10.0.0.2:7000"),
+            PeerIdentity {
+                dialed: Some("[::1]:7000".into()),
+                id: Some("v6".into()),
+                ..Default::default()
+            },
+            PeerIdentity::dialed("node-3:7070"),
+        ];
+        let candidates = [
+            "10.0.0.7",
+            "10.0.0.2",
+            "10.0.0.2:7000",
+            "b",
+            "::1",
+            "0:0::1",
+            "[::1]:7000",
+            "v6",
+            "node-3:7070",
+            "node-3",
+            "10.0.0.8",
+            "*",
+        ];
+        for p in &peers {
+            let keys = p.keys();
+            for key in candidates {
+                assert_eq!(
+                    p.matches(key),
+                    keys.contains(&canonical_key(key)),
+                    "{p:?} and key {key}: keys() = {keys:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -218,7 +218,11 @@ impl Drop for SwarmLab {
         }
         // The test failed or panicked before its own `down`: remove everything anyway.
         match self.lab().arg("down").output() {
-            Ok(out) if out.status.success() => {}
+            Ok(out) if out.status.success() => eprintln!(
+                "swarm lab {}: taken down after the failure; its daemons' logs are in {}/logs",
+                self.prefix,
+                lab_dir(&self.prefix).display()
+            ),
             Ok(out) => eprintln!(
                 "swarm lab {}: `lab down` failed ({}):\n{}",
                 self.prefix,
@@ -245,7 +249,8 @@ fn lab_command(script: &Path, prefix: &str) -> Command {
 }
 
 /// Takes down labs of this crate's prefix whose process is gone (a run killed before its
-/// guard could), so they do not pile up: the lab directory `/tmp/swarm-lab-pw<pid hex>`.
+/// guard could), so they do not pile up, and removes the logs that failed runs kept: the lab
+/// directory `/tmp/swarm-lab-pw<pid hex>`.
 fn sweep_stale(script: &Path) {
     let Ok(entries) = std::fs::read_dir("/tmp") else {
         return;
@@ -264,9 +269,11 @@ fn sweep_stale(script: &Path) {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        // `lab status` exits 3 when nothing of the lab runs (a finished lab keeps its logs).
+        // `lab status` exits 3 when nothing of the lab runs: only the logs of a failed run
+        // are left, which that run has reported; remove them.
         let status = lab_command(script, prefix).arg("status").output();
         if status.is_ok_and(|s| s.status.code() == Some(3)) {
+            let _ = std::fs::remove_dir_all(lab_dir(prefix));
             continue;
         }
         eprintln!("swarm lab {prefix}: left by process {pid}, which is gone; taking it down");

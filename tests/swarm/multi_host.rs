@@ -1,12 +1,12 @@
-//! Nine nodes on a three-host swarm (tests/swarm/three-hosts.yaml: the genesis and `west`
-//! on h1, `centre` on h2, `east` on h3), deployed as a user would: `peerlab compose --stack
-//! --place ...`, the image loaded on every host (no registry), `docker stack deploy
-//! --resolve-image never`. Everything is judged from inside the overlay, where the status
+//! Nine nodes on a three-host swarm (tests/swarm/three-hosts.yaml: hosts a, b, c labelled
+//! h1, h2, h3; the genesis on h1, `peers` spread two per host, `edge` on h3), deployed as a
+//! user would: `peerlab compose --stack`, the image loaded on every host (no registry),
+//! `docker stack deploy --resolve-image never`. Everything is judged from inside the overlay, where the status
 //! sockets are: `peerlab status` run in a task (through `docker exec` on that task's host).
 //!
 //! It checks that the nodes form one network across the hosts; that when h2 is cut off (its
-//! VXLAN and gossip traffic dropped) the other six form a network of their own, closed, h2's
-//! three do too, and h2's nodes no longer answer from h1; that after the heal all nine form
+//! VXLAN and gossip traffic dropped) the other seven form a network of their own, closed, h2's
+//! two do too, and h2's nodes no longer answer from h1; that after the heal all nine form
 //! one network again (polled: after a heal, cross-host traffic can take 30-40 s to come
 //! back); and that removing the stack and the lab leaves nothing (`lab down` verifies no
 //! daemon, namespace, cgroup, rule or file is left). A failure or panic anywhere still takes
@@ -21,18 +21,19 @@ use peerlab::orchestrator::NodeObservation;
 use crate::support::ROOT;
 use crate::support::docker::{DOCKER_POLL, ensure_image, must, peerlab, require_engine};
 use crate::support::formation::{closed_problem, formed};
-use crate::support::swarm::{Stack, SwarmLab};
+use crate::support::swarm::{OneShot, Stack, SwarmLab};
 
 /// The stack's name: its services are `three-hosts_<service>`, its network `three-hosts_net`.
 const STACK: &str = "three-hosts";
 /// Status port of every node (the image's default).
 const STATUS_PORT: u16 = 7071;
-/// Service, replicas, host: the topology's groups and where `--place` puts them.
-const LAYOUT: [(&str, usize, &str); 4] = [
+/// Service, replicas, swarm host: the stack the topology's `hosts:` placement gives.
+const LAYOUT: [(&str, usize, &str); 5] = [
     ("genesis-0", 1, "h1"),
-    ("west", 2, "h1"),
-    ("centre", 3, "h2"),
-    ("east", 3, "h3"),
+    ("peers-a", 2, "h1"),
+    ("peers-b", 2, "h2"),
+    ("peers-c", 2, "h3"),
+    ("edge", 2, "h3"),
 ];
 /// Tasks running and the first formation, from the deploy (measured: about 10-15 s).
 const DEPLOY_WITHIN: Duration = Duration::from_secs(90);
@@ -89,6 +90,41 @@ fn wait_closed(
     }
 }
 
+/// `peerlab ARGS` as a one-shot service on the stack's overlay, pinned to the manager (h1):
+/// what docs/multi-host.md has users run, since the status sockets are not published.
+fn in_overlay(stack: &mut Stack, image: &str, args: &[&str]) -> OneShot {
+    let network = stack.network("net");
+    stack.oneshot(image, &network, args, Duration::from_secs(180))
+}
+
+/// [`in_overlay`] `peerlab check` of every node (`tasks.peerlab-nodes`), which must pass.
+fn check_passes(stack: &mut Stack, image: &str, expect: usize, within: &str, broadcasts: usize) {
+    let (expect, broadcasts) = (expect.to_string(), broadcasts.to_string());
+    let args = [
+        "check",
+        "--dns",
+        "tasks.peerlab-nodes",
+        "--status-port",
+        "7071",
+        "--expect-nodes",
+        &expect,
+        "--within",
+        within,
+        "--broadcast",
+        &broadcasts,
+    ];
+    let shot = in_overlay(stack, image, &args);
+    assert_eq!(
+        shot.exit_code,
+        Some(0),
+        "`peerlab {}` in the overlay did not pass ({}):\n{}",
+        args.join(" "),
+        shot.state,
+        shot.logs
+    );
+    assert!(shot.logs.contains("PASSED"), "{}", shot.logs);
+}
+
 #[test]
 fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal() {
     require_engine();
@@ -102,20 +138,17 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.yml");
     let topology = Path::new(ROOT).join("tests/swarm/three-hosts.yaml");
-    let mut export = peerlab();
-    export.arg("compose").arg(&topology).arg("--stack");
-    for (service, _, host) in LAYOUT {
-        let group = if service.starts_with("genesis") {
-            "genesis"
-        } else {
-            service
-        };
-        export.args(["--place", &format!("{group}={host}")]);
-    }
-    must(export.arg("-o").arg(&file));
+    must(
+        peerlab()
+            .arg("compose")
+            .arg(&topology)
+            .arg("--stack")
+            .arg("-o")
+            .arg(&file),
+    );
 
     let deployed = Instant::now();
-    let stack = Stack::deploy(&lab, STACK, &file);
+    let mut stack = Stack::deploy(&lab, STACK, &file);
     let total: usize = LAYOUT.iter().map(|(_, n, _)| n).sum();
     let tasks = stack.wait_running(total, DEPLOY_WITHIN);
     // Placement: every task on the host its group was placed on.
@@ -143,6 +176,8 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
         "all nine nodes across three hosts",
     );
     let formed_after_deploy = deployed.elapsed();
+    // The user's way: `peerlab check` inside the overlay, broadcasts across the hosts.
+    check_passes(&mut stack, image, total, "60s", 3);
 
     // Cut h2 off: h1 and h3 form without it, h2's nodes form among themselves.
     lab.cut("h2");
@@ -162,7 +197,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     wait_closed(
         &stack,
         "h2",
-        "centre",
+        "peers-b",
         &by_host["h2"],
         SPLIT_WITHIN,
         "h2's nodes while cut off",
@@ -181,6 +216,28 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
     );
     // The control plane was not cut: Swarm rescheduled nothing.
     assert_eq!(stack.tasks().len(), total);
+    // `peerlab check` sees the split: all nine cannot be found, the seven form and broadcast.
+    let split = in_overlay(
+        &mut stack,
+        image,
+        &[
+            "check",
+            "--dns",
+            "tasks.peerlab-nodes",
+            "--expect-nodes",
+            "9",
+            "--within",
+            "5s",
+        ],
+    );
+    assert_eq!(
+        split.exit_code,
+        Some(1),
+        "the check of nine nodes must fail while h2 is cut off ({}):\n{}",
+        split.state,
+        split.logs
+    );
+    check_passes(&mut stack, image, rest.len(), "60s", 2);
 
     lab.heal("h2");
     let healed = Instant::now();
@@ -193,6 +250,7 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
         "all nine after the heal",
     );
     let merged_in = healed.elapsed();
+    check_passes(&mut stack, image, total, "60s", 3);
     let before: Vec<(String, String)> = tasks
         .iter()
         .map(|t| (t.name.clone(), t.node.clone()))

@@ -51,31 +51,27 @@ fn node(name: &str, group: &str, genesis: bool, networks: &[&str]) -> NodeSpec {
 #[test]
 fn the_three_host_stack_of_the_swarm_test_is_valid_and_placed() {
     let file = Path::new(ROOT).join("tests/swarm/three-hosts.yaml");
-    let yaml = must(peerlab().arg("compose").arg(&file).args([
-        "--stack",
-        "--place",
-        "genesis=h1",
-        "--place",
-        "west=h1",
-        "--place",
-        "centre=h2",
-        "--place",
-        "east=h3",
-    ]));
+    let yaml = must(peerlab().arg("compose").arg(&file).arg("--stack"));
     assert_eq!(violations(&yaml), Vec::<String>::new(), "\n{yaml}");
     let v: Value = serde_saphyr::from_str(&yaml).unwrap();
     let services = v["services"].as_object().unwrap();
     let mut names: Vec<&String> = services.keys().collect();
     names.sort();
-    assert_eq!(names, ["centre", "east", "genesis-0", "west"]);
+    assert_eq!(
+        names,
+        ["edge", "genesis-0", "peers-a", "peers-b", "peers-c"]
+    );
     // In plan order in the file (serde_json's map sorts them).
     let at = |s: &str| yaml.find(&format!("\n  {s}:\n")).unwrap();
-    assert!(at("genesis-0") < at("west") && at("west") < at("centre") && at("centre") < at("east"));
+    let order = ["genesis-0", "peers-a", "peers-b", "peers-c", "edge"].map(at);
+    assert!(order.is_sorted(), "{order:?}\n{yaml}");
+    // Hosts a, b, c carry the swarm labels h1, h2, h3; `peers` is spread, one service per host.
     for (name, replicas, host) in [
         ("genesis-0", 1, "h1"),
-        ("west", 2, "h1"),
-        ("centre", 3, "h2"),
-        ("east", 3, "h3"),
+        ("peers-a", 2, "h1"),
+        ("peers-b", 2, "h2"),
+        ("peers-c", 2, "h3"),
+        ("edge", 2, "h3"),
     ] {
         let s = &services[name];
         assert_eq!(s["deploy"]["replicas"], replicas, "{name}");
@@ -99,19 +95,22 @@ fn the_three_host_stack_of_the_swarm_test_is_valid_and_placed() {
             serde_json::json!(["peerlab-nodes"])
         );
     }
-    let east = &services["east"];
-    assert_eq!(east["hostname"], "east-{{.Task.Slot}}");
-    assert_eq!(east["environment"]["PEERLAB_NAME"], "east-{{.Task.Slot}}");
+    let peers = &services["peers-b"];
+    assert_eq!(peers["hostname"], "peers-b-{{.Task.Slot}}");
     assert_eq!(
-        east["environment"]["PEERLAB_ADVERTISE"],
-        "east-{{.Task.Slot}}:7070"
+        peers["environment"]["PEERLAB_NAME"],
+        "peers-b-{{.Task.Slot}}"
     );
-    assert_eq!(east["environment"]["PEERLAB_GENESIS"], "genesis-0:7070");
+    assert_eq!(
+        peers["environment"]["PEERLAB_ADVERTISE"],
+        "peers-b-{{.Task.Slot}}:7070"
+    );
+    assert_eq!(peers["environment"]["PEERLAB_GENESIS"], "genesis-0:7070");
     // Templates are not expanded in `command`: nothing per replica may sit there.
     assert!(
-        !east["command"].to_string().contains("{{"),
+        !peers["command"].to_string().contains("{{"),
         "{}",
-        east["command"]
+        peers["command"]
     );
     assert_eq!(v["networks"]["net"]["driver"], "overlay");
     assert_eq!(v["networks"]["net"]["attachable"], true);
@@ -122,8 +121,36 @@ fn the_three_host_stack_of_the_swarm_test_is_valid_and_placed() {
 }
 
 #[test]
+fn place_pins_or_spreads_a_whole_group() {
+    let file = Path::new(ROOT).join("tests/swarm/three-hosts.yaml");
+    let yaml = must(
+        peerlab()
+            .arg("compose")
+            .arg(&file)
+            .args(["--stack", "--place", "peers=h2", "--place", "edge=*"]),
+    );
+    assert_eq!(violations(&yaml), Vec::<String>::new(), "\n{yaml}");
+    let v: Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(v["services"]["peers"]["deploy"]["replicas"], 6);
+    assert_eq!(
+        v["services"]["peers"]["deploy"]["placement"]["constraints"],
+        serde_json::json!(["node.labels.peerlab.host == h2"])
+    );
+    assert!(v["services"].get("peers-a").is_none());
+    assert_eq!(
+        v["services"]["edge"]["deploy"]["placement"],
+        serde_json::json!({"preferences": [{"spread": "node.labels.peerlab.host"}]})
+    );
+}
+
+#[test]
 fn shipped_topologies_export_as_valid_stacks() {
-    for file in ["quickstart.yaml", "fifty.yaml", "three-hundred.yaml"] {
+    for file in [
+        "quickstart.yaml",
+        "fifty.yaml",
+        "three-hundred.yaml",
+        "three-hosts.yaml",
+    ] {
         let path = topologies_dir().join(file);
         let out = must(
             peerlab()
