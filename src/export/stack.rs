@@ -45,9 +45,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose::{ExportOptions, Healthcheck, Ordered, check, unsupported};
-use crate::runtime::container::{
-    DEFAULT_NETWORK, STATUS_PORT, identity_env, node_networks, overlay_subnets,
-};
+use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
 pub use crate::runtime::container::{DEFAULT_POOL, GROUP_LABEL, HOST_LABEL, NODES_ALIAS};
