@@ -28,6 +28,11 @@ const HOSTS: [(&str, &str); 3] = [("eu", "h1"), ("us", "h2"), ("asia", "h3")];
 /// Removed services' tasks leave their hosts within the stop grace period and a little.
 const GONE_WITHIN: Duration = Duration::from_secs(60);
 
+/// The formation deadline of the test's runs, counted from the first start: the lab's three
+/// daemons share this machine's cores with whatever else runs (12 services took 10 s to
+/// start on a quiet machine, 37 s at a load average of 100).
+const FORMATION: &str = "\nchecks:\n  formation:\n    within: 120s\n";
+
 /// Five nodes on hosts h1 and h2 (the lab's labels), every process fault the runtime offers.
 const FAULTS: &str = "\
 name: swarmrt-faults
@@ -62,6 +67,11 @@ fn topology(ws: &Workspace) -> std::path::PathBuf {
         assert!(text.contains(&plain), "three-hosts.yaml has no `{plain}`");
         text = text.replace(&plain, &format!("{{name: {host}, label: {lab}}}"));
     }
+    assert!(
+        !text.contains("\nchecks:"),
+        "three-hosts.yaml now has checks: merge them"
+    );
+    text.push_str(FORMATION);
     std::fs::write(&path, text).expect("write topology");
     path
 }
@@ -251,7 +261,7 @@ fn a_topology_runs_on_three_swarm_hosts_survives_a_host_cut_and_leaves_nothing()
     );
 
     // 3. kill, start, restart, pause, resume across hosts.
-    let faults = ws.write("faults.yaml", FAULTS);
+    let faults = ws.write("faults.yaml", &format!("{FAULTS}{FORMATION}"));
     let faulted = Instant::now();
     let out = peerlab(
         &ws,
@@ -270,6 +280,20 @@ fn a_topology_runs_on_three_swarm_hosts_survives_a_host_cut_and_leaves_nothing()
         "the fault scenario failed:\n{}",
         out.dump()
     );
+    eprintln!("{}", out.stderr);
+    for step in [
+        "step 1: kill peers-",
+        "step 3: start",
+        "step 5: restart peers-",
+        "step 7: pause peers-",
+        "step 9: resume",
+    ] {
+        assert!(
+            out.stderr.contains(step),
+            "the fault run did not play `{step}`:\n{}",
+            out.dump()
+        );
+    }
     let run = out.run_id().expect("the run announces its id");
     assert_nothing_left(&lab, &run);
 
