@@ -13,7 +13,9 @@
 //!    RUN` removes it, and again nothing is left.
 //! 3. Node faults across two hosts ([`FAULTS`]): a killed node leaves the membership and
 //!    comes back when started (a new task of its service), a restarted one (stop, start)
-//!    too, a paused one is dropped and rejoins when resumed; then nothing is left.
+//!    too, a paused one is dropped and rejoins when resumed; a node of the cut-off host h2
+//!    restarted while the cut holds stays on its side (the cut is applied to it again);
+//!    then nothing is left.
 //!
 //! Requires root, the Docker engine and the lab script: fails, never skips, without them.
 
@@ -33,7 +35,7 @@ const GONE_WITHIN: Duration = Duration::from_secs(60);
 /// start on a quiet machine, 37 s at a load average of 100).
 const FORMATION: &str = "\nchecks:\n  formation:\n    within: 120s\n";
 
-/// Five nodes on hosts h1 and h2 (the lab's labels), every process fault the runtime offers.
+/// Six nodes on hosts h1 and h2 (a genesis on each, so a node of either side can join its own) (the lab's labels), every process fault the runtime offers.
 const FAULTS: &str = "\
 name: swarmrt-faults
 seed: 7
@@ -41,7 +43,7 @@ defaults: {heartbeat_interval: 200ms, heartbeat_timeout: 1s, suspect_timeout: 1s
 hosts:
   - {name: h1}
   - {name: h2}
-genesis: {count: 1, host: h1}
+genesis: {count: 2, host: spread}
 groups:
   - {name: peers, count: 4, host: spread}
 scenario:
@@ -56,6 +58,12 @@ scenario:
   - expect: {within: 20s, connected: true, full_membership: true}
   - resume: peers
   - expect: {within: 30s, all_ready: true, connected: true, full_membership: true, broadcast: {count: 2}}
+  - partition: {host: h2}
+  - expect: {within: 20s, components: 2, component_membership: true}
+  - restart: peers-1
+  - expect: {within: 30s, all_ready: true, components: 2, component_membership: true}
+  - heal: true
+  - expect: {within: 30s, connected: true, full_membership: true}
 ";
 
 /// topologies/three-hosts.yaml with each host given the label of its lab host.
@@ -287,6 +295,8 @@ fn a_topology_runs_on_three_swarm_hosts_survives_a_host_cut_and_leaves_nothing()
         "step 5: restart peers-",
         "step 7: pause peers-",
         "step 9: resume",
+        "step 11: partition host h2",
+        "step 13: restart peers-1",
     ] {
         assert!(
             out.stderr.contains(step),

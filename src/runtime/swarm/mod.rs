@@ -28,7 +28,7 @@ pub mod image;
 pub mod services;
 pub mod tunnel;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -109,6 +109,12 @@ pub struct SwarmRuntime {
     tunnels: Mutex<BTreeMap<String, ExecTunnel>>,
     endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
     links: LinkFaults,
+    /// The partition in force (sides, one way), cut again in a node that starts anew: its
+    /// blocks lived in the process that stopped.
+    partition: Mutex<Option<(Vec<Vec<String>>, bool)>>,
+    /// Nodes killed or stopped and not started again: left out when a partition is cut
+    /// again (they cannot answer; they get theirs when they start).
+    down: Mutex<BTreeSet<String>>,
 }
 
 /// Connects to the manager: `DOCKER_HOST`, else the local engine; refuses an engine that is
@@ -160,6 +166,8 @@ impl SwarmRuntime {
             tunnels: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
+            partition: Mutex::new(None),
+            down: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -426,6 +434,38 @@ impl SwarmRuntime {
 }
 
 impl SwarmRuntime {
+    /// After `node` started anew: the partition in force, if any, cut again in it (its
+    /// blocks lived in the process that ended). Blocks are idempotent, so the whole
+    /// partition is posted again to the nodes that are up; the node must answer first, so it
+    /// is waited for.
+    async fn recut(&self, node: &str) -> Result<(), RuntimeError> {
+        let Some((sides, one_way)) = lock(&self.partition).clone() else {
+            return Ok(());
+        };
+        let down = lock(&self.down).clone();
+        let sides: Vec<Vec<String>> = sides
+            .into_iter()
+            .map(|side| side.into_iter().filter(|n| !down.contains(n)).collect())
+            .collect();
+        let deadline = Instant::now() + TASK_WITHIN;
+        loop {
+            match self
+                .links
+                .partition_named(&|names| self.endpoints(names), &sides, one_way)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(RuntimeError::Failed(format!(
+                        "{node} started again, but the partition in force could not be cut in \
+                         it: {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
     /// The engine of the host `node`'s task runs on, and its container there: the task's
     /// swarm node, by its `peerlab.host` label or hostname, among [`image::ENGINES_ENV`].
     async fn engine_of(&self, node: &str) -> Result<(Docker, String), RuntimeError> {
@@ -631,6 +671,7 @@ impl Runtime for SwarmRuntime {
         match action {
             NodeAction::Stop => {
                 self.scale(&service, 0).await?;
+                lock(&self.down).insert(node.to_string());
                 self.wait_stopped(&service).await
             }
             NodeAction::Start => {
@@ -639,7 +680,8 @@ impl Runtime for SwarmRuntime {
                 self.scale(&service, 1).await?;
                 let task = self.wait_running(&service, &format!("node {node}")).await?;
                 lock(&self.tasks).insert(node.to_string(), task);
-                Ok(())
+                lock(&self.down).remove(node);
+                self.recut(node).await
             }
             NodeAction::Kill | NodeAction::Pause | NodeAction::Resume => {
                 let (engine, container) = self.engine_of(node).await?;
@@ -650,6 +692,7 @@ impl Runtime for SwarmRuntime {
                         let options = KillContainerOptionsBuilder::default()
                             .signal("SIGKILL")
                             .build();
+                        lock(&self.down).insert(node.to_string());
                         engine.kill_container(&container, Some(options)).await
                     }
                     NodeAction::Pause => engine.pause_container(&container).await,
@@ -661,12 +704,14 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
+        *lock(&self.partition) = Some((sides.to_vec(), one_way));
         self.links
             .partition_named(&|names| self.endpoints(names), sides, one_way)
             .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
+        *lock(&self.partition) = None;
         self.links.heal_all(&self.all_endpoints()).await
     }
 
