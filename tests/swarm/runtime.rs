@@ -35,7 +35,8 @@ const GONE_WITHIN: Duration = Duration::from_secs(60);
 /// start on a quiet machine, 37 s at a load average of 100).
 const FORMATION: &str = "\nchecks:\n  formation:\n    within: 120s\n";
 
-/// Six nodes on hosts h1 and h2 (a genesis on each, so a node of either side can join its own) (the lab's labels), every process fault the runtime offers.
+/// Six nodes on hosts h1 and h2 (the lab's labels; a genesis on each, so that a node of
+/// either side can join its own side), every process fault the runtime offers.
 const FAULTS: &str = "\
 name: swarmrt-faults
 seed: 7
