@@ -155,6 +155,10 @@ pub enum RuntimeChoice {
     Local,
     /// Docker containers on user-defined networks.
     Docker,
+    /// Services of a Docker Swarm across its hosts, through a manager (DOCKER_HOST, or the
+    /// local engine); PEERLAB_SWARM_ENGINES=h1=unix:///...,h2=tcp://... names the hosts'
+    /// engines the image is loaded into (docs/multi-host.md).
+    Swarm,
 }
 
 /// Flags of `peerlab run`.

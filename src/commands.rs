@@ -291,6 +291,7 @@ async fn begin(
             RuntimeChoice::Auto => RuntimeKind::Auto,
             RuntimeChoice::Local => RuntimeKind::Local,
             RuntimeChoice::Docker => RuntimeKind::Docker,
+            RuntimeChoice::Swarm => RuntimeKind::Swarm,
         })
         .runs_dir(runs_dir)
         .progress(true);

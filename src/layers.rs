@@ -26,6 +26,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[(
         "export",
         "runtime::local",
         "runtime::docker",
+        "runtime::swarm",
     ],
 )];
 

@@ -42,34 +42,13 @@
 
 use std::collections::BTreeMap;
 
-use ipnet::IpNet;
 use serde::Serialize;
 
 use super::compose::{ExportOptions, Healthcheck, Ordered, check, unsupported};
-use crate::runtime::container::{DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_networks};
+use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
-/// Swarm node label that names the host a node runs on (`docker node update --label-add
-/// peerlab.host=h2 NODE`); placement constraints and spread preferences use it.
-pub const HOST_LABEL: &str = "peerlab.host";
-
-/// Container and service label with the peer group of a service (`genesis` for genesis nodes).
-pub const GROUP_LABEL: &str = "peerlab.group";
-
-/// Network alias of every node of a stack: `tasks.peerlab-nodes` (or `peerlab-nodes`, with
-/// `dnsrr`) resolves to every node's address, on each of the stack's networks.
-pub const NODES_ALIAS: &str = "peerlab-nodes";
-
-/// Address pool that networks without a subnet in the topology are carved from.
-pub const DEFAULT_POOL: &str = "10.200.0.0/16";
-
-/// Addresses a network keeps free beyond its nodes: the gateway, one load-balancer endpoint
-/// per swarm node that joins it, and one-shot tasks such as a `peerlab check`.
-const SPARE_ADDRESSES: u64 = 64;
-
-/// Addresses a network declared with a subnet must hold beyond its nodes (the gateway and a
-/// few swarm endpoints); fewer is refused rather than left to fail at deploy time.
-const MIN_SPARE_ADDRESSES: u64 = 8;
+pub use crate::runtime::container::{DEFAULT_POOL, GROUP_LABEL, HOST_LABEL, NODES_ALIAS};
 
 /// Where the replicas of a service may run, by the swarm node label [`HOST_LABEL`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,21 +283,9 @@ fn peer_groups(plan: &RunPlan) -> Result<Vec<(&str, Vec<&NodeSpec>)>, RuntimeErr
     Ok(groups)
 }
 
-/// `PEERLAB_*` variables that make a task a node: name, advertised address, genesis list, seed.
+/// `PEERLAB_*` variables that make a task a node (shared with the swarm runtime).
 fn identity(name: &str, host: &str, genesis: &[&str], seed: String) -> Ordered<String> {
-    let mut env = vec![
-        ("PEERLAB_NAME".to_string(), name.to_string()),
-        (
-            "PEERLAB_ADVERTISE".to_string(),
-            format!("{host}:{PEER_PORT}"),
-        ),
-    ];
-    if !genesis.is_empty() {
-        let list: Vec<String> = genesis.iter().map(|g| format!("{g}:{PEER_PORT}")).collect();
-        env.push(("PEERLAB_GENESIS".to_string(), list.join(",")));
-    }
-    env.push(("PEERLAB_SEED".to_string(), seed));
-    Ordered(env)
+    Ordered(identity_env(name, host, genesis, seed))
 }
 
 fn service(
@@ -422,91 +389,28 @@ fn check_names(services: &[Named], genesis: &[&NodeSpec]) -> Result<(), RuntimeE
     Ok(())
 }
 
-/// The stack's networks with their subnets: the topology's, else sized for their nodes.
+/// The stack's networks with their subnets: the topology's, else sized for their nodes
+/// (shared with the swarm runtime: [`overlay_subnets`]).
 fn networks(plan: &RunPlan) -> Result<Vec<(String, Network)>, RuntimeError> {
-    let mut declared: Vec<(String, Option<IpNet>)> = Vec::new();
-    if plan.networks.is_empty() {
-        declared.push((DEFAULT_NETWORK.to_string(), None));
-    } else {
-        for n in &plan.networks {
-            let subnet = match &n.subnet {
-                Some(text) => Some(text.parse::<IpNet>().map_err(|e| {
-                    unsupported(format!("network `{}`: subnet `{text}`: {e}", n.name))
-                })?),
-                None => None,
-            };
-            declared.push((n.name.clone(), subnet));
-        }
-    }
-    let mut taken: Vec<IpNet> = declared.iter().filter_map(|(_, s)| *s).collect();
-    let mut out = Vec::new();
-    for (name, subnet) in declared {
-        let nodes = plan
-            .nodes
-            .iter()
-            .filter(|n| node_networks(n).contains(&name))
-            .count() as u64;
-        let subnet = match subnet {
-            Some(net) => {
-                let room = addresses(&net);
-                if room < nodes + MIN_SPARE_ADDRESSES {
-                    return Err(unsupported(format!(
-                        "network `{name}` ({net}) holds {room} addresses but {nodes} nodes sit on it; \
-                         a swarm overlay needs at least {MIN_SPARE_ADDRESSES} more (gateway, one \
-                         endpoint per swarm node): give it a larger subnet"
-                    )));
-                }
-                net
-            }
-            None => {
-                let net = carve(nodes + SPARE_ADDRESSES, &taken).ok_or_else(|| {
-                    unsupported(format!(
-                        "no free subnet in {DEFAULT_POOL} holds the {nodes} nodes of network \
-                         `{name}`; give the network a subnet in the topology"
-                    ))
-                })?;
-                taken.push(net);
-                net
-            }
-        };
-        out.push((
-            name,
-            Network {
-                driver: "overlay",
-                attachable: true,
-                labels: Ordered(vec![(RUN_LABEL.to_string(), plan.run_id.clone())]),
-                ipam: Ipam {
-                    config: vec![IpamConfig {
-                        subnet: subnet.to_string(),
-                    }],
+    Ok(overlay_subnets(plan)
+        .map_err(unsupported)?
+        .into_iter()
+        .map(|(name, subnet)| {
+            (
+                name,
+                Network {
+                    driver: "overlay",
+                    attachable: true,
+                    labels: Ordered(vec![(RUN_LABEL.to_string(), plan.run_id.clone())]),
+                    ipam: Ipam {
+                        config: vec![IpamConfig {
+                            subnet: subnet.to_string(),
+                        }],
+                    },
                 },
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// Usable addresses of a subnet (network and broadcast addresses excluded), saturating.
-fn addresses(net: &IpNet) -> u64 {
-    let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
-    if host_bits >= 63 {
-        u64::MAX
-    } else {
-        (1u64 << host_bits).saturating_sub(2)
-    }
-}
-
-/// The first subnet of [`DEFAULT_POOL`] holding `needed` addresses (at least a /24) that
-/// overlaps none of `taken`.
-fn carve(needed: u64, taken: &[IpNet]) -> Option<IpNet> {
-    let pool: IpNet = DEFAULT_POOL.parse().ok()?;
-    let prefix = (pool.prefix_len()..=24)
-        .rev()
-        .find(|&p| (1u64 << (32 - u32::from(p))) - 2 >= needed)?;
-    let overlaps = |a: &IpNet, b: &IpNet| a.contains(&b.network()) || b.contains(&a.network());
-    pool.subnets(prefix)
-        .ok()?
-        .find(|candidate| !taken.iter().any(|t| overlaps(candidate, t)))
+            )
+        })
+        .collect())
 }
 
 #[derive(Serialize)]

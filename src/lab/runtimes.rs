@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::docker::{DockerRuntime, NodeImage, is_peerlab_image};
 use crate::runtime::local::LocalRuntime;
+use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::{Runtime, RuntimeError, TeardownReport};
 
 use super::LabError;
@@ -20,6 +21,9 @@ pub enum RuntimeKind {
     Local,
     /// Docker containers on user-defined networks (needs a Docker engine and the node image).
     Docker,
+    /// Services of a Docker Swarm across its hosts, deployed through a manager
+    /// (`DOCKER_HOST`, or the local engine when it is one); see `docs/multi-host.md`.
+    Swarm,
 }
 
 /// The runtime a lab ended up on (what `Auto` chose).
@@ -27,6 +31,7 @@ pub enum RuntimeKind {
 pub(crate) enum Chosen {
     Local,
     Docker,
+    Swarm,
 }
 
 /// The environment variable naming the `peerlab` executable the local runtime starts nodes
@@ -76,6 +81,23 @@ pub(crate) async fn select(
     };
     match kind {
         RuntimeKind::Local => Ok((local()?, Chosen::Local, None)),
+        RuntimeKind::Swarm => {
+            let node_image = image.node_image().map_err(|exe| {
+                LabError::State(format!(
+                    "the swarm runtime builds its node image {} from a peerlab binary, and \
+                     this program is {} rather than peerlab: name the binary with \
+                     LabBuilder::node_binary, or use an image built beforehand with \
+                     LabBuilder::image(tag)",
+                    image.tag,
+                    exe.display()
+                ))
+            })?;
+            Ok((
+                Box::new(SwarmRuntime::connect().await?.with_node_image(node_image)),
+                Chosen::Swarm,
+                None,
+            ))
+        }
         RuntimeKind::Docker => {
             let node_image = image.node_image().map_err(|exe| {
                 LabError::State(format!(
@@ -129,12 +151,17 @@ pub(crate) async fn select(
 
 /// Every runtime that can have runs on this machine, for listing and removing runs
 /// (`peerlab ps`, `peerlab down`): local processes always, Docker when an engine answers
-/// (no engine simply means no Docker runs).
+/// (no engine simply means no Docker runs), the swarm when that engine is a swarm manager.
 pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
     // Listing and removing runs start nothing, so a missing executable path does not matter.
     let local =
         LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
     let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(local)];
+    // Swarm first: on a manager, `down` removes the services before the Docker runtime
+    // looks at that engine's containers.
+    if let Ok(swarm) = SwarmRuntime::connect().await {
+        runtimes.push(Box::new(swarm));
+    }
     if let Ok(docker) = DockerRuntime::connect().await {
         runtimes.push(Box::new(docker));
     }
@@ -211,6 +238,10 @@ pub(crate) fn remove_on_fresh_thread(
                 Chosen::Local => Ok(Box::new(LocalRuntime::with_executable("peerlab".into()))),
                 Chosen::Docker => match DockerRuntime::connect().await {
                     Ok(docker) => Ok(Box::new(docker)),
+                    Err(e) => Err(e),
+                },
+                Chosen::Swarm => match SwarmRuntime::connect().await {
+                    Ok(swarm) => Ok(Box::new(swarm)),
                     Err(e) => Err(e),
                 },
             };

@@ -13,7 +13,8 @@
 //! - [`links`]: partitions and shaping through the nodes' `/admin` API, shared by both.
 //! - [`hosts`]: hosts emulated on one machine (shaped links between their nodes).
 //! - [`container`]: how a node runs in a container, shared with the compose export.
-//! - [`swarm`]: a Docker Swarm across hosts (the tunnel into its overlay so far).
+//! - [`swarm`]: a Docker Swarm across hosts: a service per node, reached through a tunnel
+//!   into its overlay.
 //!
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.

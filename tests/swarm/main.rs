@@ -8,4 +8,5 @@
 mod support;
 
 mod multi_host;
+mod runtime;
 mod schema;

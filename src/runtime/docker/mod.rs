@@ -743,6 +743,8 @@ async fn labelled_networks(
         .map_err(failed("cannot list networks".into()))?;
     Ok(networks
         .into_iter()
+        // A swarm's overlays (on a manager's engine) belong to the swarm runtime.
+        .filter(|n| n.scope.as_deref() != Some("swarm"))
         .filter_map(|n| Some((n.labels.unwrap_or_default(), n.id?)))
         .collect())
 }
