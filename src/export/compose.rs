@@ -237,7 +237,7 @@ struct Service {
 /// Same probe as the image's HEALTHCHECK, spelled out so the file stands on its own.
 #[derive(Serialize)]
 pub(super) struct Healthcheck {
-    test: [&'static str; 3],
+    pub(super) test: &'static [&'static str],
     interval: &'static str,
     timeout: &'static str,
     retries: u32,
@@ -247,7 +247,7 @@ pub(super) struct Healthcheck {
 impl Default for Healthcheck {
     fn default() -> Self {
         Healthcheck {
-            test: ["CMD", "/peerlab", "health"],
+            test: &["CMD", "/peerlab", "health"],
             interval: "1s",
             timeout: "2s",
             retries: 3,
