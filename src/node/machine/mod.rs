@@ -98,7 +98,8 @@ pub struct Config {
     pub retry_for: Duration,
     /// Addresses retried at most at once.
     pub max_retries: usize,
-    /// Anti-entropy: a digest of the member table to a random neighbour this often.
+    /// Anti-entropy: a digest of the member table to a random neighbour this often (three
+    /// times as long while the network is quiet, see `quiet_probe_rounds`).
     pub sync_interval: Duration,
     /// Flood ids remembered for de-duplication (count bound).
     pub seen_capacity: usize,
@@ -158,7 +159,7 @@ impl Config {
             max_members: 10_000,
             tombstone_ttl: Duration::from_secs(60),
             max_probes: 8,
-            quiet_probe_rounds: 10,
+            quiet_probe_rounds: 30,
             quiet_after_loss: Duration::from_secs(60),
             suspicion_scale_from: 100,
             timer_granularity: Duration::from_millis(125),
