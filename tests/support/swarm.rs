@@ -3,8 +3,8 @@
 //! removed by the shared swarm lab (`../shared/swarm-lab/lab`, see its README), and the
 //! peerlab stacks deployed on it.
 //!
-//! - [`SwarmLab`]: `lab up N` under a prefix of this process's own (`pw<pid hex>`), so
-//!   concurrent runs do not collide; `lab load`, `lab cut`/`heal`, the Docker client of each
+//! - [`SwarmLab`]: `lab up N` under a prefix of its own (`p<pid hex><letter>`), so
+//!   concurrent tests and runs do not collide; `lab load`, `lab cut`/`heal`, the Docker client of each
 //!   host; `lab down` on [`SwarmLab::down`] (which asserts that nothing is left) or, when the
 //!   test failed or panicked first, on drop. A lab left by a killed run is removed by the
 //!   next run (its prefix names a process that no longer exists).
@@ -28,9 +28,31 @@ use super::formation::observation;
 /// the repository, else `/work/shared/swarm-lab/lab`).
 pub const LAB_ENV: &str = "PEERLAB_SWARM_LAB";
 
-/// Prefix of this crate's lab names: `pw` and the test process id in hex (at most 8
-/// characters, the lab's limit), so a lab is found again by the process that owns it.
-const PREFIX: &str = "pw";
+/// Prefix of this crate's lab names, before the test process id in hex and a letter per lab
+/// (at most 8 characters, the lab's limit), so a lab is found again by the process that
+/// owns it.
+const PREFIX: &str = "p";
+
+/// Labs brought up by this process so far: each gets its own prefix, so tests of one binary
+/// running in parallel never share (and never take down) each other's lab.
+static LABS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// `p<pid hex><one letter g..z>`: at most 8 characters (pids stay below 0x400000), and the
+/// letter, never a hex digit, ends the pid.
+fn lab_prefix() -> String {
+    let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20;
+    format!("{PREFIX}{:x}{}", std::process::id(), char::from(b'g' + n))
+}
+
+/// The process a lab prefix names, for a prefix of [`lab_prefix`]'s form.
+fn prefix_pid(prefix: &str) -> Option<u32> {
+    let hex = prefix.strip_prefix(PREFIX)?;
+    let (pid, letter) = hex.split_at(hex.len().checked_sub(1)?);
+    if !matches!(letter.as_bytes(), [b'g'..=b'z']) {
+        return None;
+    }
+    u32::from_str_radix(pid, 16).ok()
+}
 
 /// The lab script: [`LAB_ENV`], else the first of the default places that exists; fails the
 /// test (never skips) when there is none.
@@ -83,7 +105,7 @@ impl SwarmLab {
     pub fn up(hosts: usize) -> SwarmLab {
         let script = lab_script();
         sweep_stale(&script);
-        let prefix = format!("{PREFIX}{:x}", std::process::id());
+        let prefix = lab_prefix();
         let mut lab = SwarmLab {
             script,
             prefix,
@@ -250,7 +272,7 @@ fn lab_command(script: &Path, prefix: &str) -> Command {
 
 /// Takes down labs of this crate's prefix whose process is gone (a run killed before its
 /// guard could), so they do not pile up, and removes the logs that failed runs kept: the lab
-/// directory `/tmp/swarm-lab-pw<pid hex>`.
+/// directory `/tmp/swarm-lab-p<pid hex><letter>`.
 fn sweep_stale(script: &Path) {
     let Ok(entries) = std::fs::read_dir("/tmp") else {
         return;
@@ -260,10 +282,7 @@ fn sweep_stale(script: &Path) {
         let Some(prefix) = name.strip_prefix("swarm-lab-") else {
             continue;
         };
-        let Some(pid) = prefix
-            .strip_prefix(PREFIX)
-            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-        else {
+        let Some(pid) = prefix_pid(prefix) else {
             continue;
         };
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
