@@ -237,7 +237,7 @@ struct Service {
 /// Same probe as the image's HEALTHCHECK, spelled out so the file stands on its own.
 #[derive(Serialize)]
 pub(super) struct Healthcheck {
-    pub(super) test: &'static [&'static str],
+    test: &'static [&'static str],
     interval: &'static str,
     timeout: &'static str,
     retries: u32,

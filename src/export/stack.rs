@@ -15,9 +15,15 @@
 //!   count from 1, so a stack's `peers-1`..`peers-4` are a run's `peers-0`..`peers-3`.
 //! - **Advertised by name.** Every node advertises its hostname, which Swarm adds as a DNS
 //!   alias of the task on each of its networks, resolvable from every host of the swarm once
-//!   the task is healthy (its healthcheck is liveness, `peerlab health --live`: the status
-//!   socket answers, so that happens at once, not when the node has joined). Never an address the node reads from its interfaces: every task
-//!   also sits on `docker_gwbridge` with the same address in every container.
+//!   the task runs (or is healthy, with a healthcheck; see below). Never an address the
+//!   node reads from its interfaces: every task also sits on `docker_gwbridge` with the
+//!   same address in every container.
+//! - **No healthcheck** (`healthcheck: {disable: true}`, overriding the image's). Swarm
+//!   kills an unhealthy task and keeps it out of the overlay's DNS until healthy, and a
+//!   healthcheck is an exec in the container: measured on the three-host lab with 100
+//!   nodes, readiness checks killed nodes still joining, and liveness checks every second
+//!   (100 execs a second on 2 cores) timed out and killed them too. Whether the network
+//!   formed is what `peerlab check` answers, from inside the overlay.
 //! - **`endpoint_mode: dnsrr`** everywhere: no virtual IP (hosts without IPVS cannot serve
 //!   one), the service name and `tasks.<service>` resolve to every task. Every node also
 //!   carries the network alias [`NODES_ALIAS`], so `tasks.peerlab-nodes` names the whole
@@ -38,13 +44,14 @@
 //! - **No published ports**: Swarm refuses them with `dnsrr` (and its routing mesh needs
 //!   IPVS). Status sockets are read from inside the overlay.
 //! - **No start order**: Swarm has no `depends_on`; a peer retries its join until the
-//!   genesis answers, and a node is in Swarm's DNS once its healthcheck (alive) passes. Start delays are refused or dropped as in the compose form.
+//!   genesis answers, and a node is in Swarm's DNS once its task runs. Start delays are
+//!   refused or dropped as in the compose form.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::compose::{ExportOptions, Healthcheck, Ordered, check, unsupported};
+use super::compose::{ExportOptions, Ordered, check, unsupported};
 use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
@@ -323,18 +330,7 @@ fn service(
         environment,
         labels: Ordered(labels),
         networks: Ordered(networks),
-        healthcheck: {
-            // Liveness, not readiness: Swarm kills an unhealthy task (and a node stopped
-            // that way exits 0 after its leave, which `on-failure` does not restart) and
-            // keeps it out of the overlay's DNS until healthy, so its peers cannot resolve
-            // it. "Joined" is the network's business, slower at scale and under load, and
-            // is what `peerlab check` judges; measured: 100 nodes on three busy hosts were
-            // killed one after the other at the end of a readiness start period.
-            let mut h = Healthcheck::default();
-            h.test = &["CMD", "/peerlab", "health", "--live"];
-            h.start_period = "30s";
-            h
-        },
+        healthcheck: NoHealthcheck { disable: true },
         deploy: Deploy {
             mode: "replicated",
             replicas,
@@ -432,8 +428,14 @@ struct Service {
     environment: Ordered<String>,
     labels: Ordered<String>,
     networks: Ordered<ServiceNetwork>,
-    healthcheck: Healthcheck,
+    healthcheck: NoHealthcheck,
     deploy: Deploy,
+}
+
+/// `healthcheck: {disable: true}`: see the module docs for why a stack's nodes have none.
+#[derive(Serialize)]
+struct NoHealthcheck {
+    disable: bool,
 }
 
 #[derive(Serialize)]
