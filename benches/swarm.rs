@@ -90,7 +90,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = output(Lab::command(&self.script).arg("down"));
-        if !out.status.success() {
+        if out.status.success() {
+            // Nothing of the lab runs any more: its directory holds only the daemons' logs.
+            let _ = std::fs::remove_dir_all(format!("/tmp/swarm-lab-{PREFIX}"));
+        } else {
             eprintln!(
                 "`lab down` left something behind:\n{}",
                 String::from_utf8_lossy(&out.stderr)
