@@ -407,15 +407,31 @@ async fn abort(lab: Lab, ended: Ended) -> u8 {
 
 fn write_outputs(report: &LabReport, lab: &Lab, args: &RunArgs) -> Result<(), LabError> {
     report.write_json(&lab.run_dir().join("report.json"))?;
-    if let Some(path) = &args.report {
+    write_requested(
+        report,
+        args.report.as_deref(),
+        args.junit.as_deref(),
+        args.graph.as_deref(),
+    )
+}
+
+/// Writes the report files the user asked for (`--report`, `--junit`, `--graph`), saying
+/// where each went; shared by `run` and `check`.
+fn write_requested(
+    report: &LabReport,
+    json: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+    graph: Option<&std::path::Path>,
+) -> Result<(), LabError> {
+    if let Some(path) = json {
         report.write_json(path)?;
         eprintln!("report: {}", path.display());
     }
-    if let Some(path) = &args.junit {
+    if let Some(path) = junit {
         report.write_junit(path)?;
         eprintln!("junit: {}", path.display());
     }
-    if let Some(path) = &args.graph {
+    if let Some(path) = graph {
         report.write_graph(path)?;
         eprintln!("graph: {}", path.display());
     }

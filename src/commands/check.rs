@@ -103,17 +103,10 @@ pub(super) async fn check(args: CheckArgs) -> u8 {
 }
 
 fn write_outputs(report: &LabReport, args: &CheckArgs) -> Result<(), crate::lab::LabError> {
-    if let Some(path) = &args.report {
-        report.write_json(path)?;
-        eprintln!("report: {}", path.display());
-    }
-    if let Some(path) = &args.junit {
-        report.write_junit(path)?;
-        eprintln!("junit: {}", path.display());
-    }
-    if let Some(path) = &args.graph {
-        report.write_graph(path)?;
-        eprintln!("graph: {}", path.display());
-    }
-    Ok(())
+    super::write_requested(
+        report,
+        args.report.as_deref(),
+        args.junit.as_deref(),
+        args.graph.as_deref(),
+    )
 }
