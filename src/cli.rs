@@ -159,6 +159,54 @@ pub enum RuntimeChoice {
     /// local engine); PEERLAB_SWARM_ENGINES=h1=unix:///...,h2=tcp://... names the hosts'
     /// engines the image is loaded into (docs/multi-host.md).
     Swarm,
+    /// Pods of a Kubernetes cluster (the current kubeconfig, or --kubeconfig/--context), a
+    /// namespace per run (docs/kubernetes.md).
+    Kubernetes,
+}
+
+/// Where the Kubernetes runtime finds its cluster (`run`, `up`, `ps`, `down`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig of the cluster (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the kubeconfig to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// Where a Kubernetes run goes (`run`, `up`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --runtime kubernetes: the run's namespace (default: peerlab-<run id>). It must
+    /// not exist yet: the run creates and labels it, and deletes it at the end.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+}
+
+impl KubeArgs {
+    /// The runtime's options.
+    pub fn options(&self) -> crate::lab::KubeOptions {
+        crate::lab::KubeOptions {
+            kubeconfig: self.cluster.kubeconfig.clone(),
+            context: self.cluster.context.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+impl ClusterArgs {
+    /// The runtime's options (no namespace: runs are found by label).
+    pub fn options(&self) -> crate::lab::KubeOptions {
+        crate::lab::KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: None,
+        }
+    }
 }
 
 /// Flags of `peerlab run`.
@@ -187,6 +235,9 @@ pub struct RunArgs {
     /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
+    /// The Kubernetes cluster and namespace.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Flags of `peerlab up`.
@@ -203,6 +254,9 @@ pub struct UpArgs {
     /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
+    /// The Kubernetes cluster and namespace.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Flags of `peerlab check`.
@@ -272,6 +326,9 @@ pub struct PsArgs {
     /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
+    /// The Kubernetes cluster whose runs to list too (when a kubeconfig exists).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Flags of `peerlab down`.
@@ -286,6 +343,9 @@ pub struct DownArgs {
     /// Where runs keep logs and state.
     #[arg(long, env = "PEERLAB_RUNS_DIR", default_value = ".peerlab/runs")]
     pub runs_dir: PathBuf,
+    /// The Kubernetes cluster whose runs to remove too (when a kubeconfig exists).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Flags of `peerlab validate`.

@@ -283,6 +283,7 @@ async fn begin(
     choice: RuntimeChoice,
     seed: Option<u64>,
     runs_dir: &Path,
+    kube: &crate::cli::KubeArgs,
     shape: impl FnOnce(LabBuilder) -> LabBuilder,
 ) -> Result<Lab, u8> {
     let topology = load_topology(file)?;
@@ -292,7 +293,9 @@ async fn begin(
             RuntimeChoice::Local => RuntimeKind::Local,
             RuntimeChoice::Docker => RuntimeKind::Docker,
             RuntimeChoice::Swarm => RuntimeKind::Swarm,
+            RuntimeChoice::Kubernetes => RuntimeKind::Kubernetes,
         })
+        .kubernetes(kube.options())
         .runs_dir(runs_dir)
         .progress(true);
     if let Some(seed) = seed {
@@ -338,6 +341,7 @@ async fn run(args: RunArgs) -> u8 {
         args.runtime,
         args.seed,
         &args.runs_dir,
+        &args.kube,
         |b| b.keep(keep),
     )
     .await
@@ -465,6 +469,7 @@ async fn up(args: UpArgs) -> u8 {
         args.runtime,
         args.seed,
         &args.runs_dir,
+        &args.kube,
         |b| b.keep(Keep::Always).scenario(false),
     )
     .await
@@ -493,7 +498,7 @@ async fn ps(args: PsArgs) -> u8 {
     // (run id, runtime) -> nodes
     let mut runs: std::collections::BTreeMap<(String, &str), usize> =
         std::collections::BTreeMap::new();
-    for runtime in crate::lab::every_runtime().await {
+    for runtime in crate::lab::every_runtime_with(&args.cluster.options()).await {
         // An engine that stops answering between connect and list has nothing to show.
         let Ok(listed) = runtime.list_runs().await else {
             continue;
@@ -506,10 +511,10 @@ async fn ps(args: PsArgs) -> u8 {
         println!("no runs are up");
         return exit::PASSED;
     }
-    println!("{:<32}  {:<8}  {:>5}  logs", "run", "runtime", "nodes");
+    println!("{:<32}  {:<10}  {:>5}  logs", "run", "runtime", "nodes");
     for ((run, runtime), count) in &runs {
         let logs: PathBuf = args.runs_dir.join(run).join("logs");
-        println!("{run:<32}  {runtime:<8}  {count:>5}  {}", logs.display());
+        println!("{run:<32}  {runtime:<10}  {count:>5}  {}", logs.display());
     }
     println!("\ntake one down with `peerlab down RUN`, all of them with `peerlab down --all`");
     exit::PASSED
@@ -522,7 +527,7 @@ async fn down(args: DownArgs) -> u8 {
     let logs = target.map(|run| args.runs_dir.join(run).join("logs"));
     let mut code = exit::PASSED;
     let mut removed = TeardownReport::default();
-    for runtime in crate::lab::every_runtime().await {
+    for runtime in crate::lab::every_runtime_with(&args.cluster.options()).await {
         match runtime.remove_run(target, logs.as_deref()).await {
             Ok(report) => removed.absorb(report),
             Err(e) => {

@@ -67,6 +67,7 @@ pub use crate::contract::LinkShape;
 pub use crate::contract::{DeliveredMessage, NodeStatus};
 pub use crate::orchestrator::observer::{Detail, Formation, Observer, Waited};
 pub use crate::orchestrator::{CheckResult, FormationExpectation, NodeObservation, Report};
+pub use crate::runtime::kubernetes::KubeOptions;
 pub use crate::runtime::{Capabilities, NodeEndpoint, RuntimeError, TeardownReport};
 pub use crate::topology::{NodeSettings, Topology};
 pub use check::{
@@ -76,7 +77,7 @@ pub use check::{
 pub use error::LabError;
 pub use node::NodeHandle;
 pub use report::{GraphFormat, LabReport, graph_format};
-pub use runtimes::{BIN_ENV, RuntimeKind, every_runtime, node_binary};
+pub use runtimes::{BIN_ENV, RuntimeKind, every_runtime, every_runtime_with, node_binary};
 pub use topology::{GroupSpec, TopologyBuilder};
 
 use crate::orchestrator::plan;
@@ -168,6 +169,7 @@ pub struct LabBuilder {
     prebuilt_image: bool,
     progress: bool,
     scenario: bool,
+    kube: KubeOptions,
 }
 
 impl LabBuilder {
@@ -182,6 +184,7 @@ impl LabBuilder {
             prebuilt_image: false,
             progress: false,
             scenario: true,
+            kube: KubeOptions::default(),
         }
     }
 
@@ -236,6 +239,14 @@ impl LabBuilder {
         self
     }
 
+    /// Where a [`RuntimeKind::Kubernetes`] lab finds its cluster (kubeconfig, context) and
+    /// which namespace it runs in (default: the current kubeconfig and context, namespace
+    /// `peerlab-<run id>`); other runtimes ignore it.
+    pub fn kubernetes(mut self, options: KubeOptions) -> Self {
+        self.kube = options;
+        self
+    }
+
     /// Show progress as `peerlab run` does (bars on a terminal, lines otherwise). Off by
     /// default: a test's output stays the test harness's; progress goes to `tracing`.
     pub fn progress(mut self, show: bool) -> Self {
@@ -272,7 +283,20 @@ impl LabBuilder {
             prebuilt: self.prebuilt_image,
             binary: self.node_binary.as_deref(),
         };
-        let (runtime, chosen, note) = runtimes::select(self.runtime, image).await?;
+        // Nodes of `start: manual` groups wait for a `join`: a runtime that creates every
+        // node's pod up front (Kubernetes) creates theirs held.
+        let held_at_start = self
+            .topology
+            .groups
+            .iter()
+            .filter(|g| g.manual)
+            .flat_map(|g| (0..g.count).map(|i| crate::topology::node_name(&g.name, i)))
+            .collect();
+        let kube = runtimes::KubeSetup {
+            options: self.kube.clone(),
+            held_at_start,
+        };
+        let (runtime, chosen, note) = runtimes::select(self.runtime, image, kube).await?;
         let detach = self.keep != Keep::Never;
         let run_id = plan::fresh_run_id(&self.topology);
         let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach);
@@ -834,7 +858,7 @@ impl Drop for Lab {
             progress.finish();
         }
         let logs = self.run_dir().join("logs");
-        match runtimes::remove_on_fresh_thread(self.chosen, run_id.clone(), logs) {
+        match runtimes::remove_on_fresh_thread(self.chosen.clone(), run_id.clone(), logs) {
             Ok(report) if report.leftovers.is_empty() => {
                 tracing::info!(
                     "lab {run_id} dropped without shutdown(): removed {} processes, {} containers, {} networks",

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use crate::runtime::docker::{DockerRuntime, NodeImage, is_peerlab_image};
+use crate::runtime::kubernetes::{KubeOptions, KubernetesRuntime, PROBE_WITHIN};
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::{Runtime, RuntimeError, TeardownReport};
@@ -24,14 +27,19 @@ pub enum RuntimeKind {
     /// Services of a Docker Swarm across its hosts, deployed through a manager
     /// (`DOCKER_HOST`, or the local engine when it is one); see `docs/multi-host.md`.
     Swarm,
+    /// Pods of a Kubernetes cluster, a namespace per run, through the current kubeconfig or
+    /// the one [`super::LabBuilder::kubernetes`] names; see `docs/kubernetes.md`.
+    Kubernetes,
 }
 
-/// The runtime a lab ended up on (what `Auto` chose).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The runtime a lab ended up on (what `Auto` chose), with what a fresh connection to it
+/// needs (the teardown of last resort makes one).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Chosen {
     Local,
     Docker,
     Swarm,
+    Kubernetes(KubeOptions),
 }
 
 /// The environment variable naming the `peerlab` executable the local runtime starts nodes
@@ -69,10 +77,19 @@ impl ImageSource<'_> {
     }
 }
 
+/// What a Kubernetes lab needs beyond the image: where the cluster is, and the nodes that
+/// do not start with the run (`start: manual` groups), whose pods are created held.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KubeSetup {
+    pub options: KubeOptions,
+    pub held_at_start: BTreeSet<String>,
+}
+
 /// Connects the chosen runtime; `note` says what `Auto` chose and why.
 pub(crate) async fn select(
     kind: RuntimeKind,
     image: ImageSource<'_>,
+    kube: KubeSetup,
 ) -> Result<(Box<dyn Runtime>, Chosen, Option<String>), LabError> {
     let local = || -> Result<Box<dyn Runtime>, LabError> {
         Ok(Box::new(LocalRuntime::with_executable(node_binary(
@@ -97,6 +114,23 @@ pub(crate) async fn select(
                 Chosen::Swarm,
                 None,
             ))
+        }
+        RuntimeKind::Kubernetes => {
+            let node_image = image.node_image().map_err(|exe| {
+                LabError::State(format!(
+                    "the kubernetes runtime builds its node image {} in the local Docker engine \
+                     from a peerlab binary, and this program is {} rather than peerlab: name \
+                     the binary with LabBuilder::node_binary, or use an image the cluster has \
+                     with LabBuilder::image(tag)",
+                    image.tag,
+                    exe.display()
+                ))
+            })?;
+            let runtime = KubernetesRuntime::connect(kube.options.clone())
+                .await?
+                .with_node_image(node_image)
+                .with_held_at_start(kube.held_at_start);
+            Ok((Box::new(runtime), Chosen::Kubernetes(kube.options), None))
         }
         RuntimeKind::Docker => {
             let node_image = image.node_image().map_err(|exe| {
@@ -151,8 +185,16 @@ pub(crate) async fn select(
 
 /// Every runtime that can have runs on this machine, for listing and removing runs
 /// (`peerlab ps`, `peerlab down`): local processes always, Docker when an engine answers
-/// (no engine simply means no Docker runs), the swarm when that engine is a swarm manager.
+/// (no engine simply means no Docker runs), the swarm when that engine is a swarm manager,
+/// Kubernetes when a kubeconfig names a cluster that answers (see [`every_runtime_with`]).
 pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
+    every_runtime_with(&KubeOptions::default()).await
+}
+
+/// [`every_runtime`] with the cluster `kube` names. A cluster is asked only when a
+/// kubeconfig exists, and counted absent when it does not answer within
+/// [`PROBE_WITHIN`], so `peerlab ps` stays fast and quiet on a machine without one.
+pub async fn every_runtime_with(kube: &KubeOptions) -> Vec<Box<dyn Runtime>> {
     // Listing and removing runs start nothing, so a missing executable path does not matter.
     let local =
         LocalRuntime::new().unwrap_or_else(|_| LocalRuntime::with_executable("peerlab".into()));
@@ -164,6 +206,13 @@ pub async fn every_runtime() -> Vec<Box<dyn Runtime>> {
     }
     if let Ok(docker) = DockerRuntime::connect().await {
         runtimes.push(Box::new(docker));
+    }
+    if kube.kubeconfig_exists() {
+        match KubernetesRuntime::connect_within(kube.clone(), PROBE_WITHIN).await {
+            Ok(kubernetes) => runtimes.push(Box::new(kubernetes)),
+            // Said, not an error: a stale kubeconfig must not break `ps` of other runtimes.
+            Err(e) => tracing::info!("no Kubernetes runs listed: {e}"),
+        }
     }
     runtimes
 }
@@ -242,6 +291,10 @@ pub(crate) fn remove_on_fresh_thread(
                 },
                 Chosen::Swarm => match SwarmRuntime::connect().await {
                     Ok(swarm) => Ok(Box::new(swarm)),
+                    Err(e) => Err(e),
+                },
+                Chosen::Kubernetes(options) => match KubernetesRuntime::connect(options).await {
+                    Ok(kubernetes) => Ok(Box::new(kubernetes)),
                     Err(e) => Err(e),
                 },
             };
