@@ -39,6 +39,9 @@ pub struct NodeArgs {
     )]
     pub status: String,
     /// Genesis node to join through; repeat for fallbacks. None: this node starts the network.
+    /// An entry naming this node itself (its --name, alone or as the first label of a DNS
+    /// name) ends the list: nodes sharing one list (the pods of a Kubernetes StatefulSet)
+    /// each join only the genesis nodes before them, and the first starts the network.
     #[arg(
         long,
         env = "PEERLAB_GENESIS",
@@ -62,9 +65,24 @@ pub struct NodeArgs {
     /// Most inbound connections at once (links, joins and not-yet-identified sockets).
     #[arg(long, env = "PEERLAB_MAX_CONNECTIONS", default_value_t = 128)]
     pub max_connections: usize,
-    /// Seed of the node's randomness (peer choice, ids). Default: from the OS.
+    /// Seed of the node's randomness (peer choice, ids). Default: from --seed-base, else
+    /// from the OS.
     #[arg(long, env = "PEERLAB_SEED")]
     pub seed: Option<u64>,
+    /// Without --seed: derive the seed from this base and the node's --name, so nodes
+    /// started from one template (a StatefulSet's pods) get distinct, reproducible seeds.
+    #[arg(long, env = "PEERLAB_SEED_BASE", value_name = "N")]
+    pub seed_base: Option<u64>,
+    /// Names of held nodes, comma-separated. A node whose --name is listed starts nothing
+    /// (no peer or status socket) and waits for SIGTERM or Ctrl-C, then exits 0: how an
+    /// orchestrator keeps one pod of a Kubernetes StatefulSet down.
+    #[arg(
+        long,
+        env = "PEERLAB_HOLD",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub hold: Vec<String>,
     /// How often a quiet link is pinged; when half of --heartbeat-timeout holds several
     /// intervals, every that many whole intervals (TCP pings are never lost, only late).
     #[arg(long, env = "PEERLAB_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]

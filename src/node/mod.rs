@@ -56,6 +56,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             args.degree
         );
     }
+    if let Some(name) = held(&args) {
+        return hold(name).await;
+    }
     let listener = TcpListener::bind(&args.listen).await.with_context(|| {
         format!(
             "cannot listen for peers on {} (is another node using it? pick another --listen)",
@@ -74,17 +77,21 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(a) => a.clone(),
         None => default_advertise(listen_addr),
     };
-    let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let id = match &args.name {
         Some(name) => name.clone(),
         None => format!("n-{:08x}", rand::rng().random::<u32>()),
+    };
+    let seed = match (args.seed, args.seed_base) {
+        (Some(seed), _) => seed,
+        (None, Some(base)) => seed_from_base(base, &id),
+        (None, None) => rand::rng().random(),
     };
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let now = Instant::now();
     let mut cfg = Config::new(id.clone(), advertise.clone());
-    cfg.genesis = args.genesis.clone();
+    cfg.genesis = genesis_before(&args.genesis, args.name.as_deref());
     cfg.degree = args.degree as usize;
     cfg.max_peers = args.max_peers as usize;
     cfg.heartbeat_interval = args.heartbeat_interval;
@@ -160,6 +167,65 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A held node: nothing but waiting for SIGTERM or Ctrl-C. The handlers are installed
+/// before the line is logged, so a signal sent as soon as the line appears ends the
+/// process with exit 0 rather than killing it.
+async fn hold(name: &str) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    info!(name, "held by the orchestrator: waiting for SIGTERM");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("signal received; exiting without having started");
+    Ok(())
+}
+
+/// The node's name when `--hold` lists it: it must start nothing.
+fn held(args: &NodeArgs) -> Option<&str> {
+    let name = args.name.as_deref()?;
+    args.hold.iter().any(|h| h.trim() == name).then_some(name)
+}
+
+/// A node's seed from a shared base and its name (`--seed-base`): a hash, so names that
+/// differ in one character still get unrelated randomness.
+pub fn seed_from_base(base: u64, name: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"peerlab seed base\0")
+        .chain_update(base.to_le_bytes())
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// The genesis list up to (not including) the first entry that names this node itself,
+/// by its name alone or as the first label of a DNS name (`genesis-1.genesis.ns.svc...`).
+/// Pods of one StatefulSet share one list, so `genesis-0` finds itself first and starts
+/// the network, and `genesis-1` joins through `genesis-0` only, as a runtime that gives
+/// each node its own list would have it.
+fn genesis_before(genesis: &[String], name: Option<&str>) -> Vec<String> {
+    let Some(name) = name else {
+        return genesis.to_vec();
+    };
+    let is_self = |entry: &str| {
+        let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
+        host == name
+            || host
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.'))
+    };
+    genesis
+        .iter()
+        .take_while(|entry| !is_self(entry))
+        .cloned()
+        .collect()
+}
+
 /// The advertised address when none is given: the listen address, or the hostname with the
 /// listen port when listening on every interface (inside a container the hostname is what
 /// the other containers resolve).
@@ -230,4 +296,59 @@ fn round_gather(heartbeat_interval: Duration) -> Duration {
 /// How long a handshake (and a dial) may take: a heartbeat timeout and interval, at least 1 s.
 fn cfg_hello_timeout(args: &NodeArgs) -> Duration {
     (args.heartbeat_timeout + args.heartbeat_interval).max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_from_one_base_differ_by_name_and_repeat_for_a_name() {
+        assert_eq!(seed_from_base(7, "peers-0"), seed_from_base(7, "peers-0"));
+        assert_ne!(seed_from_base(7, "peers-0"), seed_from_base(7, "peers-1"));
+        assert_ne!(seed_from_base(7, "peers-0"), seed_from_base(8, "peers-0"));
+    }
+
+    #[test]
+    fn a_node_joins_only_the_genesis_nodes_listed_before_itself() {
+        let list: Vec<String> = [
+            "genesis-0.genesis.ns.svc.cluster.local:7070",
+            "genesis-1.genesis.ns.svc.cluster.local:7070",
+            "genesis-10:7070",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(genesis_before(&list, Some("genesis-0")).is_empty());
+        assert_eq!(genesis_before(&list, Some("genesis-1")), list[..1]);
+        // `genesis-1` is not a prefix match of `genesis-10`, and peers keep the whole list.
+        assert_eq!(genesis_before(&list, Some("genesis-10")), list[..2]);
+        assert_eq!(genesis_before(&list, Some("peers-3")), list);
+        assert_eq!(genesis_before(&list, None), list);
+        let bare = vec!["genesis-0".to_string(), "10.0.0.1:7070".to_string()];
+        assert!(genesis_before(&bare, Some("genesis-0")).is_empty());
+    }
+
+    #[test]
+    fn only_a_listed_name_is_held() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::parse_from(std::iter::once("node").chain(args.iter().copied())).node
+        };
+        let held_args = parse(&["--name", "peers-1", "--hold", "peers-0,peers-1"]);
+        assert_eq!(held(&held_args), Some("peers-1"));
+        assert_eq!(
+            held(&parse(&["--name", "peers-2", "--hold", "peers-0,peers-1"])),
+            None
+        );
+        assert_eq!(
+            held(&parse(&["--hold", "peers-1"])),
+            None,
+            "a node without a name is never held"
+        );
+    }
 }

@@ -6,5 +6,6 @@ mod support;
 
 mod bad_input;
 mod faults;
+mod hold;
 mod links;
 mod network;
