@@ -664,7 +664,11 @@ fn label_filter(run_id: Option<&str>) -> HashMap<&'static str, Vec<String>> {
     HashMap::from([("label", vec![label])])
 }
 
-/// (labels, id) of every container, running or not, with the run label.
+/// Label the kubelet's dockershim puts on every container of a pod.
+const KUBERNETES_POD_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// (labels, id) of every container, running or not, with the run label, except those of
+/// Kubernetes pods.
 async fn labelled_containers(
     docker: &Docker,
     run_id: Option<&str>,
@@ -679,6 +683,14 @@ async fn labelled_containers(
         .map_err(failed("cannot list containers".into()))?;
     Ok(containers
         .into_iter()
+        // A Kubernetes pod's containers on this engine (a kubelet with dockershim, as in
+        // the lab cluster) carry the pod's labels, `peerlab.run` included: they belong to
+        // the kubernetes runtime, which removes them with their namespace.
+        .filter(|c| {
+            !c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(KUBERNETES_POD_LABEL))
+        })
         .filter_map(|c| {
             let networks = c
                 .network_settings

@@ -29,7 +29,8 @@
 //!   ([`crate::runtime::links`]) over the proxy.
 //!
 //! Nodes that must not start with the run (a `start: manual` group, named by the lab, or
-//! a group with `start_delay`/`stagger`) are created held and started the same way.
+//! one whose `start_delay`/`stagger` puts it [`DELAY_RESOLUTION`] or more after the start)
+//! are created held and started the same way.
 //! Teardown deletes the namespace and waits until it is gone.
 
 pub mod capacity;
@@ -74,6 +75,10 @@ const NAMESPACE_WITHIN: Duration = Duration::from_secs(240);
 const POLL: Duration = Duration::from_millis(400);
 /// How long a node's logs may take to fetch when a run is removed.
 const LOGS_WITHIN: Duration = Duration::from_secs(10);
+/// Start delays shorter than this are below what pod start-up resolves (scheduling, the
+/// sandbox, the container: seconds): such nodes start with the run. Longer ones are held
+/// until the orchestrator starts them.
+pub const DELAY_RESOLUTION: Duration = Duration::from_secs(2);
 /// Longest name a namespace (a DNS label) may have.
 const MAX_NAME: usize = 63;
 /// Waiting reasons of a container that no amount of waiting fixes.
@@ -888,6 +893,14 @@ async fn remove_namespaces(
             Err(e) if is_status(&e, 404) => {}
             Err(e) => report.leftovers.push(format!("namespace {ns}: {e}")),
         }
+        // The pods would each get their grace period (a run is over: no leave to flood),
+        // and a terminating namespace takes no new ones, so nothing recreates them.
+        let _ = Api::<Pod>::namespaced(client.clone(), ns)
+            .delete_collection(
+                &DeleteParams::default().grace_period(0),
+                &ListParams::default(),
+            )
+            .await;
     }
     let started = Instant::now();
     let mut told = Instant::now();
@@ -1005,7 +1018,8 @@ impl Runtime for KubernetesRuntime {
             .nodes
             .iter()
             .filter(|n| {
-                self.held_at_start.contains(&n.name) || (!n.genesis && !n.start_after.is_zero())
+                self.held_at_start.contains(&n.name)
+                    || (!n.genesis && n.start_after >= DELAY_RESOLUTION)
             })
             .map(|n| n.name.clone())
             .collect();

@@ -1,0 +1,277 @@
+//! `--runtime kubernetes` and `RuntimeKind::Kubernetes` against the cluster: a run forms
+//! and passes its checks, faults play, detached runs are listed and removed, and nothing
+//! labelled with a run is left in the cluster afterwards.
+
+use std::time::Duration;
+
+use peerlab::Lab;
+use peerlab::lab::{GroupSpec, NodeSettings, RuntimeKind};
+
+use crate::cluster::{
+    assert_nothing_left, assert_nothing_left_blocking, block_on, client, namespaces_of,
+    require_cluster,
+};
+use crate::support::cli::Workspace;
+use crate::support::docker::ensure_image;
+use crate::support::heavy_turn;
+
+/// How long a handful of pods may take to form on a loaded two-core machine that also
+/// runs the cluster (image checks, sandboxes, the API server's pod proxy).
+const FORM_WITHIN: Duration = Duration::from_secs(120);
+
+fn fast_settings() -> NodeSettings {
+    NodeSettings {
+        degree: 2,
+        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_secs(1),
+        suspect_timeout: Duration::from_secs(1),
+        ..NodeSettings::BUILT_IN
+    }
+}
+
+#[test]
+fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
+    require_cluster();
+    ensure_image();
+    let _turn = heavy_turn();
+    let ws = Workspace::new("kquick");
+    let file = ws.copy_topology("quickstart.yaml");
+    let out = ws.peerlab(&[
+        "run",
+        file.to_str().expect("utf-8 path"),
+        "--runtime",
+        "kubernetes",
+    ]);
+    let run_id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
+    assert_eq!(out.code(), Some(0), "{}", out.dump());
+    assert!(out.stdout.contains("PASSED"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("on the kubernetes runtime"),
+        "{}",
+        out.dump()
+    );
+    assert_nothing_left_blocking(&run_id);
+    let log = ws
+        .runs_dir()
+        .join(&run_id)
+        .join("logs")
+        .join("genesis-0.log");
+    assert!(
+        log.is_file(),
+        "the teardown saves each pod's log, {} is missing",
+        log.display()
+    );
+}
+
+// The turn is held on purpose for the whole run (see `heavy_turn`); the test's runtime is
+// current-thread, so the guard never crosses threads.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_lab_of_two_groups_forms_broadcasts_joins_a_held_node_and_leaves_nothing() {
+    let client = client().await;
+    tokio::task::spawn_blocking(ensure_image)
+        .await
+        .expect("the node image");
+    let _turn = heavy_turn();
+    let runs = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::builder("klab")
+        .genesis(1)
+        .node_settings(fast_settings())
+        .group(("alpha", 2))
+        .group(("beta", 2))
+        .group(GroupSpec::new("late", 1).manual())
+        .formation_within(FORM_WITHIN)
+        .min_degree(1)
+        .broadcast_check(2, Duration::from_secs(10))
+        .into_lab()
+        .expect("a valid topology")
+        .runtime(RuntimeKind::Kubernetes)
+        .image(peerlab::DEFAULT_IMAGE)
+        .runs_dir(runs.path())
+        .start()
+        .await
+        .expect("a Kubernetes lab starts");
+    assert_eq!(lab.runtime_name(), "kubernetes");
+    let run_id = lab.run_id().to_string();
+    assert_eq!(
+        namespaces_of(&client, &run_id).await,
+        vec![format!("peerlab-{run_id}")],
+        "one namespace per run, labelled with it"
+    );
+    assert!(!lab.capabilities().pause, "pods cannot be paused");
+
+    let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    // The manual group's pod exists but is held: no member knows it.
+    assert_eq!(formed.observations.len(), 5);
+    lab.join("late-0").await.expect("the held pod starts");
+    let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    assert_eq!(formed.observations.len(), 6);
+
+    let report = lab.check().await.expect("checks run");
+    assert!(report.passed(), "{}", report.summary());
+
+    let removed = lab.shutdown().await.expect("teardown");
+    assert!(removed.leftovers.is_empty(), "{removed:?}");
+    assert_eq!(removed.containers_removed, 6, "{removed:?}");
+    assert_nothing_left(&client, &run_id).await;
+}
+
+/// Kill and start of a peer, then a partition and its heal, played by the orchestrator's
+/// scenario over two groups; the last step broadcasts.
+const FAULTS: &str = "\
+name: kfaults
+seed: 7
+defaults:
+  heartbeat_interval: 200ms
+  heartbeat_timeout: 1s
+  suspect_timeout: 1s
+genesis: {count: 2}
+groups:
+  - {name: east, count: 3}
+  - {name: west, count: 3}
+checks:
+  formation: {within: 120s, connected: true}
+scenario:
+  - kill: east-1
+  - expect: {within: 30s, connected: true, full_membership: true}
+  - start: east-1
+  - expect: {within: 90s, all_ready: true, connected: true, full_membership: true}
+  - partition: {sides: [\"genesis-0, east\", \"genesis-1, west\"]}
+  - expect: {within: 30s, components: 2, component_membership: true}
+  - heal: true
+  - expect: {within: 60s, connected: true, full_membership: true, broadcast: {count: 2}}
+";
+
+#[test]
+fn a_fault_scenario_kills_starts_partitions_and_heals_pods() {
+    require_cluster();
+    ensure_image();
+    let _turn = heavy_turn();
+    let ws = Workspace::new("kfaults");
+    let file = ws.write("kfaults.yaml", FAULTS);
+    let out = ws.peerlab(&[
+        "run",
+        file.to_str().expect("utf-8 path"),
+        "--runtime",
+        "kubernetes",
+    ]);
+    let run_id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
+    assert_eq!(out.code(), Some(0), "{}", out.dump());
+    assert!(out.stdout.contains("PASSED"), "{}", out.dump());
+    assert_nothing_left_blocking(&run_id);
+}
+
+#[test]
+fn ps_lists_a_detached_run_and_down_removes_it() {
+    require_cluster();
+    ensure_image();
+    let _turn = heavy_turn();
+    let ws = Workspace::new("kdetach");
+    let file = ws.write(
+        "kdetach.yaml",
+        "name: kdetach\ngenesis: {count: 1}\ngroups:\n  - {name: peers, count: 2}\n\
+         checks:\n  formation: {within: 120s}\n",
+    );
+    let up = ws.peerlab(&[
+        "up",
+        file.to_str().expect("utf-8 path"),
+        "--runtime",
+        "kubernetes",
+    ]);
+    let run_id = up
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", up.dump()));
+    // Whatever happens next, the run must not outlive the test.
+    struct Down<'a>(&'a Workspace, &'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            self.0.peerlab(&["down", self.1]);
+        }
+    }
+    let _down = Down(&ws, &run_id);
+    assert_eq!(up.code(), Some(0), "{}", up.dump());
+    assert_eq!(
+        block_on(async { namespaces_of(&client().await, &run_id).await }).len(),
+        1,
+        "the detached run's namespace is up"
+    );
+
+    let ps = ws.peerlab(&["ps"]);
+    assert_eq!(ps.code(), Some(0), "{}", ps.dump());
+    let line = ps
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run_id))
+        .unwrap_or_else(|| panic!("ps does not list {run_id}:\n{}", ps.dump()));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.get(1), Some(&"kubernetes"), "{line}");
+    assert_eq!(fields.get(2), Some(&"3"), "three pods: {line}");
+    assert_eq!(
+        ps.stdout.lines().filter(|l| l.starts_with(&run_id)).count(),
+        1,
+        "the pods' containers on the engine are not listed as a Docker run too:\n{}",
+        ps.stdout
+    );
+
+    let down = ws.peerlab(&["down", &run_id]);
+    assert_eq!(down.code(), Some(0), "{}", down.dump());
+    assert!(
+        down.stderr.contains("removed 3 containers"),
+        "{}",
+        down.dump()
+    );
+    assert_nothing_left_blocking(&run_id);
+    let log = ws.runs_dir().join(&run_id).join("logs").join("peers-1.log");
+    assert!(
+        log.is_file(),
+        "down saves the pods' logs: {} is missing",
+        log.display()
+    );
+    let ps = ws.peerlab(&["ps"]);
+    assert!(!ps.stdout.contains(&run_id), "{}", ps.dump());
+}
+
+#[test]
+fn a_cluster_that_does_not_answer_fails_the_run_loudly() {
+    let ws = Workspace::new("knone");
+    let file = ws.copy_topology("quickstart.yaml");
+    let file = file.to_str().expect("utf-8 path");
+    // Nothing listens on port 1: the API server does not answer.
+    let kubeconfig = ws.write(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\nclusters:\n- name: nowhere\n  \
+         cluster: {server: \"https://127.0.0.1:1\"}\ncontexts:\n- name: nowhere\n  context: \
+         {cluster: nowhere, user: nobody}\nusers:\n- name: nobody\n  user: {token: x}\n",
+    );
+    let out = ws.peerlab(&[
+        "run",
+        file,
+        "--runtime",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(out.code(), Some(3), "{}", out.dump());
+    assert!(out.stderr.contains("127.0.0.1:1"), "{}", out.dump());
+    assert!(out.stderr.contains("KUBECONFIG"), "{}", out.dump());
+    let missing = ws.peerlab(&[
+        "run",
+        file,
+        "--runtime",
+        "kubernetes",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(missing.code(), Some(3), "{}", missing.dump());
+    assert!(
+        missing.stderr.contains("no usable kubeconfig"),
+        "{}",
+        missing.dump()
+    );
+}
