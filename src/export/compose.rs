@@ -299,6 +299,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
             host: None,
+            resources: None,
         }
     }
 

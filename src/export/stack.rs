@@ -511,6 +511,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 1_234_567_890_123_456,
             host: None,
+            resources: None,
         }
     }
 

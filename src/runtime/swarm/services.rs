@@ -251,6 +251,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
             host: host.map(str::to_string),
+            resources: None,
         }
     }
 
