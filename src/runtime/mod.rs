@@ -15,6 +15,7 @@
 //! - [`container`]: how a node runs in a container, shared with the compose export.
 //! - [`swarm`]: a Docker Swarm across hosts: a service per node, reached through a tunnel
 //!   into its overlay.
+//! - [`kubernetes`]: a namespace per run, a StatefulSet per group ([`kubernetes::objects`]).
 //!
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.
@@ -30,6 +31,7 @@ use crate::contract::LinkShape;
 pub mod container;
 pub mod docker;
 pub mod hosts;
+pub mod kubernetes;
 pub mod links;
 pub mod local;
 pub mod swarm;
