@@ -98,6 +98,8 @@ pub enum Command {
                       peerlab compose topologies/quickstart.yaml --stack --place genesis=h1 --place peers='*'\n  \
                       docker stack deploy --resolve-image never -c stack.yml three-hosts   (see docs/multi-host.md)")]
     Compose(ComposeArgs),
+    /// Export a topology for another tool to run (`export kubernetes`).
+    Export(ExportArgs),
     /// Build the node's container image from this very executable.
     Image(ImageArgs),
 }
@@ -381,6 +383,64 @@ pub struct ComposeArgs {
     /// placement; repeat for each group (`genesis` places the genesis nodes).
     #[arg(long, value_name = "GROUP=HOST", requires = "stack", value_parser = crate::export::stack::parse_place)]
     pub place: Vec<(String, crate::export::stack::Placement)>,
+}
+
+/// Flags of `peerlab export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// What to export to.
+    #[command(subcommand)]
+    pub command: ExportCommand,
+}
+
+/// Subcommands of `peerlab export`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ExportCommand {
+    /// Write a topology as Kubernetes objects (YAML) to apply with kubectl, Helm or Argo.
+    #[command(
+        long_about = "Write a topology as Kubernetes objects, the same the Kubernetes runtime \
+                      creates: the run's namespace (labelled peerlab.run), and per group (the \
+                      genesis nodes are one) a headless Service and a StatefulSet whose pods are \
+                      named as the topology names its nodes (genesis-0, peers-0, ...). Pods find \
+                      the genesis by DNS (<pod>.<group>.<namespace>.svc.cluster.local), advertise \
+                      their pod IP, are Ready once joined, and get the topology's node settings \
+                      and resources. Every pod starts at once: start delays are not honoured. \
+                      See docs/kubernetes.md.",
+        after_help = "The cluster must be able to run the image: build it with `peerlab image build \
+                      --tag peerlab:0.1.0`, then `kind load docker-image peerlab:0.1.0`, `k3d image \
+                      import peerlab:0.1.0`, or push it to a registry the cluster pulls from \
+                      (and pass --image REGISTRY/peerlab:TAG).\n\
+                      Examples:\n  \
+                      peerlab export kubernetes topologies/quickstart.yaml -o quickstart.k8s.yaml\n  \
+                      kubectl apply -f quickstart.k8s.yaml\n  \
+                      kubectl -n peerlab-quickstart get pods -w            (Ready = joined)\n  \
+                      kubectl get --raw /api/v1/namespaces/peerlab-quickstart/pods/genesis-0:7071/proxy/status\n  \
+                      kubectl delete namespace peerlab-quickstart"
+    )]
+    Kubernetes(KubernetesExportArgs),
+}
+
+/// Flags of `peerlab export kubernetes`.
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesExportArgs {
+    /// Topology file to export.
+    pub file: PathBuf,
+    /// Where to write the YAML; `-` (the default) is standard output.
+    #[arg(long, short, value_name = "FILE", default_value = "-")]
+    pub output: PathBuf,
+    /// Namespace of the objects (created by the file). Default: peerlab-<topology name>.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The nodes' image. Default: the topology's `image` (what the Docker runtime runs).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// imagePullPolicy of the nodes: IfNotPresent uses an image loaded into the cluster;
+    /// Always pulls from a registry on every start.
+    #[arg(long, value_name = "POLICY", default_value = "IfNotPresent", value_parser = ["IfNotPresent", "Never", "Always"])]
+    pub pull_policy: String,
+    /// Override the topology's seed (the nodes' randomness).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// Flags of `peerlab image`.

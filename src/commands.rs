@@ -10,7 +10,7 @@ mod check;
 use crate::cli::{
     Command, DownArgs, HealthArgs, PsArgs, RunArgs, RuntimeChoice, StatusArgs, UpArgs, ValidateArgs,
 };
-use crate::cli::{ComposeArgs, ImageArgs, ImageCommand};
+use crate::cli::{ComposeArgs, ExportArgs, ExportCommand, ImageArgs, ImageCommand};
 use crate::client::{StatusClient, render_status};
 use crate::exit;
 use crate::lab::{Keep, Lab, LabBuilder, LabError, LabReport, RuntimeKind, graph_format};
@@ -53,6 +53,7 @@ pub async fn dispatch(command: Command) -> u8 {
         Command::Validate(args) => validate(args),
         Command::Schema => schema(),
         Command::Compose(args) => compose(args),
+        Command::Export(args) => export(args),
         Command::Image(args) => image(args).await,
     }
 }
@@ -622,6 +623,60 @@ fn compose(args: ComposeArgs) -> u8 {
         None => {
             print!("{text}");
             exit::PASSED
+        }
+    }
+}
+
+fn export(args: ExportArgs) -> u8 {
+    let ExportCommand::Kubernetes(args) = args.command;
+    let topology = match load_topology(&args.file) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or(topology.seed);
+    // As with compose, the objects are named after the topology rather than one run, so
+    // applying the file again updates them instead of adding a second network.
+    let plan = plan::build(
+        &topology,
+        seed,
+        &topology.name,
+        Path::new(".peerlab/runs"),
+        true,
+    );
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| crate::runtime::kubernetes::objects::namespace_for(&topology.name));
+    let mut options = crate::runtime::kubernetes::objects::ObjectOptions::new(
+        namespace.clone(),
+        args.image.clone().unwrap_or_else(|| topology.image.clone()),
+    );
+    options.pull_policy = args.pull_policy.clone();
+    let text = match crate::export::kubernetes::export(&plan, &options) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if args.output.as_os_str() == "-" {
+        print!("{text}");
+        return exit::PASSED;
+    }
+    match std::fs::write(&args.output, text) {
+        Ok(()) => {
+            eprintln!(
+                "wrote {}; apply it with `kubectl apply -f {}` (the cluster needs the image {}), \
+                 remove it with `kubectl delete namespace {namespace}`",
+                args.output.display(),
+                args.output.display(),
+                options.image
+            );
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", args.output.display());
+            exit::RUNTIME_FAILED
         }
     }
 }

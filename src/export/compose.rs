@@ -190,6 +190,8 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
                 ports: vec![format!("127.0.0.1::{STATUS_PORT}")],
                 healthcheck: Healthcheck::default(),
                 depends_on: (!depends_on.0.is_empty()).then_some(depends_on),
+                cpus: node.resources.and_then(|r| r.cpus()),
+                mem_limit: node.resources.and_then(|r| r.memory_text()),
             };
             (node.name.clone(), service)
         })
@@ -232,6 +234,12 @@ struct Service {
     healthcheck: Healthcheck,
     #[serde(skip_serializing_if = "Option::is_none")]
     depends_on: Option<Ordered<DependsOn>>,
+    /// The topology's CPU limit in cores (`resources.cpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<f64>,
+    /// The topology's memory limit in Docker's units (`resources.memory`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem_limit: Option<String>,
 }
 
 /// Same probe as the image's HEALTHCHECK, spelled out so the file stands on its own.
@@ -299,6 +307,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
             host: None,
+            resources: None,
         }
     }
 

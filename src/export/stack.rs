@@ -341,6 +341,12 @@ fn service(
                 delay: "1s",
                 max_attempts: 3,
             },
+            resources: node.resources.map(|r| Resources {
+                limits: Limits {
+                    cpus: r.cpus_text(),
+                    memory: r.memory_text(),
+                },
+            }),
             placement: placement.map(|p| match p {
                 Placement::Host(host) => PlacementSpec {
                     constraints: vec![format!("node.labels.{HOST_LABEL} == {host}")],
@@ -450,8 +456,24 @@ struct Deploy {
     endpoint_mode: &'static str,
     labels: Ordered<String>,
     restart_policy: RestartPolicy,
+    /// The topology's `resources`, as limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Resources>,
     #[serde(skip_serializing_if = "Option::is_none")]
     placement: Option<PlacementSpec>,
+}
+
+#[derive(Serialize)]
+struct Resources {
+    limits: Limits,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
 }
 
 /// A node that crashes is started again, a few times; one that exits cleanly (left the
@@ -511,6 +533,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 1_234_567_890_123_456,
             host: None,
+            resources: None,
         }
     }
 

@@ -301,14 +301,25 @@ fn link_value(pair: Option<&[String; 2]>, shape: &LinkShape) -> Value {
 }
 
 fn settings_value(s: &NodeSettings) -> Value {
-    json!({
+    let mut v = json!({
         "degree": s.degree,
         "max_peers": s.max_peers,
         "max_connections": s.max_connections,
         "heartbeat_interval": duration_text(s.heartbeat_interval),
         "heartbeat_timeout": duration_text(s.heartbeat_timeout),
         "suspect_timeout": duration_text(s.suspect_timeout),
-    })
+    });
+    if let Some(r) = s.resources {
+        let mut resources = serde_json::Map::new();
+        if let Some(cpu) = r.cpu_millis {
+            resources.insert("cpu".into(), json!(format!("{cpu}m")));
+        }
+        if let Some(memory) = r.memory_bytes {
+            resources.insert("memory".into(), json!(memory));
+        }
+        v["resources"] = Value::Object(resources);
+    }
+    v
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 use crate::contract::LinkShape;
-use crate::runtime::{HostSpec, NetworkSpec, NodeSpec, RunPlan};
+use crate::runtime::{HostSpec, NetworkSpec, NodeResources, NodeSpec, RunPlan};
 use crate::topology::{GENESIS, Topology, node_name};
 
 /// A fresh run id, `<topology>-<6 hex digits>`: runs of one topology side by side (and
@@ -62,6 +62,10 @@ pub fn node_specs(topology: &Topology, seed: u64) -> Vec<NodeSpec> {
                 node_args: args.clone(),
                 seed: node_seed(seed, index),
                 host,
+                resources: group.settings.resources.map(|r| NodeResources {
+                    cpu_millis: r.cpu_millis,
+                    memory_bytes: r.memory_bytes,
+                }),
             });
         }
     }

@@ -94,6 +94,7 @@ mod tests {
             node_args: Vec::new(),
             seed: 0,
             host: host.map(str::to_string),
+            resources: None,
         }
     }
 

@@ -64,6 +64,86 @@ pub struct NodeSpec {
     /// `hosts:`. Emulated on one machine by `local` and `docker` (shaped links to nodes on
     /// other hosts); a swarm places the node on that host's swarm node.
     pub host: Option<String>,
+    /// CPU and memory limits from the topology's `resources`; `None`: unlimited. Container
+    /// runtimes and exports apply them; the local runtime refuses them.
+    pub resources: Option<NodeResources>,
+}
+
+/// CPU and memory a node may use (the topology's `resources`), in the units every
+/// consumer converts from; each `None` leaves that one unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeResources {
+    /// Thousandths of a CPU (`250` is a quarter of a core).
+    pub cpu_millis: Option<u32>,
+    /// Bytes of memory.
+    pub memory_bytes: Option<u64>,
+}
+
+impl NodeResources {
+    /// Docker's `NanoCpus` (billionths of a CPU).
+    pub fn nano_cpus(&self) -> Option<i64> {
+        self.cpu_millis.map(|m| i64::from(m) * 1_000_000)
+    }
+
+    /// CPUs as a decimal number (`0.25`), as compose's `cpus` takes it.
+    pub fn cpus(&self) -> Option<f64> {
+        self.cpu_millis.map(|m| f64::from(m) / 1000.0)
+    }
+
+    /// CPUs as decimal text without rounding (`0.25`, `2`), as a stack's `deploy.resources`
+    /// takes it.
+    pub fn cpus_text(&self) -> Option<String> {
+        self.cpu_millis.map(|m| {
+            if m % 1000 == 0 {
+                (m / 1000).to_string()
+            } else {
+                let text = format!("{}.{:03}", m / 1000, m % 1000);
+                text.trim_end_matches('0').to_string()
+            }
+        })
+    }
+
+    /// The CPU as a Kubernetes quantity: `250m`, or whole cores (`2`).
+    pub fn cpu_quantity(&self) -> Option<String> {
+        self.cpu_millis.map(|m| {
+            if m % 1000 == 0 {
+                (m / 1000).to_string()
+            } else {
+                format!("{m}m")
+            }
+        })
+    }
+
+    /// The memory as a Kubernetes quantity in the largest binary unit that divides it
+    /// (`64Mi`), else in bytes.
+    pub fn memory_quantity(&self) -> Option<String> {
+        self.memory_bytes.map(|b| {
+            for (unit, size) in [
+                ("Ti", 1u64 << 40),
+                ("Gi", 1 << 30),
+                ("Mi", 1 << 20),
+                ("Ki", 1 << 10),
+            ] {
+                if b >= size && b % size == 0 {
+                    return format!("{}{unit}", b / size);
+                }
+            }
+            b.to_string()
+        })
+    }
+
+    /// The memory in Docker's byte units (`64m` is 64 MiB), as compose's `mem_limit` and
+    /// a stack's `deploy.resources` take it.
+    pub fn memory_text(&self) -> Option<String> {
+        self.memory_bytes.map(|b| {
+            for (unit, size) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+                if b >= size && b % size == 0 {
+                    return format!("{}{unit}", b / size);
+                }
+            }
+            format!("{b}b")
+        })
+    }
 }
 
 /// A host of the topology: a machine of its own, or one emulated on this machine.
@@ -348,6 +428,37 @@ mod tests {
         assert!(!no_pause.supports(NodeAction::Pause));
         assert!(!no_pause.supports(NodeAction::Resume));
         assert!(no_pause.supports(NodeAction::Kill));
+    }
+
+    #[test]
+    fn resources_convert_to_each_consumers_units() {
+        let quarter = NodeResources {
+            cpu_millis: Some(250),
+            memory_bytes: Some(64 << 20),
+        };
+        assert_eq!(quarter.nano_cpus(), Some(250_000_000));
+        assert_eq!(quarter.cpus(), Some(0.25));
+        assert_eq!(quarter.cpus_text().as_deref(), Some("0.25"));
+        assert_eq!(quarter.cpu_quantity().as_deref(), Some("250m"));
+        assert_eq!(quarter.memory_quantity().as_deref(), Some("64Mi"));
+        assert_eq!(quarter.memory_text().as_deref(), Some("64m"));
+        let odd = NodeResources {
+            cpu_millis: Some(2000),
+            memory_bytes: Some(1_000_000),
+        };
+        assert_eq!(odd.cpus_text().as_deref(), Some("2"));
+        assert_eq!(odd.cpu_quantity().as_deref(), Some("2"));
+        assert_eq!(odd.memory_quantity().as_deref(), Some("1000000"));
+        assert_eq!(odd.memory_text().as_deref(), Some("1000000b"));
+        let gib = NodeResources {
+            cpu_millis: Some(1500),
+            memory_bytes: Some(3 << 30),
+        };
+        assert_eq!(gib.cpus_text().as_deref(), Some("1.5"));
+        assert_eq!(gib.memory_quantity().as_deref(), Some("3Gi"));
+        assert_eq!(gib.memory_text().as_deref(), Some("3g"));
+        assert_eq!(NodeResources::default().nano_cpus(), None);
+        assert_eq!(NodeResources::default().memory_quantity(), None);
     }
 
     #[test]

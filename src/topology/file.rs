@@ -138,6 +138,104 @@ pub(crate) struct SettingsFile {
     /// `--suspect-timeout`: a suspect unreachable this long is declared dead (default 3s).
     #[serde(default)]
     pub suspect_timeout: Option<Spanned<DurationText>>,
+    /// CPU and memory each node may use, e.g. `{cpu: 250m, memory: 64Mi}` (default:
+    /// unlimited). Limits on `docker` and `swarm` and in the exports; requests and limits on
+    /// Kubernetes; refused by `local`.
+    #[serde(default)]
+    pub resources: Option<Spanned<ResourcesFile>>,
+}
+
+/// `resources:` of node settings; each key may be given alone (the other stays as the
+/// level below sets it).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourcesFile {
+    /// CPUs: cores as a number (`0.5`, `2`) or thousandths with `m` (`250m`); at least `10m`.
+    #[serde(default)]
+    pub cpu: Option<Spanned<CpuQuantity>>,
+    /// Memory: bytes, or a number with `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) or `k`, `M`,
+    /// `G`, `T` (powers of 1000), e.g. `64Mi`; at least `6Mi`.
+    #[serde(default)]
+    pub memory: Option<Spanned<MemoryQuantity>>,
+}
+
+/// A quantity written as a YAML number or as text; checked during validation so a bad
+/// value is reported with its location.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Quantity {
+    /// A plain number.
+    Number(f64),
+    /// Text such as `250m` or `64Mi`.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quantity such as `250m`, `0.5` or `64Mi`")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The CPU of `resources` (see [`ResourcesFile::cpu`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct CpuQuantity(pub Quantity);
+
+impl JsonSchema for CpuQuantity {
+    fn schema_name() -> Cow<'static, str> {
+        "CpuQuantity".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "CPUs: cores as a number (`0.5`, `2`) or thousandths of a core with `m` (`250m`); at least `10m`.",
+            "oneOf": [
+                {"type": "number", "minimum": 0.01},
+                {"type": "string", "pattern": "^\\s*([0-9]+m|[0-9]+(\\.[0-9]{1,3})?)\\s*$"}
+            ],
+            "examples": ["250m", 0.5]
+        })
+    }
+}
+
+/// The memory of `resources` (see [`ResourcesFile::memory`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct MemoryQuantity(pub Quantity);
+
+impl JsonSchema for MemoryQuantity {
+    fn schema_name() -> Cow<'static, str> {
+        "MemoryQuantity".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Memory: bytes, or a whole number with `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) or `k`, `M`, `G`, `T` (powers of 1000); at least `6Mi`.",
+            "oneOf": [
+                {"type": "integer", "minimum": 6291456},
+                {"type": "string", "pattern": "^\\s*[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?\\s*$"}
+            ],
+            "examples": ["64Mi", "1Gi"]
+        })
+    }
 }
 
 /// The genesis nodes, named `genesis-0`, `genesis-1`, ...

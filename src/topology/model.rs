@@ -154,6 +154,22 @@ pub struct NodeSettings {
     /// How long a suspect may refute before it is declared dead (`--suspect-timeout`).
     #[serde(serialize_with = "serialize_duration")]
     pub suspect_timeout: Duration,
+    /// CPU and memory each node may use (`resources`); `None`: unlimited. Not a flag of
+    /// `peerlab node`: the runtime that starts the node applies it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// CPU and memory limits of a node (`resources` in node settings); each `None` leaves
+/// that one unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// Thousandths of a CPU (`250m` is 250).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    /// Bytes of memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 impl NodeSettings {
@@ -166,6 +182,7 @@ impl NodeSettings {
         heartbeat_interval: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_millis(1500),
         suspect_timeout: Duration::from_secs(3),
+        resources: None,
     };
 
     /// Every setting as `peerlab node` flags. All are rendered, defaults included, so a node

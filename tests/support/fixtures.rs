@@ -18,6 +18,7 @@ pub fn node_spec(name: &str, genesis: bool, seed: u64, args: &[&str]) -> NodeSpe
         node_args: args.iter().map(|a| a.to_string()).collect(),
         seed,
         host: None,
+        resources: None,
     }
 }
 

@@ -160,3 +160,48 @@ fn staggered_topologies_export_and_late_waves_are_refused() {
         .to_string();
     assert!(err.contains("start_delay"), "{err}");
 }
+
+/// A plan whose peers have the topology's `resources`.
+fn limited_plan() -> RunPlan {
+    let limited = |spec: NodeSpec| NodeSpec {
+        resources: Some(peerlab::runtime::NodeResources {
+            cpu_millis: Some(250),
+            memory_bytes: Some(64 << 20),
+        }),
+        ..spec
+    };
+    plan(
+        vec![
+            node("genesis-0", true, &[], Duration::ZERO),
+            limited(node("peers-0", false, &[], Duration::ZERO)),
+        ],
+        vec![],
+    )
+}
+
+#[test]
+fn resources_become_compose_limits_and_the_file_stays_valid() {
+    let yaml = export(&limited_plan()).unwrap();
+    assert_eq!(violations(&yaml), Vec::<String>::new(), "\n{yaml}");
+    let file: Value = serde_saphyr::from_str(&yaml).unwrap();
+    let peer = &file["services"]["peers-0"];
+    assert_eq!(peer["cpus"], 0.25, "\n{yaml}");
+    assert_eq!(peer["mem_limit"], "64m", "\n{yaml}");
+    let genesis = &file["services"]["genesis-0"];
+    assert!(genesis.get("cpus").is_none() && genesis.get("mem_limit").is_none());
+}
+
+#[test]
+fn resources_become_stack_limits_and_the_file_stays_valid() {
+    let yaml = peerlab::export::stack::export(&limited_plan(), &Default::default()).expect("stack");
+    assert_eq!(violations(&yaml), Vec::<String>::new(), "\n{yaml}");
+    let file: Value = serde_saphyr::from_str(&yaml).unwrap();
+    let limits = &file["services"]["peers"]["deploy"]["resources"]["limits"];
+    assert_eq!(limits["cpus"], "0.25", "\n{yaml}");
+    assert_eq!(limits["memory"], "64m", "\n{yaml}");
+    assert!(
+        file["services"]["genesis-0"]["deploy"]
+            .get("resources")
+            .is_none()
+    );
+}

@@ -8,5 +8,6 @@ mod support;
 mod checks;
 mod compose;
 mod hosts;
+mod kubernetes_export;
 mod scenario;
 mod validation;

@@ -543,3 +543,62 @@ fn schema_is_valid_json_schema_and_accepts_the_examples() {
         serde_json::json!({"name": "x", "genesis": {"count": 1}, "nme": 1});
     assert!(!validator.is_valid(&typo));
 }
+
+#[test]
+fn resources_layer_over_defaults_and_reach_the_plan() {
+    let source = "name: res\ngenesis: {count: 1}\ndefaults:\n  resources: {cpu: 250m, memory: 64Mi}\ngroups:\n  - name: peers\n    count: 2\n    settings:\n      resources: {cpu: 0.5}\n  - name: free\n    count: 1\n";
+    let t = topology::parse_str(source, "res.yaml").expect("valid");
+    let nodes = plan::node_specs(&t, 1);
+    let of = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.resources)
+            .expect("resources")
+    };
+    assert_eq!(of("genesis-0").cpu_millis, Some(250));
+    assert_eq!(of("genesis-0").memory_bytes, Some(64 << 20));
+    // A group's own key overrides the default; the key it does not set is inherited.
+    assert_eq!(of("peers-1").cpu_millis, Some(500));
+    assert_eq!(of("peers-1").memory_bytes, Some(64 << 20));
+    assert_eq!(of("free-0").cpu_millis, Some(250));
+    let none = topology::parse_str("name: r\ngenesis: {count: 1}\n", "r.yaml").unwrap();
+    assert!(plan::node_specs(&none, 1)[0].resources.is_none());
+}
+
+#[test]
+fn malformed_resources_are_reported_at_their_key() {
+    let source = "name: res\ngenesis: {count: 1}\ndefaults:\n  resources: {cpu: 250m, memory: 64m}\ngroups:\n  - name: peers\n    count: 2\n    settings:\n      resources:\n        cpu: lots\n";
+    let errs = errors(source);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    let memory = &errs[0];
+    assert_eq!(
+        (memory.line, memory.path.as_str()),
+        (4, "defaults.resources.memory")
+    );
+    assert!(memory.message.contains("`64Mi`"), "{}", memory.message);
+    let cpu = &errs[1];
+    assert_eq!(
+        (cpu.line, cpu.path.as_str()),
+        (10, "groups[0].settings.resources.cpu")
+    );
+    assert!(cpu.message.contains("`250m`"), "{}", cpu.message);
+    let unknown =
+        errors("name: res\ngenesis:\n  count: 1\n  settings:\n    resources: {cpus: 1}\n");
+    assert!(
+        unknown[0].message.contains("cpus"),
+        "an unknown key is named: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_schema_checks_resources() {
+    let schema = topology::json_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let with = |resources: serde_json::Value| serde_json::json!({"name": "x", "genesis": {"count": 1}, "defaults": {"resources": resources}});
+    assert!(validator.is_valid(&with(serde_json::json!({"cpu": "250m", "memory": "64Mi"}))));
+    assert!(validator.is_valid(&with(serde_json::json!({"cpu": 0.5}))));
+    assert!(!validator.is_valid(&with(serde_json::json!({"cpu": "lots"}))));
+    assert!(!validator.is_valid(&with(serde_json::json!({"memory": "1.5Gi"}))));
+    assert!(!validator.is_valid(&with(serde_json::json!({"cpus": 1}))));
+}

@@ -463,6 +463,12 @@ impl Runtime for DockerRuntime {
                         host_port: Some(String::new()),
                     }]),
                 )])),
+                // The topology's `resources`: hard limits, as the exports write them.
+                nano_cpus: node.resources.and_then(|r| r.nano_cpus()),
+                memory: node
+                    .resources
+                    .and_then(|r| r.memory_bytes)
+                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
                 ..Default::default()
             }),
             // API versions before 1.44 accept one network at create; the rest are connected below.

@@ -34,6 +34,7 @@
 //! Teardown deletes the namespace and waits until it is gone.
 
 pub mod capacity;
+/// The objects of a run, built from its plan (shared with `peerlab export kubernetes`).
 pub mod objects;
 pub mod proxy;
 
@@ -318,7 +319,7 @@ impl KubernetesRuntime {
         Ok(objects::ObjectOptions {
             namespace: self.ns()?.to_string(),
             image: plan.image.clone(),
-            pull_policy: "IfNotPresent".to_string(),
+            pull_policy: objects::DEFAULT_PULL_POLICY.to_string(),
             held,
         })
     }
@@ -1026,7 +1027,7 @@ impl Runtime for KubernetesRuntime {
         let options = objects::ObjectOptions {
             namespace: namespace.clone(),
             image: plan.image.clone(),
-            pull_policy: "IfNotPresent".to_string(),
+            pull_policy: objects::DEFAULT_PULL_POLICY.to_string(),
             held: held.clone(),
         };
         let objects = objects::build(plan, &options)?;

@@ -213,6 +213,17 @@ impl Runtime for LocalRuntime {
     }
 
     fn check_support(&self, plan: &RunPlan) -> Result<(), RuntimeError> {
+        // A child process has no cgroup of its own to limit, and a limit silently not
+        // applied would make a run mean something else than its topology says.
+        if let Some(node) = plan.nodes.iter().find(|n| n.resources.is_some()) {
+            return Err(RuntimeError::Unsupported {
+                runtime: "local",
+                reason: format!(
+                    "group `{}` sets `resources` (CPU/memory limits), which local processes                      cannot be held to; use --runtime docker (or swarm, kubernetes), or remove                      `resources` from the topology to run it locally unlimited",
+                    node.group
+                ),
+            });
+        }
         // Loopback is one network: nodes on networks that do not meet cannot be kept apart.
         let everyone: Vec<&NodeSpec> = plan.nodes.iter().collect();
         for (i, a) in everyone.iter().enumerate() {
@@ -552,6 +563,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::NodeResources;
 
     #[test]
     fn addresses_are_distinct_loopback_hosts() {
@@ -565,5 +577,51 @@ mod tests {
             assert_ne!(ip.octets()[3], 0);
             assert_ne!(ip.octets()[3], 255);
         }
+    }
+
+    #[test]
+    fn resource_limits_are_refused_with_what_to_do_instead() {
+        let node = |name: &str, resources: Option<NodeResources>| NodeSpec {
+            name: name.into(),
+            group: name.split('-').next().unwrap_or(name).into(),
+            genesis: name.starts_with("genesis"),
+            networks: Vec::new(),
+            start_after: std::time::Duration::ZERO,
+            node_args: Vec::new(),
+            seed: 1,
+            host: None,
+            resources,
+        };
+        let plan = |nodes: Vec<NodeSpec>| RunPlan {
+            run_id: "res-000001".into(),
+            run_dir: "/tmp/unused".into(),
+            topology_name: "res".into(),
+            image: "peerlab:test".into(),
+            networks: Vec::new(),
+            nodes,
+            hosts: Vec::new(),
+            detach: false,
+        };
+        let runtime = LocalRuntime::new().expect("local runtime");
+        let free = plan(vec![node("genesis-0", None), node("peers-0", None)]);
+        assert!(runtime.check_support(&free).is_ok());
+        let limited = plan(vec![
+            node("genesis-0", None),
+            node(
+                "peers-0",
+                Some(NodeResources {
+                    cpu_millis: Some(250),
+                    memory_bytes: None,
+                }),
+            ),
+        ]);
+        let reason = runtime
+            .check_support(&limited)
+            .expect_err("limits cannot be applied to processes")
+            .to_string();
+        assert!(
+            reason.contains("`peers`") && reason.contains("--runtime docker"),
+            "{reason}"
+        );
     }
 }

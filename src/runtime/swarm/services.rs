@@ -22,10 +22,10 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam, IpamConfig, NetworkAttachmentConfig,
-    NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam, IpamConfig, Limit,
+    NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use ipnet::IpNet;
 
@@ -141,6 +141,15 @@ pub fn node_service(plan: &RunPlan, node: &NodeSpec, host: Option<&HostMatch>) -
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 ..Default::default()
             }),
+            // The topology's `resources`, as limits (what the stack export writes too).
+            resources: node.resources.map(|r| TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: r.nano_cpus(),
+                    memory_bytes: r.memory_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             placement: host.map(|h| TaskSpecPlacement {
                 constraints: Some(vec![h.constraint()]),
                 ..Default::default()
@@ -251,6 +260,7 @@ mod tests {
             node_args: vec!["--degree".into(), "3".into()],
             seed: 42,
             host: host.map(str::to_string),
+            resources: None,
         }
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_saphyr::Location;
 
 use crate::topology::diagnostic::Sink;
-use crate::topology::file::{DurationText, SettingsFile, Spanned};
-use crate::topology::model::{NodeSettings, duration_text};
+use crate::topology::file::{DurationText, Quantity, SettingsFile, Spanned};
+use crate::topology::model::{NodeSettings, Resources, duration_text};
 
 use super::{duration, others};
 
@@ -28,6 +28,8 @@ struct Layer {
     heartbeat_interval: Option<Set<Duration>>,
     heartbeat_timeout: Option<Set<Duration>>,
     suspect_timeout: Option<Set<Duration>>,
+    cpu_millis: Option<Set<u32>>,
+    memory_bytes: Option<Set<u64>>,
 }
 
 impl Layer {
@@ -39,6 +41,41 @@ impl Layer {
                 path,
             })
         }
+        let resources = file.resources.as_ref().map(|r| &r.value);
+        let mut quantity =
+            |v: Option<(&Quantity, Location)>,
+             key: &str,
+             parse: fn(&Quantity) -> Result<u64, String>| {
+                let path = format!("{base}.resources.{key}");
+                let (value, at) = v?;
+                match parse(value) {
+                    Ok(value) => Some(Set { value, at, path }),
+                    Err(message) => {
+                        s.report(at, &path, message);
+                        None
+                    }
+                }
+            };
+        let cpu_millis = quantity(
+            resources
+                .and_then(|r| r.cpu.as_ref())
+                .map(|c| (&c.value.0, c.at)),
+            "cpu",
+            parse_cpu,
+        )
+        .map(|set| Set {
+            // parse_cpu bounds it by MAX_CPU_MILLIS, well within u32.
+            value: set.value as u32,
+            at: set.at,
+            path: set.path,
+        });
+        let memory_bytes = quantity(
+            resources
+                .and_then(|r| r.memory.as_ref())
+                .map(|m| (&m.value.0, m.at)),
+            "memory",
+            parse_memory,
+        );
         let mut time = |v: &Option<Spanned<DurationText>>, key: &str| {
             let path = format!("{base}.{key}");
             let d = v.as_ref()?;
@@ -50,6 +87,8 @@ impl Layer {
             })
         };
         Layer {
+            cpu_millis,
+            memory_bytes,
             heartbeat_interval: time(&file.heartbeat_interval, "heartbeat_interval"),
             heartbeat_timeout: time(&file.heartbeat_timeout, "heartbeat_timeout"),
             suspect_timeout: time(&file.suspect_timeout, "suspect_timeout"),
@@ -80,6 +119,11 @@ impl Layer {
                 .suspect_timeout
                 .clone()
                 .or_else(|| under.suspect_timeout.clone()),
+            cpu_millis: self.cpu_millis.clone().or_else(|| under.cpu_millis.clone()),
+            memory_bytes: self
+                .memory_bytes
+                .clone()
+                .or_else(|| under.memory_bytes.clone()),
         }
     }
 }
@@ -137,6 +181,13 @@ impl Layers {
             suspect_timeout: effective
                 .suspect_timeout
                 .map_or(b.suspect_timeout, |v| v.value),
+            resources: match (effective.cpu_millis, effective.memory_bytes) {
+                (None, None) => None,
+                (cpu, memory) => Some(Resources {
+                    cpu_millis: cpu.map(|c| c.value),
+                    memory_bytes: memory.map(|m| m.value),
+                }),
+            },
         }
     }
 
@@ -246,5 +297,181 @@ impl Layers {
                 );
             }
         }
+    }
+}
+
+/// Least CPU a node may be given: Docker refuses less than a hundredth of a core.
+const MIN_CPU_MILLIS: u64 = 10;
+/// Most CPU a node may be given (a thousand cores), so the value fits every consumer.
+const MAX_CPU_MILLIS: u64 = 1_000_000;
+/// Least memory a node may be given: Docker refuses less than 6 MiB.
+const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+/// `resources.cpu` in thousandths of a core: a number of cores (`0.5`, `2`, at most three
+/// decimals) or thousandths with `m` (`250m`), as Kubernetes writes CPU quantities.
+pub(super) fn parse_cpu(value: &Quantity) -> Result<u64, String> {
+    let expected =
+        "expected cores as a number (`0.5`, `2`) or thousandths of a core with `m` (`250m`)";
+    let millis = match value {
+        Quantity::Number(n) => {
+            let millis = n * 1000.0;
+            if !n.is_finite() || *n < 0.0 || (millis - millis.round()).abs() > 1e-6 {
+                return Err(format!(
+                    "{n} is not a CPU amount; {expected}, with at most three decimals"
+                ));
+            }
+            millis.round() as u64
+        }
+        Quantity::Text(text) => {
+            let t = text.trim();
+            let digits = |d: &str| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit());
+            if let Some(m) = t.strip_suffix('m').filter(|m| digits(m)) {
+                m.parse::<u64>()
+                    .map_err(|_| format!("`{text}` is too large; {expected}"))?
+            } else {
+                let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+                if !digits(whole) || (t.contains('.') && !digits(fraction)) || fraction.len() > 3 {
+                    return Err(format!("`{text}` is not a CPU amount; {expected}"));
+                }
+                let whole: u64 = whole
+                    .parse()
+                    .map_err(|_| format!("`{text}` is too large; {expected}"))?;
+                let fraction: u64 = format!("{fraction:0<3}").parse().unwrap_or(0);
+                whole.saturating_mul(1000).saturating_add(fraction)
+            }
+        }
+    };
+    if millis < MIN_CPU_MILLIS {
+        return Err(format!(
+            "{millis}m is less than the least CPU a container can be given; expected at least `{MIN_CPU_MILLIS}m` (0.01 cores)"
+        ));
+    }
+    if millis > MAX_CPU_MILLIS {
+        return Err(format!(
+            "{millis}m is more than {} cores; expected a real CPU amount",
+            MAX_CPU_MILLIS / 1000
+        ));
+    }
+    Ok(millis)
+}
+
+/// `resources.memory` in bytes: bytes, or a whole number with a binary (`Ki`, `Mi`, `Gi`,
+/// `Ti`) or decimal (`k`, `M`, `G`, `T`) unit, as Kubernetes writes memory quantities.
+pub(super) fn parse_memory(value: &Quantity) -> Result<u64, String> {
+    let expected = "expected bytes, or a whole number with `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) or `k`, `M`, `G`, `T` (powers of 1000), such as `64Mi`";
+    let bytes = match value {
+        Quantity::Number(n) => {
+            if !n.is_finite() || *n < 0.0 || n.fract() != 0.0 {
+                return Err(format!("{n} is not a number of bytes; {expected}"));
+            }
+            *n as u64
+        }
+        Quantity::Text(text) => {
+            let t = text.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (number, unit) = t.split_at(split);
+            let size: u64 = match unit {
+                "" => 1,
+                "Ki" => 1 << 10,
+                "Mi" => 1 << 20,
+                "Gi" => 1 << 30,
+                "Ti" => 1 << 40,
+                "k" => 1_000,
+                "M" => 1_000_000,
+                "G" => 1_000_000_000,
+                "T" => 1_000_000_000_000,
+                "m" => {
+                    return Err(format!(
+                        "`{text}`: `m` means thousandths, not megabytes; write `{number}Mi` (mebibytes) or `{number}M` (megabytes)"
+                    ));
+                }
+                other => {
+                    let hint = match other.to_ascii_lowercase().as_str() {
+                        "mb" | "mib" => {
+                            format!("; for megabytes write `{number}Mi` (or `{number}M`)")
+                        }
+                        "gb" | "gib" | "g" => {
+                            format!("; for gigabytes write `{number}Gi` (or `{number}G`)")
+                        }
+                        "kb" | "kib" | "k" => {
+                            format!("; for kilobytes write `{number}Ki` (or `{number}k`)")
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(format!("`{text}` is not a memory amount; {expected}{hint}"));
+                }
+            };
+            if number.is_empty() {
+                return Err(format!("`{text}` has no number; {expected}"));
+            }
+            number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(size))
+                .ok_or_else(|| format!("`{text}` is too large; {expected}"))?
+        }
+    };
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(format!(
+            "{bytes} bytes is less than the least memory a container can be given; expected at least `6Mi`"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> Quantity {
+        Quantity::Text(t.to_string())
+    }
+
+    #[test]
+    fn cpu_amounts_as_cores_or_thousandths() {
+        assert_eq!(parse_cpu(&text("250m")), Ok(250));
+        assert_eq!(parse_cpu(&text(" 0.5 ")), Ok(500));
+        assert_eq!(parse_cpu(&text("2")), Ok(2000));
+        assert_eq!(parse_cpu(&text("1.25")), Ok(1250));
+        assert_eq!(parse_cpu(&Quantity::Number(0.25)), Ok(250));
+        assert_eq!(parse_cpu(&Quantity::Number(3.0)), Ok(3000));
+        for bad in ["", "m", "0.5m", "1.2345", "two", "-1", "1e3", "250 m", ".5"] {
+            let e = parse_cpu(&text(bad)).expect_err(bad);
+            assert!(e.contains("expected"), "{bad}: {e}");
+        }
+        assert!(
+            parse_cpu(&text("5m"))
+                .unwrap_err()
+                .contains("at least `10m`")
+        );
+        assert!(parse_cpu(&Quantity::Number(0.0001)).is_err());
+        assert!(parse_cpu(&text("99999999999999999999m")).is_err());
+    }
+
+    #[test]
+    fn memory_amounts_in_binary_or_decimal_units() {
+        assert_eq!(parse_memory(&text("64Mi")), Ok(64 << 20));
+        assert_eq!(parse_memory(&text("1Gi")), Ok(1 << 30));
+        assert_eq!(parse_memory(&text("100M")), Ok(100_000_000));
+        assert_eq!(parse_memory(&text("8388608")), Ok(8 << 20));
+        assert_eq!(parse_memory(&Quantity::Number(8388608.0)), Ok(8 << 20));
+        let milli = parse_memory(&text("64m")).unwrap_err();
+        assert!(milli.contains("`64Mi`"), "{milli}");
+        let mb = parse_memory(&text("64MB")).unwrap_err();
+        assert!(mb.contains("`64Mi`"), "{mb}");
+        for bad in ["", "Mi", "1.5Gi", "64 Mi", "lots", "64Pi"] {
+            let e = parse_memory(&text(bad)).expect_err(bad);
+            assert!(e.contains("expected") || e.contains("write"), "{bad}: {e}");
+        }
+        assert!(
+            parse_memory(&text("1Mi"))
+                .unwrap_err()
+                .contains("at least `6Mi`")
+        );
+        assert!(
+            parse_memory(&text("99999999999Ti"))
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }
