@@ -34,7 +34,6 @@
 //! Teardown deletes the namespace and waits until it is gone.
 
 pub mod capacity;
-/// The objects of a run, built from its plan (shared with `peerlab export kubernetes`).
 pub mod objects;
 pub mod proxy;
 
