@@ -183,7 +183,7 @@ pub struct KubeArgs {
     /// The cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// With --runtime kubernetes: the run's namespace (default: peerlab-<run id>). It must
+    /// With --runtime kubernetes: the run's namespace (default: `peerlab-<run id>`). It must
     /// not exist yet: the run creates and labels it, and deletes it at the end.
     #[arg(long, value_name = "NAME")]
     pub namespace: Option<String>,
@@ -428,7 +428,7 @@ pub struct KubernetesExportArgs {
     /// Where to write the YAML; `-` (the default) is standard output.
     #[arg(long, short, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
-    /// Namespace of the objects (created by the file). Default: peerlab-<topology name>.
+    /// Namespace of the objects (created by the file). Default: `peerlab-<topology name>`.
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
     /// The nodes' image. Default: the topology's `image` (what the Docker runtime runs).
