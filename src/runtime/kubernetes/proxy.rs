@@ -110,11 +110,12 @@ struct Unreachable(String);
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/pods/")?;
     let (pod, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    // A StatefulSet's pods are DNS labels; nothing else (`..`, `/`) may reach the API path.
     let valid = !pod.is_empty()
-        && pod.len() <= 253
+        && pod.len() <= 63
         && pod
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     valid.then_some((pod, rest))
 }
 
