@@ -368,7 +368,7 @@ pub struct KubernetesExportArgs {
     /// Where to write the YAML; `-` (the default) is standard output.
     #[arg(long, short, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
-    /// Namespace of the objects (created by the file). Default: peerlab-<topology name>.
+    /// Namespace of the objects (created by the file). Default: `peerlab-<topology name>`.
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
     /// The nodes' image. Default: the topology's `image` (what the Docker runtime runs).
