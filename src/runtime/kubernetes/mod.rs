@@ -614,8 +614,13 @@ impl KubernetesRuntime {
     /// Runs `node` in a fresh pod: out of the held set, its held pod replaced, then waited
     /// for until it runs and its status socket answers. Returns its endpoint.
     async fn release(&self, node: &str) -> Result<NodeEndpoint, RuntimeError> {
-        self.set_held(node, false).await?;
-        let old = self.delete_pod(node, Some(0)).await?;
+        // A node that is not held runs already (a start of a node that was never stopped):
+        // its pod must not be replaced.
+        let old = if self.set_held(node, false).await? {
+            self.delete_pod(node, Some(0)).await?
+        } else {
+            None
+        };
         let pod = self.wait_running(node, old.as_deref()).await?;
         let endpoint = self.endpoint_of(node, &pod)?;
         self.wait_answers(&endpoint).await?;
