@@ -69,7 +69,7 @@ fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
 // current-thread, so the guard never crosses threads.
 #[allow(clippy::await_holding_lock)]
 #[tokio::test]
-async fn a_lab_of_two_groups_forms_broadcasts_joins_a_held_node_and_leaves_nothing() {
+async fn a_lab_of_two_groups_forms_joins_a_held_node_stops_starts_broadcasts_and_leaves_nothing() {
     let client = client().await;
     tokio::task::spawn_blocking(ensure_image)
         .await
@@ -107,6 +107,14 @@ async fn a_lab_of_two_groups_forms_broadcasts_joins_a_held_node_and_leaves_nothi
     // The manual group's pod exists but is held: no member knows it.
     assert_eq!(formed.observations.len(), 5);
     lab.join("late-0").await.expect("the held pod starts");
+    let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    assert_eq!(formed.observations.len(), 6);
+
+    // A graceful stop (SIGTERM: the node floods its leave) and a start of the same node.
+    lab.stop("alpha-1").await.expect("stop");
+    assert!(!lab.live_nodes().contains(&"alpha-1".to_string()));
+    lab.start("alpha-1").await.expect("start");
     let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
     assert!(formed.formed(), "{:#?}", formed.failures());
     assert_eq!(formed.observations.len(), 6);
