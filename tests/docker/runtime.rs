@@ -279,3 +279,53 @@ async fn a_taken_subnet_names_the_network_holding_it_and_how_to_free_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn resources_become_the_containers_cpu_and_memory_limits() {
+    with_run("dkres", |docker, run_id, image| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let limited = NodeSpec {
+            resources: Some(peerlab::runtime::NodeResources {
+                cpu_millis: Some(250),
+                memory_bytes: Some(64 << 20),
+            }),
+            ..node("genesis-0", true, &[], 1)
+        };
+        let free = node("peers-0", false, &[], 2);
+        let plan = plan(
+            &run_id,
+            dir.path(),
+            &image,
+            vec![limited.clone(), free.clone()],
+            vec![],
+        );
+        let mut runtime = DockerRuntime::with_client(docker.clone());
+        runtime.check_support(&plan).unwrap();
+        runtime.prepare(&plan).await.unwrap();
+        runtime.start(&limited).await.unwrap();
+        runtime.start(&free).await.unwrap();
+        let host_config = |name: &str| {
+            let docker = docker.clone();
+            let container = format!("{run_id}-{name}");
+            async move {
+                docker
+                    .inspect_container(&container, None)
+                    .await
+                    .unwrap()
+                    .host_config
+                    .unwrap_or_default()
+            }
+        };
+        let limits = host_config("genesis-0").await;
+        assert_eq!(limits.nano_cpus, Some(250_000_000));
+        assert_eq!(limits.memory, Some(64 << 20));
+        let unlimited = host_config("peers-0").await;
+        assert!(
+            unlimited.nano_cpus.unwrap_or(0) == 0 && unlimited.memory.unwrap_or(0) == 0,
+            "a node without resources is unlimited: {unlimited:?}"
+        );
+        let report = runtime.teardown().await.unwrap();
+        assert!(report.leftovers.is_empty(), "{report:?}");
+    })
+    .await;
+}

@@ -18,8 +18,9 @@ use crate::support::{BIN, poll_until_blocking, topologies_dir};
 const IMAGE: &str = "peerlab-test:kubernetes-export";
 /// From `kubectl apply` to every pod Ready and the network formed, on a busy 2-core machine.
 const FORM_WITHIN: Duration = Duration::from_secs(180);
-/// From `kubectl delete namespace` to the namespace gone (pods get 10 s to leave).
-const GONE_WITHIN: Duration = Duration::from_secs(120);
+/// From `kubectl delete namespace` to the namespace gone: pods get 10 s to leave, and the
+/// namespace controller of a busy 1.20 cluster retries with a backoff (13 s to 94 s seen).
+const GONE_WITHIN: Duration = Duration::from_secs(240);
 
 /// `kubectl`: the lab's own (matching the API server) when `K8S_LAB_KUBECTL` names it.
 fn kubectl() -> Command {
@@ -127,31 +128,31 @@ fn describe(ns: &str) -> String {
     )
 }
 
-#[test]
-fn exported_quickstart_applies_to_the_cluster_and_forms() {
+/// Exports `topology` into a fresh namespace, applies it, waits until the pods `expected`
+/// (sorted) are all Ready and form one network, checks each node's identity, then deletes
+/// the namespace and waits until it is gone.
+fn apply_and_form(test: &str, topology: &std::path::Path, expected: &[&str]) -> Vec<Value> {
     require_cluster();
     ensure_image();
-    let ns = unique("k1-export-");
+    let started = std::time::Instant::now();
+    let ns = unique(&format!("{test}-"));
     let guard = Namespace(ns.clone());
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("quickstart.k8s.yaml");
-    let topology = topologies_dir().join("quickstart.yaml");
+    let file = dir.path().join("objects.yaml");
     must(
         peerlab()
             .args(["export", "kubernetes"])
-            .arg(&topology)
+            .arg(topology)
             .args(["--namespace", &ns, "--image", IMAGE, "-o"])
             .arg(&file),
     );
     must(kubectl().arg("apply").arg("-f").arg(&file));
+    eprintln!("{ns}: applied after {:?}", started.elapsed());
 
-    let expected: Vec<String> = ["genesis-0", "peers-0", "peers-1", "peers-2", "peers-3"]
-        .map(String::from)
-        .to_vec();
     let deadline = std::time::Instant::now() + FORM_WITHIN;
-    let formed_as = loop {
+    let (observations, seen) = loop {
         let seen = pods(&ns);
-        let mut names: Vec<String> = seen.iter().map(|(n, _, _)| n.clone()).collect();
+        let mut names: Vec<&str> = seen.iter().map(|(n, _, _)| n.as_str()).collect();
         names.sort();
         let why = if names != expected || seen.iter().any(|(_, ready, _)| !ready) {
             format!("pods (name, Ready, IP): {seen:?}")
@@ -178,8 +179,11 @@ fn exported_quickstart_applies_to_the_cluster_and_forms() {
         );
         std::thread::sleep(DOCKER_POLL);
     };
+    eprintln!(
+        "{ns}: every pod Ready and formed after {:?}",
+        started.elapsed()
+    );
     // The nodes know each other by the plan's names, and advertise their pod addresses.
-    let (observations, seen) = formed_as;
     for o in &observations {
         let status = o.status.as_ref().expect("answered");
         assert_eq!(status.id, o.name, "node name from the pod name");
@@ -196,6 +200,12 @@ fn exported_quickstart_applies_to_the_cluster_and_forms() {
             o.name
         );
     }
+    let pod_specs = output(kubectl().args(["-n", &ns, "get", "pods", "-o", "json"]));
+    let pod_specs: Value = serde_json::from_slice(&pod_specs.stdout).unwrap_or(Value::Null);
+    let statuses = observations
+        .iter()
+        .filter_map(|o| serde_json::to_value(o.status.as_ref()?).ok())
+        .collect::<Vec<_>>();
 
     must(kubectl().args(["delete", "namespace", &ns, "--wait=false"]));
     poll_until_blocking(GONE_WITHIN, "the namespace to be gone", || {
@@ -203,5 +213,58 @@ fn exported_quickstart_applies_to_the_cluster_and_forms() {
             output(kubectl().args(["get", "namespace", &ns, "--ignore-not-found", "-o", "name"]));
         (out.status.success() && out.stdout.is_empty()).then_some(())
     });
+    eprintln!("{ns}: namespace gone after {:?}", started.elapsed());
     drop(guard);
+    let mut out = vec![pod_specs];
+    out.extend(statuses);
+    out
+}
+
+#[test]
+fn exported_quickstart_applies_to_the_cluster_and_forms() {
+    let topology = topologies_dir().join("quickstart.yaml");
+    apply_and_form(
+        "k1-export",
+        &topology,
+        &["genesis-0", "peers-0", "peers-1", "peers-2", "peers-3"],
+    );
+}
+
+#[test]
+fn two_genesis_nodes_and_resource_limits_run_on_the_cluster() {
+    // genesis-1 shares genesis-0's template and list: it must join through genesis-0 rather
+    // than start a second network; the limits must be accepted as requests and limits.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topology = dir.path().join("two-genesis.yaml");
+    std::fs::write(
+        &topology,
+        "name: two-genesis\nseed: 5\ngenesis: {count: 2}\n\
+         defaults:\n  degree: 2\n  resources: {cpu: 200m, memory: 48Mi}\n\
+         groups:\n  - {name: peers, count: 2}\n",
+    )
+    .expect("write the topology");
+    let found = apply_and_form(
+        "k1-genesis",
+        &topology,
+        &["genesis-0", "genesis-1", "peers-0", "peers-1"],
+    );
+    let statuses = &found[1..];
+    let started_network: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s["genesis"] == true)
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(
+        started_network,
+        ["genesis-0"],
+        "one network, started by genesis-0"
+    );
+    let pods = found[0]["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods.len(), 4);
+    for pod in &pods {
+        let resources = &pod["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["limits"]["cpu"], "200m", "{resources}");
+        assert_eq!(resources["limits"]["memory"], "48Mi", "{resources}");
+        assert_eq!(resources["requests"], resources["limits"]);
+    }
 }

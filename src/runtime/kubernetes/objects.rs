@@ -25,7 +25,9 @@
 //!
 //! **Held nodes** ([`ObjectOptions::held`]): a StatefulSet cannot leave one ordinal out, so
 //! a node the orchestrator keeps down is listed in `PEERLAB_HOLD` of its group's template;
-//! its pod runs `peerlab node`, which starts nothing and waits for SIGTERM.
+//! its pod runs `peerlab node`, which starts nothing and waits for SIGTERM. A held pod is
+//! never Ready, and once its liveness grace is over (about 90 s) the kubelet restarts its
+//! container, which comes back held: harmless, but it shows in the pod's restart count.
 //!
 //! Probes are on the status socket: readiness on `/ready` (joined), liveness on the
 //! endpoint `peerlab health --live` uses, generous enough (a minute and a half before the

@@ -302,6 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn resources_become_the_tasks_limits() {
+        let mut p = plan();
+        p.nodes[2].resources = Some(crate::runtime::NodeResources {
+            cpu_millis: Some(500),
+            memory_bytes: Some(32 << 20),
+        });
+        let limited = node_service(&p, &p.nodes[2], None);
+        let limits = limited
+            .task_template
+            .as_ref()
+            .and_then(|t| t.resources.as_ref())
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert_eq!(limits.nano_cpus, Some(500_000_000));
+        assert_eq!(limits.memory_bytes, Some(32 << 20));
+        let free = node_service(&p, &p.nodes[3], None);
+        assert!(
+            free.task_template
+                .as_ref()
+                .is_some_and(|t| t.resources.is_none())
+        );
+    }
+
+    #[test]
     fn a_node_service_carries_its_exact_identity_placement_and_labels() {
         let p = plan();
         let host = HostMatch::Label("h2".into());

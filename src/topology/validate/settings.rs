@@ -306,6 +306,9 @@ const MIN_CPU_MILLIS: u64 = 10;
 const MAX_CPU_MILLIS: u64 = 1_000_000;
 /// Least memory a node may be given: Docker refuses less than 6 MiB.
 const MIN_MEMORY_BYTES: u64 = 6 << 20;
+/// Most memory a node may be given (a pebibyte), so the value fits every consumer
+/// (Kubernetes quantities and Docker's byte counts are signed 64-bit).
+const MAX_MEMORY_BYTES: u64 = 1 << 50;
 
 /// `resources.cpu` in thousandths of a core: a number of cores (`0.5`, `2`, at most three
 /// decimals) or thousandths with `m` (`250m`), as Kubernetes writes CPU quantities.
@@ -411,6 +414,11 @@ pub(super) fn parse_memory(value: &Quantity) -> Result<u64, String> {
                 .ok_or_else(|| format!("`{text}` is too large; {expected}"))?
         }
     };
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(format!(
+            "{bytes} bytes is more than a pebibyte; expected a real memory amount such as `64Mi`"
+        ));
+    }
     if bytes < MIN_MEMORY_BYTES {
         return Err(format!(
             "{bytes} bytes is less than the least memory a container can be given; expected at least `6Mi`"
