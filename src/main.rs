@@ -43,7 +43,11 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PEERLAB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs every failed connection as an error of its own; the Kubernetes
+    // runtime turns those failures into its own sentences (or, for `peerlab ps` on a machine
+    // whose kubeconfig names a cluster that is down, deliberately says nothing).
+    let filter = EnvFilter::try_from_env("PEERLAB_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client=off"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -211,7 +211,7 @@ pub async fn every_runtime_with(kube: &KubeOptions) -> Vec<Box<dyn Runtime>> {
         match KubernetesRuntime::connect_within(kube.clone(), PROBE_WITHIN).await {
             Ok(kubernetes) => runtimes.push(Box::new(kubernetes)),
             // Said, not an error: a stale kubeconfig must not break `ps` of other runtimes.
-            Err(e) => tracing::info!("no Kubernetes runs listed: {e}"),
+            Err(e) => tracing::debug!("no Kubernetes runs listed: {e}"),
         }
     }
     runtimes
