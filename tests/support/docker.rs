@@ -137,8 +137,8 @@ pub fn runtime_test_image() -> &'static str {
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
-        if id(RUNTIME_TEST_IMAGE).is_some() && id(RUNTIME_TEST_IMAGE) == id(peerlab::DEFAULT_IMAGE)
-        {
+        let tagged = id(RUNTIME_TEST_IMAGE);
+        if tagged.is_some() && tagged == id(peerlab::DEFAULT_IMAGE) {
             return;
         }
         let _ = output(docker().args(["image", "rm", RUNTIME_TEST_IMAGE]));
