@@ -9,28 +9,26 @@
 //!
 //! Tests run in parallel on one engine, so names are unique. `quickstart.yaml` pins the
 //! subnet 10.77.1.0/24, which two networks cannot share: the tests that create networks
-//! from it take [`QUICKSTART`] in turn.
+//! from it take turns ([`quickstart_lock`], a lock of the whole engine, since test
+//! processes and binaries run at once under cargo-nextest).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::docker::*;
-use crate::support::{ROOT, heavy_turn, topologies_dir};
-
-/// Held by tests that create networks with quickstart.yaml's fixed subnet.
-static QUICKSTART: Mutex<()> = Mutex::new(());
+use crate::support::{ROOT, Turn, engine_turn, heavy_turn, topologies_dir};
 
 /// Generous for containers starting on 2 cores shared with other tests.
 const FORM_DEADLINE: Duration = Duration::from_secs(90);
 
-fn quickstart_lock() -> std::sync::MutexGuard<'static, ()> {
-    // A panicking holder poisons the lock; the subnet is free again after its cleanup.
-    QUICKSTART.lock().unwrap_or_else(|p| p.into_inner())
+/// Held by tests that create networks with quickstart.yaml's fixed subnet. A panicking
+/// holder releases it after its cleanup has run, when the subnet is free again.
+fn quickstart_lock() -> Turn {
+    engine_turn("quickstart-subnet")
 }
 
 /// The topologies meant for Docker: quickstart.yaml and every docker-*.yaml, sorted.
@@ -299,11 +297,13 @@ fn up_is_listed_by_ps_and_down_removes_it() {
     assert!(log.exists(), "no log saved at {}", log.display());
 }
 
-/// Publishes 127.0.0.1:7071 for the genesis: only this test uses the top-level file.
+/// Publishes 127.0.0.1:7071 for the genesis: only this test uses the top-level file, and
+/// it holds the machine's turn of that port, which the checkouts on this machine share.
 #[test]
 fn top_level_compose_file_forms_a_network_of_six() {
     require_engine();
     ensure_image();
+    let _port = engine_turn("host-port-7071");
     let project = ComposeProject::new("pltop", &Path::new(ROOT).join("docker-compose.yml"));
     must(
         project

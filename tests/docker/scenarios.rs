@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerlab::runtime::docker::netfilter::{mentions_chain, rules_in};
@@ -20,14 +20,14 @@ use crate::support::docker::*;
 use crate::support::reports::{
     FAULT_TOPOLOGIES, fault_topologies, file_name, read_report, report_problems,
 };
-use crate::support::{ROOT, heavy_turn};
+use crate::support::{ROOT, Turn, heavy_turn};
 
 /// One run of a fault topology on containers: formation plus the scenario's deadlines.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// How long a scenario step may take to be reached.
 const STEP_LIMIT: Duration = Duration::from_secs(120);
 
-fn turn() -> MutexGuard<'static, ()> {
+fn turn() -> Turn {
     heavy_turn()
 }
 

@@ -7,10 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, POLL, heavy_turn};
+use crate::support::{BIN, POLL, Turn, heavy_turn};
 
 /// Heartbeats fast enough that a death is noticed in about two seconds, and a generous
 /// formation deadline: these machines are shared with compilers.
@@ -22,7 +21,7 @@ const FAST: &str = "defaults:\n  heartbeat_interval: 200ms\n  heartbeat_timeout:
 struct Run {
     child: Child,
     dir: tempfile::TempDir,
-    _turn: MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Drop for Run {

@@ -21,8 +21,8 @@ use peerlab::runtime::RUN_LABEL;
 use peerlab::runtime::docker::remove_leftovers;
 use sha2::{Digest, Sha256};
 
-use super::BIN;
 use super::formation::{self, observation};
+use super::{BIN, engine_turn};
 
 /// Interval between polls that start a process (`peerlab status`, `docker inspect`) or
 /// watch a run's progress: slower than [`super::POLL`] to spare the cores the containers
@@ -87,12 +87,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Make sure `peerlab:<version>` holds the binary under test, building it once per process
-/// with `peerlab image build` (as a user would) only when it is missing or stale. Parallel
-/// tests wait for the one build instead of racing to build the same tag.
+/// Make sure `peerlab:<version>` holds the binary under test, building it with `peerlab
+/// image build` (as a user would) only when it is missing or stale. Parallel tests wait for
+/// the one build instead of racing to build the same tag: the threads of a process here, the
+/// test processes of every binary (cargo-nextest runs a process per test) on the engine's
+/// lock of the tag; a process checks once.
 pub fn ensure_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
+        let _tag = engine_turn("node-image");
         let bytes = std::fs::read(BIN).unwrap();
         let digest = hex::encode(Sha256::digest(&bytes));
         let image = peerlab::DEFAULT_IMAGE;
@@ -121,10 +124,23 @@ pub const RUNTIME_TEST_IMAGE: &str = "peerlab-test:runtime";
 /// [`ensure_image`], then [`RUNTIME_TEST_IMAGE`] names the same image: a tag, not a second
 /// build. The image an earlier binary left under that name is removed (when nothing else
 /// names or uses it), so runs leave no image behind but `peerlab:<version>` and this tag.
+/// A tag that already names the image stays: another test process may be starting
+/// containers from it right now.
 pub fn runtime_test_image() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         ensure_image();
+        let _tag = engine_turn("node-image");
+        let id = |image: &str| {
+            let out = output(docker().args(["image", "inspect", "--format", "{{.Id}}", image]));
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let tagged = id(RUNTIME_TEST_IMAGE);
+        if tagged.is_some() && tagged == id(peerlab::DEFAULT_IMAGE) {
+            return;
+        }
         let _ = output(docker().args(["image", "rm", RUNTIME_TEST_IMAGE]));
         must(docker().args(["tag", peerlab::DEFAULT_IMAGE, RUNTIME_TEST_IMAGE]));
     });

@@ -4,7 +4,8 @@
 //!
 //! What lives here lives once: the binary under test ([`BIN`]), the repository root
 //! ([`ROOT`]), polling with a deadline ([`POLL`], [`poll_until`], [`poll_until_blocking`]),
-//! the turn that heavy runs take ([`heavy_turn`]), and in the submodules the process guards
+//! the turns that heavy runs and users of engine-wide names take ([`heavy_turn`],
+//! [`engine_turn`]), and in the submodules the process guards
 //! ([`cluster`], [`cli`]), the Docker helpers ([`docker`]), the multi-host swarm lab ([`swarm`]), plan fixtures ([`fixtures`]),
 //! "did the overlay form" judged by the orchestrator's own checks ([`formation`]) and the
 //! fault topologies and their reports ([`reports`]).
@@ -20,10 +21,12 @@ pub mod formation;
 pub mod reports;
 pub mod swarm;
 
+use std::fs::File;
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// The binary under test (built by cargo for integration tests).
 pub const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
@@ -79,10 +82,43 @@ pub fn poll_until_blocking<T>(
 
 /// Held for the whole of a heavy run: a fault scenario with one-second failure detection
 /// (up to twenty nodes or containers) or a run of thirty containers and more. Two such runs
-/// at once on two cores starve each other into false failures, and since the tests of one
-/// binary run in parallel, the runs of one binary take turns here. A panicking holder
-/// poisons the lock; its cleanup has run by then, so the next one goes ahead.
-pub fn heavy_turn() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+/// at once on two cores starve each other into false failures, so they take turns: across
+/// the threads of one test binary and across the test binaries of one build, since a runner
+/// such as cargo-nextest runs each test in a process of its own and several binaries at
+/// once. The lock file lives in this build's target directory (`CARGO_TARGET_TMPDIR`): the
+/// runs of one `cargo test`/`cargo nextest run` take turns, other checkouts are not waited
+/// for. The lock goes with the guard, or with the process when it dies.
+pub fn heavy_turn() -> Turn {
+    Turn::take(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("peerlab-heavy-turn.lock"))
+}
+
+/// Held while a test uses something the whole Docker engine shares under a fixed name
+/// (`name`: the node image tag, quickstart.yaml's pinned subnet): the lock file is in the
+/// machine's temporary directory, so the test processes of every test binary and checkout
+/// on this engine take turns.
+pub fn engine_turn(name: &str) -> Turn {
+    Turn::take(&std::env::temp_dir().join(format!("peerlab-engine-{name}.lock")))
+}
+
+/// An exclusive `flock` on a lock file, released on drop (or when the process dies, so a
+/// panicking or killed holder never blocks the next test). Two guards of one process
+/// conflict too (each opens the file anew), so it also orders the threads of a binary.
+#[must_use = "the turn ends when the guard is dropped"]
+pub struct Turn {
+    _lock: Flock<File>,
+}
+
+impl Turn {
+    /// Blocks until the lock on `path` (created when missing) is ours.
+    pub fn take(path: &Path) -> Turn {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open the lock file {}: {e}", path.display()));
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("cannot lock {}: {e}", path.display()));
+        Turn { _lock: lock }
+    }
 }
