@@ -30,6 +30,7 @@ fn kubectl() -> Command {
 
 /// Fails (never skips) when no cluster answers: this test exists to run on one.
 fn require_cluster() {
+    crate::cluster::ensure_cluster();
     let config = std::env::var("KUBECONFIG").unwrap_or_else(|_| "(unset: ~/.kube/config)".into());
     let out = kubectl()
         .args(["get", "--raw", "/readyz", "--request-timeout", "10s"])
@@ -49,6 +50,8 @@ fn require_cluster() {
 /// [`IMAGE`] holds the binary under test: built (without a registry) unless it already does.
 fn ensure_image() {
     use sha2::{Digest, Sha256};
+    // The export tests run in processes of their own (nextest): one builds, the other waits.
+    let _tag = crate::support::engine_turn("kubernetes-export-image");
     let digest = hex::encode(Sha256::digest(std::fs::read(BIN).expect("read the binary")));
     let label = output(Command::new("docker").args([
         "image",

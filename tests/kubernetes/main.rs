@@ -8,7 +8,7 @@
 //! - [`runtime`]: `--runtime kubernetes` and `RuntimeKind::Kubernetes`: quickstart, two
 //!   groups with broadcasts, a fault scenario, `up`/`ps`/`down`, an unreachable cluster.
 //!
-//! Every test that starts pods takes its turn (`support::heavy_turn`): a handful of pods at
+//! Every test that starts pods takes its turn (`support::kubernetes_turn`): a handful of pods at
 //! a time on a two-core machine that also runs the cluster. After each run the tests
 //! assert that nothing labelled with the run is left in the cluster.
 

@@ -13,7 +13,7 @@ use crate::cluster::{
 };
 use crate::support::cli::Workspace;
 use crate::support::docker::ensure_image;
-use crate::support::heavy_turn;
+use crate::support::kubernetes_turn;
 
 /// How long a handful of pods may take to form on a loaded two-core machine that also
 /// runs the cluster (image checks, sandboxes, the API server's pod proxy).
@@ -33,7 +33,7 @@ fn fast_settings() -> NodeSettings {
 fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
     require_cluster();
     ensure_image();
-    let _turn = heavy_turn();
+    let _turn = kubernetes_turn();
     let ws = Workspace::new("kquick");
     let file = ws.copy_topology("quickstart.yaml");
     let out = ws.peerlab(&[
@@ -65,7 +65,7 @@ fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
     );
 }
 
-// The turn is held on purpose for the whole run (see `heavy_turn`); the test's runtime is
+// The turn is held on purpose for the whole run (see `kubernetes_turn`); the test's runtime is
 // current-thread, so the guard never crosses threads.
 #[allow(clippy::await_holding_lock)]
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn a_lab_of_two_groups_forms_joins_a_held_node_stops_starts_broadcasts_and
     tokio::task::spawn_blocking(ensure_image)
         .await
         .expect("the node image");
-    let _turn = heavy_turn();
+    let _turn = kubernetes_turn();
     let runs = tempfile::tempdir().expect("tempdir");
     let mut lab = Lab::builder("klab")
         .genesis(1)
@@ -158,7 +158,7 @@ scenario:
 fn a_fault_scenario_kills_starts_partitions_and_heals_pods() {
     require_cluster();
     ensure_image();
-    let _turn = heavy_turn();
+    let _turn = kubernetes_turn();
     let ws = Workspace::new("kfaults");
     let file = ws.write("kfaults.yaml", FAULTS);
     let out = ws.peerlab(&[
@@ -179,7 +179,7 @@ fn a_fault_scenario_kills_starts_partitions_and_heals_pods() {
 fn ps_lists_a_detached_run_and_down_removes_it() {
     require_cluster();
     ensure_image();
-    let _turn = heavy_turn();
+    let _turn = kubernetes_turn();
     let ws = Workspace::new("kdetach");
     let file = ws.write(
         "kdetach.yaml",

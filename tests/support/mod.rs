@@ -92,6 +92,14 @@ pub fn heavy_turn() -> Turn {
     Turn::take(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("peerlab-heavy-turn.lock"))
 }
 
+/// Held by the Kubernetes tests that start pods: one run at a time on the cluster (a
+/// handful of pods beside the cluster's own control plane on two cores). A turn of its own
+/// rather than [`heavy_turn`], so that the cluster tests run beside the Docker ones instead
+/// of queueing behind them.
+pub fn kubernetes_turn() -> Turn {
+    Turn::take(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("peerlab-kubernetes-turn.lock"))
+}
+
 /// Held while a test uses something the whole Docker engine shares under a fixed name
 /// (`name`: the node image tag, quickstart.yaml's pinned subnet): the lock file is in the
 /// machine's temporary directory, so the test processes of every test binary and checkout
