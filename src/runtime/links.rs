@@ -26,11 +26,18 @@ struct Applied {
     shaped: BTreeSet<String>,
 }
 
+/// A partition by node name, as the runtime was asked for it.
+type NamedPartition = (Vec<Vec<String>>, bool);
+
 /// Link faults applied through the nodes; see the module docs.
 #[derive(Debug)]
 pub struct LinkFaults {
     http: reqwest::Client,
     applied: Mutex<Applied>,
+    /// The partition in force by name ([`LinkFaults::partition_named`] until a heal): a node
+    /// that starts anew lost its blocks with its process, and [`LinkFaults::recut_named`]
+    /// cuts them again.
+    in_force: Mutex<Option<NamedPartition>>,
 }
 
 impl Default for LinkFaults {
@@ -47,6 +54,11 @@ fn peer_keys(peers: &[&NodeEndpoint]) -> Vec<String> {
         .collect()
 }
 
+/// A lock whose holder panicked still guards plain bookkeeping: take it anyway.
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Looks nodes up by name in a runtime's bookkeeping, refusing names it did not start.
 pub type Lookup<'a> = &'a (dyn Fn(&[String]) -> Result<Vec<NodeEndpoint>, RuntimeError> + Sync);
 
@@ -54,7 +66,37 @@ pub type Lookup<'a> = &'a (dyn Fn(&[String]) -> Result<Vec<NodeEndpoint>, Runtim
 impl LinkFaults {
     /// Partitions nodes given by name: each side only reaches its own (`one_way`: only the
     /// first side's traffic to the others is cut).
+    /// The partition is remembered until [`LinkFaults::heal_all`], for
+    /// [`LinkFaults::recut_named`].
     pub async fn partition_named(
+        &self,
+        lookup: Lookup<'_>,
+        sides: &[Vec<String>],
+        one_way: bool,
+    ) -> Result<(), RuntimeError> {
+        *relock(&self.in_force) = Some((sides.to_vec(), one_way));
+        self.cut_named(lookup, sides, one_way).await
+    }
+
+    /// After a node started anew: the partition in force, if any, cut again, leaving out
+    /// the nodes in `down` (they cannot answer). Blocks are idempotent, so the whole
+    /// partition is posted again to the nodes that are up.
+    pub async fn recut_named(
+        &self,
+        lookup: Lookup<'_>,
+        down: &BTreeSet<String>,
+    ) -> Result<(), RuntimeError> {
+        let Some((sides, one_way)) = relock(&self.in_force).clone() else {
+            return Ok(());
+        };
+        let sides: Vec<Vec<String>> = sides
+            .into_iter()
+            .map(|side| side.into_iter().filter(|n| !down.contains(n)).collect())
+            .collect();
+        self.cut_named(lookup, &sides, one_way).await
+    }
+
+    async fn cut_named(
         &self,
         lookup: Lookup<'_>,
         sides: &[Vec<String>],
@@ -83,8 +125,9 @@ impl LinkFaults {
         self.shape(&node_refs, peer_refs.as_deref(), shape).await
     }
 
-    /// Lifts every partition and shape on these nodes.
+    /// Lifts every partition and shape on these nodes; no partition is in force after it.
     pub async fn heal_all(&self, all: &[NodeEndpoint]) -> Result<(), RuntimeError> {
+        *relock(&self.in_force) = None;
         self.heal(&all.iter().collect::<Vec<_>>()).await
     }
 
@@ -103,14 +146,12 @@ impl LinkFaults {
                 .build()
                 .unwrap_or_default(),
             applied: Mutex::new(Applied::default()),
+            in_force: Mutex::new(None),
         }
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
-        match self.applied.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        relock(&self.applied)
     }
 
     /// Cuts every pair of sides. Both ways: each node blocks the other sides' nodes in both

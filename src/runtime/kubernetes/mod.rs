@@ -237,8 +237,6 @@ pub struct KubernetesRuntime {
     pods: tokio::sync::Mutex<PodCache>,
     endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
     links: LinkFaults,
-    /// The partition in force, cut again in a node that starts anew.
-    partition: Mutex<Option<(Vec<Vec<String>>, bool)>>,
     /// Nodes killed or stopped and not started again.
     down: Mutex<BTreeSet<String>>,
 }
@@ -268,7 +266,6 @@ impl KubernetesRuntime {
             pods: tokio::sync::Mutex::new(PodCache::default()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
-            partition: Mutex::new(None),
             down: Mutex::new(BTreeSet::new()),
         })
     }
@@ -677,16 +674,9 @@ impl KubernetesRuntime {
     /// After `node` started anew: the partition in force cut again in it (its blocks lived
     /// in the process that ended).
     async fn recut(&self, node: &str) -> Result<(), RuntimeError> {
-        let Some((sides, one_way)) = lock(&self.partition).clone() else {
-            return Ok(());
-        };
         let down = lock(&self.down).clone();
-        let sides: Vec<Vec<String>> = sides
-            .into_iter()
-            .map(|side| side.into_iter().filter(|n| !down.contains(n)).collect())
-            .collect();
         self.links
-            .partition_named(&|names| self.endpoints(names), &sides, one_way)
+            .recut_named(&|names| self.endpoints(names), &down)
             .await
             .map_err(|e| {
                 RuntimeError::Failed(format!(
@@ -1121,14 +1111,12 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
-        *lock(&self.partition) = Some((sides.to_vec(), one_way));
         self.links
             .partition_named(&|names| self.endpoints(names), sides, one_way)
             .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
-        *lock(&self.partition) = None;
         self.links.heal_all(&self.all_endpoints()).await
     }
 

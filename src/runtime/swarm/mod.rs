@@ -109,9 +109,6 @@ pub struct SwarmRuntime {
     tunnels: Mutex<BTreeMap<String, ExecTunnel>>,
     endpoints: Mutex<BTreeMap<String, NodeEndpoint>>,
     links: LinkFaults,
-    /// The partition in force (sides, one way), cut again in a node that starts anew: its
-    /// blocks lived in the process that stopped.
-    partition: Mutex<Option<(Vec<Vec<String>>, bool)>>,
     /// Nodes killed or stopped and not started again: left out when a partition is cut
     /// again (they cannot answer; they get theirs when they start).
     down: Mutex<BTreeSet<String>>,
@@ -166,7 +163,6 @@ impl SwarmRuntime {
             tunnels: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(BTreeMap::new()),
             links: LinkFaults::new(),
-            partition: Mutex::new(None),
             down: Mutex::new(BTreeSet::new()),
         })
     }
@@ -439,19 +435,12 @@ impl SwarmRuntime {
     /// partition is posted again to the nodes that are up; the node must answer first, so it
     /// is waited for.
     async fn recut(&self, node: &str) -> Result<(), RuntimeError> {
-        let Some((sides, one_way)) = lock(&self.partition).clone() else {
-            return Ok(());
-        };
         let down = lock(&self.down).clone();
-        let sides: Vec<Vec<String>> = sides
-            .into_iter()
-            .map(|side| side.into_iter().filter(|n| !down.contains(n)).collect())
-            .collect();
         let deadline = Instant::now() + TASK_WITHIN;
         loop {
             match self
                 .links
-                .partition_named(&|names| self.endpoints(names), &sides, one_way)
+                .recut_named(&|names| self.endpoints(names), &down)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -704,14 +693,12 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn partition(&self, sides: &[Vec<String>], one_way: bool) -> Result<(), RuntimeError> {
-        *lock(&self.partition) = Some((sides.to_vec(), one_way));
         self.links
             .partition_named(&|names| self.endpoints(names), sides, one_way)
             .await
     }
 
     async fn heal(&self) -> Result<(), RuntimeError> {
-        *lock(&self.partition) = None;
         self.links.heal_all(&self.all_endpoints()).await
     }
 
