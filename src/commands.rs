@@ -16,7 +16,7 @@ use crate::exit;
 use crate::lab::{Keep, Lab, LabBuilder, LabError, LabReport, RuntimeKind, graph_format};
 use crate::orchestrator::plan;
 use crate::orchestrator::run::{PANIC_AFTER_START, Stage};
-use crate::runtime::{RuntimeError, TeardownReport};
+use crate::runtime::{RunPlan, RuntimeError, TeardownReport};
 use crate::topology::{self, Topology};
 
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT), as shells expect.
@@ -562,13 +562,12 @@ async fn down(args: DownArgs) -> u8 {
     code
 }
 
-fn compose(args: ComposeArgs) -> u8 {
-    let topology = match load_topology(&args.file) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let seed = args.seed.unwrap_or(topology.seed);
-    // A compose project is named after the topology, not after one run.
+/// The topology file and the plan an export writes: named after the topology rather than
+/// one run (a compose project, a namespace), so that applying the file again updates what
+/// it made instead of adding a second network.
+fn export_plan(file: &Path, seed: Option<u64>) -> Result<(Topology, RunPlan), u8> {
+    let topology = load_topology(file)?;
+    let seed = seed.unwrap_or(topology.seed);
     let plan = plan::build(
         &topology,
         seed,
@@ -576,6 +575,14 @@ fn compose(args: ComposeArgs) -> u8 {
         Path::new(".peerlab/runs"),
         true,
     );
+    Ok((topology, plan))
+}
+
+fn compose(args: ComposeArgs) -> u8 {
+    let (topology, plan) = match export_plan(&args.file, args.seed) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
     let options = crate::export::compose::ExportOptions {
         drop_start_delays: args.drop_delays,
     };
@@ -629,20 +636,10 @@ fn compose(args: ComposeArgs) -> u8 {
 
 fn export(args: ExportArgs) -> u8 {
     let ExportCommand::Kubernetes(args) = args.command;
-    let topology = match load_topology(&args.file) {
-        Ok(t) => t,
+    let (topology, plan) = match export_plan(&args.file, args.seed) {
+        Ok(found) => found,
         Err(code) => return code,
     };
-    let seed = args.seed.unwrap_or(topology.seed);
-    // As with compose, the objects are named after the topology rather than one run, so
-    // applying the file again updates them instead of adding a second network.
-    let plan = plan::build(
-        &topology,
-        seed,
-        &topology.name,
-        Path::new(".peerlab/runs"),
-        true,
-    );
     let namespace = args
         .namespace
         .clone()

@@ -785,17 +785,6 @@ fn api_failed(what: &str, e: &kube::Error) -> RuntimeError {
     RuntimeError::Failed(format!("{what}: {e}{rbac}"))
 }
 
-/// DNS labels: `[a-z0-9-]`, not starting or ending with `-`.
-fn valid_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 /// The label selector of one run's namespaces, or of every run's.
 fn run_selector(run: Option<&str>) -> String {
     match run {
@@ -961,14 +950,14 @@ impl Runtime for KubernetesRuntime {
             return refuse("the plan has no genesis node to start the network".into());
         }
         let namespace = self.namespace_of(plan);
-        if !valid_dns_label(&namespace) {
+        if !objects::dns_1123(&namespace) {
             return refuse(format!(
                 "namespace `{namespace}` is not a DNS label (lower-case letters, digits and `-`, \
                  at most {MAX_NAME}): shorten the topology's name or give --namespace"
             ));
         }
         for node in &plan.nodes {
-            if !valid_dns_label(&node.name) {
+            if !objects::dns_1123(&node.name) {
                 return refuse(format!(
                     "node name `{}` is not a DNS label (lower-case letters, digits and `-`, at \
                      most {MAX_NAME}): pods are named after nodes; rename the group",
@@ -1258,9 +1247,9 @@ mod tests {
 
     #[test]
     fn names_must_be_dns_labels() {
-        assert!(valid_dns_label("peerlab-quickstart-0a1b2c"));
-        assert!(!valid_dns_label("Peers"));
-        assert!(!valid_dns_label(&"a".repeat(64)));
+        assert!(objects::dns_1123("peerlab-quickstart-0a1b2c"));
+        assert!(!objects::dns_1123("Peers"));
+        assert!(!objects::dns_1123(&"a".repeat(64)));
         assert_eq!(run_selector(Some("q-1")), "peerlab.run=q-1");
         assert_eq!(run_selector(None), "peerlab.run");
     }

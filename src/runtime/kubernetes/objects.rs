@@ -283,8 +283,9 @@ fn dns_1035(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// A DNS-1123 label (what a namespace and a pod's hostname must be).
-fn dns_1123(name: &str) -> bool {
+/// A DNS-1123 label (what a namespace and a pod's hostname must be): `[a-z0-9-]`, at most
+/// 63 characters, not starting or ending with `-`.
+pub(crate) fn dns_1123(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_LABEL
         && !name.starts_with('-')
