@@ -314,6 +314,23 @@ pub struct RunListing {
     pub nodes: usize,
 }
 
+impl RunListing {
+    /// The listings of `runtime` from its count of nodes up per run id, in the counts' order.
+    pub fn from_counts(
+        runtime: &'static str,
+        counts: impl IntoIterator<Item = (String, usize)>,
+    ) -> Vec<RunListing> {
+        counts
+            .into_iter()
+            .map(|(run_id, nodes)| RunListing {
+                run_id,
+                runtime,
+                nodes,
+            })
+            .collect()
+    }
+}
+
 /// Why a runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -11,7 +11,7 @@ use crate::cluster::{
     assert_nothing_left, assert_nothing_left_blocking, block_on, client, namespaces_of,
     require_cluster,
 };
-use crate::support::cli::Workspace;
+use crate::support::cli::{Output, Workspace};
 use crate::support::docker::ensure_image;
 use crate::support::kubernetes_turn;
 
@@ -29,13 +29,9 @@ fn fast_settings() -> NodeSettings {
     }
 }
 
-#[test]
-fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
-    require_cluster();
-    ensure_image();
-    let _turn = kubernetes_turn();
-    let ws = Workspace::new("kquick");
-    let file = ws.copy_topology("quickstart.yaml");
+/// `peerlab run FILE --runtime kubernetes` in `ws`, and the run id it announced; fails the
+/// test unless the run exited 0 with every check passed.
+fn run_passing(ws: &Workspace, file: &std::path::Path) -> (Output, String) {
     let out = ws.peerlab(&[
         "run",
         file.to_str().expect("utf-8 path"),
@@ -47,6 +43,17 @@ fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
         .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
     assert_eq!(out.code(), Some(0), "{}", out.dump());
     assert!(out.stdout.contains("PASSED"), "{}", out.dump());
+    (out, run_id)
+}
+
+#[test]
+fn quickstart_runs_on_kubernetes_and_leaves_no_namespace() {
+    require_cluster();
+    ensure_image();
+    let _turn = kubernetes_turn();
+    let ws = Workspace::new("kquick");
+    let file = ws.copy_topology("quickstart.yaml");
+    let (out, run_id) = run_passing(&ws, &file);
     assert!(
         out.stderr.contains("on the kubernetes runtime"),
         "{}",
@@ -161,17 +168,7 @@ fn a_fault_scenario_kills_starts_partitions_and_heals_pods() {
     let _turn = kubernetes_turn();
     let ws = Workspace::new("kfaults");
     let file = ws.write("kfaults.yaml", FAULTS);
-    let out = ws.peerlab(&[
-        "run",
-        file.to_str().expect("utf-8 path"),
-        "--runtime",
-        "kubernetes",
-    ]);
-    let run_id = out
-        .run_id()
-        .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
-    assert_eq!(out.code(), Some(0), "{}", out.dump());
-    assert!(out.stdout.contains("PASSED"), "{}", out.dump());
+    let (_, run_id) = run_passing(&ws, &file);
     assert_nothing_left_blocking(&run_id);
 }
 

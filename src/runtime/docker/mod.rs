@@ -603,15 +603,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_runs(&self) -> Result<Vec<RunListing>, RuntimeError> {
-        Ok(runs_by_label(&self.docker)
-            .await?
-            .into_iter()
-            .map(|(run_id, nodes)| RunListing {
-                run_id,
-                runtime: NAME,
-                nodes,
-            })
-            .collect())
+        Ok(RunListing::from_counts(
+            NAME,
+            runs_by_label(&self.docker).await?,
+        ))
     }
 
     /// Removes the containers and networks labelled with the run, saving each container's

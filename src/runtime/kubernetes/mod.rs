@@ -1150,14 +1150,7 @@ impl Runtime for KubernetesRuntime {
                 .unwrap_or(0);
             *runs.entry(run).or_default() += pods;
         }
-        Ok(runs
-            .into_iter()
-            .map(|(run_id, nodes)| RunListing {
-                run_id,
-                runtime: NAME,
-                nodes,
-            })
-            .collect())
+        Ok(RunListing::from_counts(NAME, runs))
     }
 
     /// Deletes the namespaces labelled with the run, saving each pod's output to

@@ -363,14 +363,7 @@ impl Runtime for LocalRuntime {
         for p in scan_processes() {
             *runs.entry(p.run_id).or_default() += 1;
         }
-        Ok(runs
-            .into_iter()
-            .map(|(run_id, nodes)| RunListing {
-                run_id,
-                runtime: self.name(),
-                nodes,
-            })
-            .collect())
+        Ok(RunListing::from_counts(self.name(), runs))
     }
 
     /// Stops the run's processes; their logs are already in the run directory, so

@@ -743,14 +743,7 @@ impl Runtime for SwarmRuntime {
                 runs.entry(run.clone()).or_default();
             }
         }
-        Ok(runs
-            .into_iter()
-            .map(|(run_id, nodes)| RunListing {
-                run_id,
-                runtime: NAME,
-                nodes,
-            })
-            .collect())
+        Ok(RunListing::from_counts(NAME, runs))
     }
 
     /// Removes the services (nodes and relay) and overlay networks labelled with the run,
