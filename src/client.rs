@@ -54,6 +54,15 @@ impl StatusClient {
         Ok(resp.status().is_success())
     }
 
+    /// Whether the node's loop answers (`/live`), joined or not.
+    pub async fn live(&self) -> anyhow::Result<()> {
+        let resp = self.http.get(format!("{}/live", self.base)).send().await?;
+        if !resp.status().is_success() {
+            bail!("{} answered {}", self.base, resp.status());
+        }
+        Ok(())
+    }
+
     /// The node's full view, member list included.
     pub async fn status(&self) -> anyhow::Result<NodeStatus> {
         self.status_at("status").await

@@ -70,7 +70,7 @@ async fn health(args: HealthArgs) -> u8 {
         }
     };
     if args.live {
-        return match client.status_brief().await {
+        return match client.live().await {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!(

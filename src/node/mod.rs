@@ -57,7 +57,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(name) = held(&args) {
-        return hold(name).await;
+        return hold(name, &args.status).await;
     }
     let listener = TcpListener::bind(&args.listen).await.with_context(|| {
         format!(
@@ -167,13 +167,27 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A held node: nothing but waiting for SIGTERM or Ctrl-C. The handlers are installed
-/// before the line is logged, so a signal sent as soon as the line appears ends the
-/// process with exit 0 rather than killing it.
-async fn hold(name: &str) -> anyhow::Result<()> {
+/// A held node: nothing but waiting for SIGTERM or Ctrl-C. It opens no peer port; its
+/// status socket only says that it is alive (`/live`, for a Kubernetes liveness probe, which
+/// would otherwise restart the pod every minute and a half) and answers 503 to the rest. The
+/// signal handlers are installed before the line is logged, so a signal sent as soon as the
+/// line appears ends the process with exit 0 rather than killing it.
+async fn hold(name: &str, status: &str) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // A status address that cannot be bound is not worth failing a held node over: it only
+    // waits, and the orchestrator ends it.
+    match TcpListener::bind(status).await {
+        Ok(listener) => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, status::held_router()).await {
+                    warn!(error = %e, "held node's status socket stopped");
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, %status, "held node cannot open its status socket"),
+    }
     info!(name, "held by the orchestrator: waiting for SIGTERM");
     tokio::select! {
         _ = term.recv() => {}

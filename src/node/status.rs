@@ -52,6 +52,7 @@ pub enum FaultChange {
 pub fn router(commands: mpsc::Sender<Command>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/live", get(live))
         .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/messages", get(messages))
@@ -92,6 +93,34 @@ async fn ask<T>(
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+/// Liveness: the node's loop answers, joined or not (what `peerlab health --live` and the
+/// Kubernetes liveness probe ask). Unlike `/health`, a wedged loop fails it.
+async fn live(State(commands): Commands) -> Response {
+    match ask(&commands, brief).await {
+        Some(_) => (StatusCode::OK, "live\n").into_response(),
+        None => unavailable(),
+    }
+}
+
+/// The status socket of a held node (`--hold`): alive, so an orchestrator's liveness probe
+/// does not restart it, and nothing else. `/ready`, `/status` and every other path answer
+/// 503, so an observer sees a node that is down.
+pub fn held_router() -> Router {
+    Router::new()
+        .route("/health", get(held))
+        .route("/live", get(held))
+        .fallback(|| async {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "held by the orchestrator: the node has not started",
+            )
+        })
+}
+
+async fn held() -> &'static str {
+    "held\n"
 }
 
 /// Sizes only: `/ready` and `/metrics` never need the member list itself.

@@ -1,7 +1,8 @@
 //! A held node (`PEERLAB_HOLD` lists its name), as the Kubernetes runtime keeps one pod of
-//! a StatefulSet down: it binds nothing, says so once, and exits 0 on SIGTERM.
+//! a StatefulSet down: it opens no peer port, its status socket says only that it is alive
+//! (so a liveness probe does not restart it), it says so once, and exits 0 on SIGTERM.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -20,8 +21,20 @@ fn free_port() -> u16 {
     probe.local_addr().expect("probe address").port()
 }
 
+/// The status line of `GET path` on `addr`, over a plain HTTP/1.0 request.
+fn http_status_line(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
 #[test]
-fn a_held_node_opens_no_socket_and_exits_0_on_sigterm() {
+fn a_held_node_opens_no_peer_port_answers_only_liveness_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ports_file = dir.path().join("ports.json");
     let status = format!("127.0.0.1:{}", free_port());
@@ -70,16 +83,29 @@ fn a_held_node_opens_no_socket_and_exits_0_on_sigterm() {
         child.try_wait().expect("try_wait").is_none(),
         "a held node keeps running until told to stop"
     );
-    for addr in [&status, &listen] {
-        assert!(
-            TcpStream::connect(addr.as_str()).is_err(),
-            "a held node must not listen on {addr}"
-        );
-    }
+    assert!(
+        TcpStream::connect(listen.as_str()).is_err(),
+        "a held node must not listen for peers on {listen}"
+    );
     assert!(
         !ports_file.exists(),
-        "a held node binds nothing, so writes no ports file"
+        "a held node has no peer port, so writes no ports file"
     );
+    // Alive for a liveness probe; down for everything an observer or readiness probe asks.
+    let live = crate::support::poll_until_blocking(
+        Duration::from_secs(10),
+        "the held node's status socket to answer /live",
+        || {
+            TcpStream::connect(status.as_str())
+                .ok()
+                .map(|_| http_status_line(&status, "/live"))
+        },
+    );
+    assert!(live.contains(" 200 "), "/live of a held node: {live}");
+    for path in ["/ready", "/status", "/status?members=false", "/messages"] {
+        let line = http_status_line(&status, path);
+        assert!(line.contains(" 503 "), "{path} of a held node: {line}");
+    }
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -129,7 +155,14 @@ fn a_node_not_listed_in_the_hold_list_starts() {
                 .filter(|t| t.contains("status"))
         },
     );
+    let ports: serde_json::Value = serde_json::from_str(&started).expect("ports file is JSON");
+    let status = ports["status"]
+        .as_str()
+        .expect("status address")
+        .to_string();
+    let live = http_status_line(&status, "/live");
     let _ = child.kill();
     let _ = child.wait();
     assert!(started.contains("peers-2"), "{started}");
+    assert!(live.contains(" 200 "), "/live of a running node: {live}");
 }

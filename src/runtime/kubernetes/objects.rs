@@ -26,8 +26,8 @@
 //! **Held nodes** ([`ObjectOptions::held`]): a StatefulSet cannot leave one ordinal out, so
 //! a node the orchestrator keeps down is listed in `PEERLAB_HOLD` of its group's template;
 //! its pod runs `peerlab node`, which starts nothing and waits for SIGTERM. A held pod is
-//! never Ready, and once its liveness grace is over (about 90 s) the kubelet restarts its
-//! container, which comes back held: harmless, but it shows in the pod's restart count.
+//! never Ready; its status socket answers only the liveness probe (`/live`), so the kubelet
+//! leaves it alone.
 //!
 //! Probes are on the status socket: readiness on `/ready` (joined), liveness on the
 //! endpoint `peerlab health --live` uses, generous enough (a minute and a half before the
@@ -555,9 +555,10 @@ fn stateful_set(
             failure_threshold: Some(3),
             ..Default::default()
         }),
-        // What `peerlab health --live` asks: the node's loop answers, joined or not.
+        // What `peerlab health --live` asks: the node's loop answers, joined or not (a held
+        // node answers it too, so it is not restarted while held).
         liveness_probe: Some(Probe {
-            http_get: http_probe("/status?members=false"),
+            http_get: http_probe("/live"),
             initial_delay_seconds: Some(30),
             period_seconds: Some(10),
             timeout_seconds: Some(5),
@@ -827,7 +828,7 @@ mod tests {
             assert_eq!(get.port, IntOrString::Int(7071));
             let live = c.liveness_probe.as_ref().expect("liveness");
             let get = live.http_get.as_ref().expect("httpGet");
-            assert_eq!(get.path.as_deref(), Some("/status?members=false"));
+            assert_eq!(get.path.as_deref(), Some("/live"));
             assert_eq!(get.port, IntOrString::Int(7071));
             assert_eq!(live.period_seconds, Some(10));
             assert_eq!(live.failure_threshold, Some(6));
