@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::members_digest;
 
+/// Status sockets a checker (peerlab's observer) asks at once. Part of the contract because
+/// what carries the requests has to take that many: the Kubernetes runtime sizes its check
+/// of the API server's pace on it.
+pub const POLL_CONCURRENCY: usize = 64;
+
 /// A reference to another node: its stable id and the address others dial.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerRef {

@@ -23,8 +23,7 @@ use crate::client::StatusClient;
 use crate::contract::{DeliveredMessage, NodeStatus};
 use crate::runtime::NodeEndpoint;
 
-/// Status sockets asked at once.
-pub const POLL_CONCURRENCY: usize = 64;
+pub use crate::contract::status::POLL_CONCURRENCY;
 /// How long one status request may take. Only a paused node takes that long, and callers
 /// leave paused nodes out of what they observe.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -5,15 +5,37 @@
 //! Two limits are read from the API: the pods each schedulable node still takes (its
 //! allocatable `pods` minus the pods already on it) and the addresses of its pod subnet
 //! (`spec.podCIDR`, when the cluster assigns one: a /24 holds 253 pods, whatever `maxPods`
-//! says). The API server's request rate is not probed: the runtime creates one object per
-//! group, not per node, and polls pods with one list call for all of them.
+//! says).
+//!
+//! The third is the API server's pace. The runtime creates one object per group, not per
+//! node, and lists pods with one call for all of them; what grows with the network is the
+//! observer, which reads every node's status socket through the API server's pod proxy, up
+//! to [`POLL_CONCURRENCY`] at a time. [`api_pace`] times a few requests to the API server,
+//! and [`paced`] refuses a run whose every observation round would take longer than
+//! [`MAX_ROUND`] through it (the checks would judge a network seconds out of date), and a
+//! server that already throttles this client (HTTP 429, API Priority and Fairness).
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use std::time::{Duration, Instant};
+
+use crate::contract::status::POLL_CONCURRENCY;
 use crate::runtime::RuntimeError;
+
+/// The longest observation round the checks accept: every node's status read once. The
+/// scenario steps' deadlines are tens of seconds; a view older than this would make them
+/// judge the past.
+pub const MAX_ROUND: Duration = Duration::from_secs(10);
+
+/// A proxied status read costs the API server more than the plain request [`api_pace`]
+/// times: a second connection (to the kubelet or pod) and a larger body.
+const PROXY_COST: u32 = 3;
+
+/// Requests timed by [`api_pace`]; the median is taken, so one slow answer does not refuse a run.
+const PACE_SAMPLES: usize = 5;
 
 /// Room on one cluster node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +208,65 @@ pub async fn check(client: &Client, need: usize) -> Result<(), RuntimeError> {
     })
 }
 
+/// The API server's round trip: the median of a few `GET /version`, one after the other.
+/// `Err` with a sentence when the server throttles this client (429) or does not answer.
+pub async fn api_pace(client: &Client) -> Result<Duration, String> {
+    let mut times = Vec::with_capacity(PACE_SAMPLES);
+    for _ in 0..PACE_SAMPLES {
+        let asked = Instant::now();
+        match client.apiserver_version().await {
+            Ok(_) => times.push(asked.elapsed()),
+            Err(kube::Error::Api(status)) if status.code == 429 => {
+                return Err(
+                    "the API server is throttling this client already (HTTP 429 Too Many \
+                     Requests): its API Priority and Fairness limits leave no room for a run's \
+                     status polling; try again when the cluster is less busy, or raise the \
+                     server's --max-requests-inflight"
+                        .to_string(),
+                );
+            }
+            Err(e) => return Err(format!("the API server did not answer `GET /version`: {e}")),
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// How long one observation round of `nodes` status reads through the API server's pod
+/// proxy takes at `round_trip` per request, [`POLL_CONCURRENCY`] in flight: refused over
+/// [`MAX_ROUND`], with the measured figures and what to change.
+pub fn paced(round_trip: Duration, nodes: usize) -> Result<Duration, String> {
+    let waves = nodes.div_ceil(POLL_CONCURRENCY).max(1) as u32;
+    let round = round_trip.saturating_mul(PROXY_COST).saturating_mul(waves);
+    if round <= MAX_ROUND {
+        return Ok(round);
+    }
+    Err(format!(
+        "the API server answers in {:.0?}, so reading the status of {nodes} pods through its pod \
+         proxy ({POLL_CONCURRENCY} at a time) would take about {:.1?} per round, longer than the \
+         {:?} the checks allow: run fewer nodes, or use a cluster whose API server is closer or \
+         less loaded",
+        round_trip, round, MAX_ROUND
+    ))
+}
+
+/// Refuses a run of `nodes` pods that the API server could not observe in time (see [`paced`]).
+pub async fn check_pace(client: &Client, nodes: usize) -> Result<Duration, RuntimeError> {
+    let refuse = |reason| RuntimeError::Unsupported {
+        runtime: super::NAME,
+        reason,
+    };
+    let round_trip = api_pace(client).await.map_err(refuse)?;
+    let round = paced(round_trip, nodes).map_err(refuse)?;
+    tracing::info!(
+        ?round_trip,
+        ?round,
+        nodes,
+        "API server pace: a status round through its pod proxy takes about {round:.1?}"
+    );
+    Ok(round)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +303,20 @@ mod tests {
         // Two nodes add up; no subnet means the plugin decides.
         assert!(fits(&[room(110, 60, None), room(110, 60, None)], 100).is_ok());
         assert!(fits(&[], 1).expect_err("no node").contains("no node"));
+    }
+
+    #[test]
+    fn a_run_the_api_server_cannot_observe_in_time_is_refused() {
+        // A local API server (a few ms) observes thousands of pods well within a round.
+        let round = paced(Duration::from_millis(3), 1000).expect("fast server");
+        assert_eq!(round, Duration::from_millis(3 * 3 * 16));
+        assert!(paced(Duration::from_millis(3), 0).is_ok());
+        // A distant or loaded one (250 ms) cannot read 1,000 pods within the bound.
+        let slow = paced(Duration::from_millis(250), 1000).expect_err("too slow");
+        assert!(slow.contains("1000 pods"), "{slow}");
+        assert!(slow.contains("12.0s"), "{slow}");
+        assert!(slow.contains("run fewer nodes"), "{slow}");
+        // ... but it can read 30.
+        assert!(paced(Duration::from_millis(250), 30).is_ok());
     }
 }

@@ -995,6 +995,7 @@ impl Runtime for KubernetesRuntime {
         self.check_support(plan)?;
         // Everything that can refuse does so before anything is created.
         capacity::check(&self.client, plan.nodes.len()).await?;
+        capacity::check_pace(&self.client, plan.nodes.len()).await?;
         self.check_hosts(plan).await?;
         self.ensure_image(plan).await?;
         let namespace = self.namespace_of(plan);
