@@ -280,3 +280,62 @@ fn a_cluster_that_does_not_answer_fails_the_run_loudly() {
         missing.dump()
     );
 }
+
+/// Ctrl-C while the pods run, and a panic of the orchestrator: each removes the run's
+/// namespace before the process exits (130 and 3), as on the other runtimes.
+#[test]
+fn ctrl_c_and_a_panic_remove_the_run_namespace() {
+    use nix::sys::signal::Signal;
+
+    use crate::support::cli::run_id_in_line;
+    use crate::support::poll_until_blocking;
+
+    require_cluster();
+    ensure_image();
+    let _turn = kubernetes_turn();
+    let ws = Workspace::new("kint");
+    let file = ws.write(
+        "kint.yaml",
+        "name: kint\ngenesis: {count: 1}\ngroups:\n  - {name: peers, count: 2}\n\
+         checks:\n  formation: {within: 120s}\n",
+    );
+    let file = file.to_str().expect("utf-8 path");
+
+    let mut running = ws.spawn(&["run", file, "--runtime", "kubernetes"]);
+    let run_id = poll_until_blocking(Duration::from_secs(60), "the run id on stderr", || {
+        running.stderr_so_far().lines().find_map(run_id_in_line)
+    });
+    // Interrupted once its pods exist: the namespace holds them.
+    poll_until_blocking(FORM_WITHIN, "the run's pods to be created", || {
+        block_on(async {
+            use k8s_openapi::api::core::v1::Pod;
+            let client = client().await;
+            let namespaces = namespaces_of(&client, &run_id).await;
+            let ns = namespaces.first()?;
+            let pods = kube::Api::<Pod>::namespaced(client, ns)
+                .list(&Default::default())
+                .await
+                .ok()?;
+            (pods.items.len() == 3).then_some(())
+        })
+    });
+    running.signal(Signal::SIGINT);
+    let out = running.wait(Duration::from_secs(120));
+    assert_eq!(out.code(), Some(130), "{}", out.dump());
+    assert_nothing_left_blocking(&run_id);
+
+    let out = ws.peerlab_with_env(
+        &["run", file, "--runtime", "kubernetes"],
+        &[(peerlab::orchestrator::run::PANIC_AFTER_START, "1")],
+    );
+    assert_eq!(out.code(), Some(3), "{}", out.dump());
+    assert!(
+        out.stderr.contains("internal error (panic)"),
+        "{}",
+        out.dump()
+    );
+    let run_id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.dump()));
+    assert_nothing_left_blocking(&run_id);
+}
