@@ -103,4 +103,10 @@ pub struct NodeArgs {
     /// Broadcast every line typed on standard input (as the seed did); `exit` or EOF leaves.
     #[arg(long)]
     pub stdin: bool,
+    /// Keep the node's ed25519 key (its identity) in this file: read it, or create it
+    /// with mode 0600 when absent. A restarted node with the same file keeps its key and is
+    /// let back in at once; without one every start makes a new key, and the network lets
+    /// the node back in only once failure detection has declared its old incarnation dead.
+    #[arg(long, env = "PEERLAB_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }

@@ -35,6 +35,8 @@ mod tests_broadcast;
 #[cfg(test)]
 mod tests_failure;
 #[cfg(test)]
+mod tests_identity;
+#[cfg(test)]
 mod tests_join;
 #[cfg(test)]
 mod tests_partition;
@@ -44,6 +46,10 @@ mod tests_timers;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::identity::Identity;
 use super::machine::{Config, ConnId, Machine, MachineCounters, Output};
 use super::wire::{MemberEvent, Message};
 use crate::contract::DeliveredMessage;
@@ -72,6 +78,8 @@ pub fn node_config(name: &str, genesis: &[&str]) -> Config {
     cfg.seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
+    // The key from the seed too, so that a run repeats byte for byte.
+    cfg.identity = Identity::from_rng(&mut StdRng::seed_from_u64(cfg.seed));
     cfg
 }
 
@@ -303,6 +311,22 @@ impl Sim {
             node.backlog.clear();
         }
         self.close_all(&addr);
+    }
+
+    /// A killed node's process starts again with `cfg` (same name and address; a new
+    /// key unless `cfg` keeps the old one, a new incarnation as a real restart has).
+    pub fn restart(&mut self, cfg: Config) {
+        let addr = cfg.addr.clone();
+        let machine = Machine::new(cfg, self.now());
+        match self.nodes.get_mut(&addr) {
+            Some(node) if node.state == State::Gone => {
+                node.machine = machine;
+                node.state = State::Up;
+                node.backlog.clear();
+            }
+            _ => panic!("only a killed node restarts ({addr})"),
+        }
+        self.pump(&addr);
     }
 
     /// The node stops processing and answering; dials to it still connect.
