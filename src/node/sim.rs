@@ -118,11 +118,25 @@ struct Pipe {
 }
 
 enum Event {
-    Connected { pipe: u64 },
-    Accept { pipe: u64 },
-    DialFailed { conn: ConnId },
-    Frame { pipe: u64, to: usize, msg: Message },
-    Closed { pipe: u64, to: usize },
+    Connected {
+        pipe: u64,
+    },
+    Accept {
+        pipe: u64,
+    },
+    DialFailed {
+        conn: ConnId,
+    },
+    /// Boxed: a hello with its key, nonce and signature is far larger than other events.
+    Frame {
+        pipe: u64,
+        to: usize,
+        msg: Box<Message>,
+    },
+    Closed {
+        pipe: u64,
+        to: usize,
+    },
 }
 
 /// A membership event seen on the wire for the first time.
@@ -481,7 +495,7 @@ impl Sim {
             Event::Frame {
                 pipe,
                 to: TARGET,
-                msg,
+                msg: Box::new(msg),
             },
         );
         self.deliver_due();
@@ -742,7 +756,15 @@ impl Sim {
         if !p.ends[to].open || !self.reachable(from, &dest) {
             return;
         }
-        self.enqueue_on(pipe, to, Event::Frame { pipe, to, msg });
+        self.enqueue_on(
+            pipe,
+            to,
+            Event::Frame {
+                pipe,
+                to,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     /// Our end of a pipe closed: the other end hears of it if the network carries the FIN.
@@ -830,7 +852,7 @@ impl Sim {
                 else {
                     return;
                 };
-                if let Message::Broadcast(flood) = &msg {
+                if let Message::Broadcast(flood) = &*msg {
                     *self.flood_frames.entry(flood.id.clone()).or_default() += 1;
                     if let Some(event) = &flood.event
                         && self.flood_ids.insert(flood.id.clone())
@@ -842,7 +864,7 @@ impl Sim {
                         });
                     }
                 }
-                node.machine.on_frame(now, conn, msg);
+                node.machine.on_frame(now, conn, *msg);
             }
             Event::Closed { pipe, to } => {
                 let Some(p) = self.pipes.get_mut(&pipe) else {
