@@ -109,4 +109,15 @@ pub struct NodeArgs {
     /// the node back in only once failure detection has declared its old incarnation dead.
     #[arg(long, env = "PEERLAB_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+    /// A network-wide secret (64 hex characters, or a passphrase whose SHA-256 is used):
+    /// every hello proof must then carry an HMAC under it, so a process without it cannot
+    /// speak the protocol to this node. All nodes of a network need the same one. Prefer
+    /// the environment variable: a command line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = "PEERLAB_NETWORK_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub network_key: Option<String>,
 }

@@ -25,6 +25,9 @@ const HELLO_DOMAIN: &str = "peerlab-hello-v2";
 /// Domain of member records.
 const RECORD_DOMAIN: &str = "peerlab-record-v1";
 
+/// Domain of the network key's MAC over a hello nonce.
+const NETWORK_DOMAIN: &str = "peerlab-network-v1";
+
 /// Bytes of a nonce in a hello (hex on the wire: twice as many characters).
 pub const NONCE_BYTES: usize = 16;
 
@@ -125,6 +128,59 @@ impl Identity {
     ) -> String {
         let bytes = hello_bytes(peer_nonce, id, &self.public_hex, addr, incarnation, intent);
         hex::encode(self.key.sign(&bytes).to_bytes())
+    }
+}
+
+/// An optional network-wide secret, as memberlist's keyring: with one, a hello proof must
+/// also carry an HMAC-SHA256 of the other side's nonce under it, so a process without the
+/// secret cannot complete a handshake, whatever key it has. `Debug` hides it.
+#[derive(Clone)]
+pub struct NetworkKey([u8; 32]);
+
+impl fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NetworkKey(..)")
+    }
+}
+
+impl NetworkKey {
+    /// 64 hex characters are the key itself; any other text is a passphrase, whose SHA-256
+    /// is the key. Empty text is refused (it would be a secret everyone knows).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        use sha2::Digest;
+        let text = text.trim();
+        if text.is_empty() {
+            bail!("the network key is empty");
+        }
+        let mut key = [0u8; 32];
+        if text.len() == 64 && hex::decode_to_slice(text, &mut key).is_ok() {
+            return Ok(NetworkKey(key));
+        }
+        Ok(NetworkKey(sha2::Sha256::digest(text.as_bytes()).into()))
+    }
+
+    fn hmac(&self, nonce: &str, id: &str) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        // Any key length is valid for HMAC: this cannot fail.
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&framed(&[NETWORK_DOMAIN, nonce, id]));
+        mac
+    }
+
+    /// The MAC a node with id `id` sends in answer to `nonce`, hex.
+    pub fn mac(&self, nonce: &str, id: &str) -> String {
+        use hmac::Mac;
+        hex::encode(self.hmac(nonce, id).finalize().into_bytes())
+    }
+
+    /// Is `mac` (hex) the one for `nonce` and `id`? Compared in constant time.
+    pub fn verify(&self, nonce: &str, id: &str, mac: &str) -> bool {
+        use hmac::Mac;
+        let Ok(bytes) = hex::decode(mac) else {
+            return false;
+        };
+        self.hmac(nonce, id).verify_slice(&bytes).is_ok()
     }
 }
 
@@ -254,6 +310,19 @@ mod tests {
         assert!(!verify_hello_proof(
             "abcd", "n1", key, "h:1", 3, "link", &rec
         ));
+    }
+
+    #[test]
+    fn a_network_key_mac_needs_the_secret() {
+        let key = NetworkKey::parse("correct horse battery staple").expect("a passphrase");
+        let mac = key.mac("abcd", "n1");
+        assert!(key.verify("abcd", "n1", &mac));
+        assert!(!key.verify("abce", "n1", &mac));
+        assert!(!key.verify("abcd", "n2", &mac));
+        assert!(!key.verify("abcd", "n1", "zz"));
+        let other = NetworkKey::parse(&"ab".repeat(32)).expect("hex");
+        assert!(!other.verify("abcd", "n1", &mac));
+        assert!(NetworkKey::parse("  ").is_err());
     }
 
     #[test]

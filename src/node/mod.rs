@@ -111,6 +111,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.key_file {
         cfg.identity = identity::Identity::load_or_create(path)?;
     }
+    if let Some(secret) = &args.network_key {
+        cfg.network_key = Some(identity::NetworkKey::parse(secret).context("--network-key")?);
+    }
     let public_key = cfg.identity.public_hex().to_string();
     let machine = Machine::new(cfg, now);
     let role = if machine.is_genesis() {

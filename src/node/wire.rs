@@ -39,6 +39,10 @@ pub enum Message {
     HelloProof {
         /// Ed25519 signature, hex.
         sig: String,
+        /// With a network key (`--network-key`): HMAC-SHA256 of the other side's nonce and
+        /// the sender's id under it, hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
     },
     /// Asked of a genesis: one random living member other than you and the asker, or null.
     AskRandomNode,

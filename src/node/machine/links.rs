@@ -244,8 +244,8 @@ impl Machine {
                         c.held_hello = Some(hello);
                     }
                 }
-                Message::HelloProof { sig } if c.phase == Phase::Proving => {
-                    self.on_hello_proof(now, conn, &sig);
+                Message::HelloProof { sig, mac } if c.phase == Phase::Proving => {
+                    self.on_hello_proof(now, conn, &sig, mac.as_deref());
                 }
                 Message::Disconnect { reason, full } => {
                     debug!(conn, reason, "refused");
@@ -379,6 +379,11 @@ impl Machine {
             .and_then(|c| c.intent)
             .unwrap_or(theirs.intent);
         Message::HelloProof {
+            mac: self
+                .cfg
+                .network_key
+                .as_ref()
+                .map(|k| k.mac(&theirs.nonce, &self.cfg.id)),
             sig: self.cfg.identity.hello_proof(
                 &theirs.nonce,
                 &self.cfg.id,
@@ -391,7 +396,7 @@ impl Machine {
 
     /// The peer's proof of its key: verified against the nonce we sent, it opens the
     /// connection; anything else closes it.
-    fn on_hello_proof(&mut self, now: Instant, conn: ConnId, sig: &str) {
+    fn on_hello_proof(&mut self, now: Instant, conn: ConnId, sig: &str, mac: Option<&str>) {
         let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
@@ -407,6 +412,21 @@ impl Machine {
             hello.intent.name(),
             sig,
         );
+        let member = match (&self.cfg.network_key, mac) {
+            (None, _) => true,
+            (Some(key), Some(mac)) => key.verify(&c.nonce, &hello.id, mac),
+            (Some(_), None) => false,
+        };
+        if valid && !member {
+            warn!(conn, peer = %hello.id, "hello proof without this network's key; closing connection");
+            self.note_refusal(&hello.id, Change::BadSignature);
+            self.refuse(
+                now,
+                conn,
+                Message::disconnect("not of this network (network key)"),
+            );
+            return;
+        }
         if !valid {
             warn!(conn, peer = %hello.id, "hello proof does not verify; closing connection");
             self.note_refusal(&hello.id, Change::BadSignature);

@@ -51,7 +51,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tracing::debug;
 
-use super::identity::Identity;
+use super::identity::{Identity, NetworkKey};
 use super::members::Members;
 use super::wire::{MemberRecord, MemberState, Message};
 use crate::contract::{DeliveredMessage, PeerRef};
@@ -136,6 +136,8 @@ pub struct Config {
     /// The node's key pair: its id is bound to the public key, its hellos and its own
     /// member records are signed with it.
     pub identity: Identity,
+    /// A network-wide secret: with one, only nodes that hold it complete a handshake.
+    pub network_key: Option<NetworkKey>,
 }
 
 impl Config {
@@ -171,6 +173,7 @@ impl Config {
             seed: 0,
             unix_start: 0.0,
             identity: Identity::generate(),
+            network_key: None,
         }
     }
 }

@@ -92,6 +92,7 @@ impl Stranger {
     /// Its proof of key in answer to the node's hello `theirs`.
     pub fn proof(&self, theirs: &Hello, intent: Intent) -> Message {
         Message::HelloProof {
+            mac: None,
             sig: self.identity.hello_proof(
                 &theirs.nonce,
                 &self.id,
@@ -108,7 +109,7 @@ impl Stranger {
         let pipe = sim.connect_raw(node);
         sim.send_raw(pipe, self.hello(PROTOCOL_VERSION, intent));
         let theirs = match sim.raw_received(pipe) {
-            [Message::Hello(h), Message::HelloProof { sig }] => {
+            [Message::Hello(h), Message::HelloProof { sig, .. }] => {
                 assert!(
                     verify_hello_proof(
                         NONCE,

@@ -237,3 +237,32 @@ fn a_network_forms_with_signed_records_only() {
     until_formed(&mut sim, 2);
     assert_eq!(refused(&sim), 0);
 }
+
+#[test]
+fn without_the_network_key_a_node_cannot_join() {
+    use crate::node::identity::NetworkKey;
+    let secret = NetworkKey::parse("the network's secret").expect("a passphrase");
+    let mut sim = Sim::new();
+    for i in 0..4 {
+        let genesis: &[&str] = if i == 0 { &[] } else { &["n00"] };
+        let mut cfg = node_config(&name(i), genesis);
+        cfg.network_key = Some(secret.clone());
+        sim.spawn_with(cfg);
+    }
+    until_formed(&mut sim, 2);
+    // An outsider: a valid key pair of its own, no network key (then a wrong one).
+    sim.spawn("outsider", &["n00"]);
+    let mut cfg = node_config("guesser", &["n01"]);
+    cfg.network_key = Some(NetworkKey::parse("a guess").expect("a passphrase"));
+    sim.spawn_with(cfg);
+    sim.run_for(Duration::from_secs(20));
+    for outsider in ["outsider", "guesser"] {
+        assert!(!sim.joined(outsider), "{outsider} joined");
+        assert!(sim.neighbours(outsider).is_empty());
+    }
+    for i in 0..4 {
+        let members = sim.members(&name(i));
+        assert_eq!(members.len(), 4, "{}: {members:?}", name(i));
+    }
+    assert!(refused(&sim) >= 2);
+}
