@@ -66,6 +66,10 @@ pub struct NodeStatus {
     /// peerlab version of the node (informational).
     #[serde(default)]
     pub version: String,
+    /// The node's public key (ed25519, hex): the key its id is bound to in the network.
+    /// Empty from nodes that predate signed identities.
+    #[serde(default)]
+    pub public_key: String,
 }
 
 impl NodeStatus {
@@ -108,6 +112,10 @@ pub struct Counters {
     /// Members this node declared dead.
     #[serde(default)]
     pub members_declared_dead: u64,
+    /// Hellos and member records refused for their identity: a bad signature or proof,
+    /// or an id that a living member holds with another key.
+    #[serde(default)]
+    pub identity_refused: u64,
 }
 
 /// `POST /broadcast` body.

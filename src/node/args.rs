@@ -103,4 +103,21 @@ pub struct NodeArgs {
     /// Broadcast every line typed on standard input (as the seed did); `exit` or EOF leaves.
     #[arg(long)]
     pub stdin: bool,
+    /// Keep the node's ed25519 key (its identity) in this file: read it, or create it
+    /// with mode 0600 when absent. A restarted node with the same file keeps its key and is
+    /// let back in at once; without one every start makes a new key, and the network lets
+    /// the node back in only once failure detection has declared its old incarnation dead.
+    #[arg(long, env = "PEERLAB_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// A network-wide secret (64 hex characters, or a passphrase whose SHA-256 is used):
+    /// every hello proof must then carry an HMAC under it, so a process without it cannot
+    /// speak the protocol to this node. All nodes of a network need the same one. Prefer
+    /// the environment variable: a command line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = "PEERLAB_NETWORK_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub network_key: Option<String>,
 }

@@ -423,8 +423,10 @@ fn snapshot(
             bad_frames: c.bad_frames,
             connections_refused: WireCounters::get(&wire.connections_refused),
             members_declared_dead: c.members_declared_dead,
+            identity_refused: c.identity_refused,
         },
         uptime_secs: started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        public_key: machine.public_key().to_string(),
     }
 }

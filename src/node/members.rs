@@ -4,6 +4,12 @@
 //! equal incarnation a death beats life, except when life is proven first-hand (a hello from
 //! the member itself, or a revival flood sent by a node that had one). Tombstones of dead and
 //! departed members are kept for a while so that a stale list cannot resurrect them.
+//!
+//! Each id is bound to the key of its records: a record that would change anything must
+//! carry its subject's valid signature ([`MemberRecord::verify`]), and while a member lives
+//! (suspected or not) a record with another key is refused. A new key takes an id over only
+//! once its old holder is dead or has left: a node restarted without its key file gets back
+//! in after failure detection has buried its old incarnation.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +22,10 @@ pub struct Member {
     pub incarnation: u64,
     pub state: MemberState,
     pub changed_at: Instant,
+    /// The subject's key (hex): the key this id is bound to.
+    pub key: String,
+    /// The subject's signature of this record (of its alive record, for a death).
+    pub sig: String,
 }
 
 /// What applying a record did.
@@ -30,6 +40,17 @@ pub enum Change {
     Removed,
     /// The table is full; the record was ignored.
     Full,
+    /// The record would change something but its signature is not its subject's.
+    BadSignature,
+    /// The id belongs to a living member with another key.
+    KeyConflict,
+}
+
+impl Change {
+    /// Was the record refused for its identity (a forgery, or an id held by another key)?
+    pub fn refused(self) -> bool {
+        matches!(self, Change::BadSignature | Change::KeyConflict)
+    }
 }
 
 /// How sure we are of an `Alive` record.
@@ -80,6 +101,8 @@ impl Members {
                 incarnation: self_record.incarnation,
                 state: MemberState::Alive,
                 changed_at: now,
+                key: self_record.key,
+                sig: self_record.sig,
             },
         );
         Members {
@@ -131,13 +154,22 @@ impl Members {
             .any(|(id, m)| m.addr == addr && *id != self.self_id)
     }
 
-    /// Sets our own incarnation (after refuting a false death).
-    pub fn set_self_incarnation(&mut self, incarnation: u64, now: Instant) {
+    /// Sets our own record (a new incarnation, after refuting a false death).
+    pub fn set_self(&mut self, rec: &MemberRecord, now: Instant) {
         if let Some(me) = self.table.get_mut(&self.self_id) {
-            me.incarnation = incarnation;
+            me.incarnation = rec.incarnation;
+            me.sig = rec.sig.clone();
             me.changed_at = now;
             self.touched(now);
         }
+    }
+
+    /// Would a hello or record for `id` with `key` be refused because a living member
+    /// holds that id with another key?
+    pub fn key_conflict(&self, id: &str, key: &str) -> bool {
+        self.table
+            .get(id)
+            .is_some_and(|m| m.state == MemberState::Alive && m.key != key)
     }
 
     /// Applies a record about another member; records about ourselves are the caller's job.
@@ -149,6 +181,9 @@ impl Members {
             if self.table.len() >= self.max_members {
                 return Change::Full;
             }
+            if !rec.verify() {
+                return Change::BadSignature;
+            }
             self.table.insert(
                 rec.id.clone(),
                 Member {
@@ -156,6 +191,8 @@ impl Members {
                     incarnation: rec.incarnation,
                     state: rec.state,
                     changed_at: now,
+                    key: rec.key.clone(),
+                    sig: rec.sig.clone(),
                 },
             );
             if rec.state == MemberState::Alive {
@@ -171,6 +208,30 @@ impl Members {
                 Change::Unchanged
             };
         };
+        if known.key != rec.key {
+            if known.state == MemberState::Alive {
+                return Change::KeyConflict;
+            }
+            // The old holder is dead or gone: a new key may take the id, with a record of
+            // its own life (a tombstone under another key tells us nothing).
+            if rec.state != MemberState::Alive {
+                return Change::Unchanged;
+            }
+            if !rec.verify() {
+                return Change::BadSignature;
+            }
+            *known = Member {
+                addr: rec.addr.clone(),
+                incarnation: rec.incarnation,
+                state: MemberState::Alive,
+                changed_at: now,
+                key: rec.key.clone(),
+                sig: rec.sig.clone(),
+            };
+            self.alive_count += 1;
+            self.touched(now);
+            return Change::Added;
+        }
         let newer = rec.incarnation > known.incarnation;
         let same = rec.incarnation == known.incarnation;
         let was_alive = known.state == MemberState::Alive;
@@ -200,6 +261,11 @@ impl Members {
             }
         };
         if change != Change::Unchanged || newer {
+            // Checked only now: most records repeat what we know, and a signature check
+            // per record of every member list would cost more than the rest of the node.
+            if !rec.verify() {
+                return Change::BadSignature;
+            }
             match (was_alive, rec.state == MemberState::Alive) {
                 (true, false) => {
                     self.alive_count -= 1;
@@ -212,6 +278,7 @@ impl Members {
             known.incarnation = rec.incarnation;
             known.state = rec.state;
             known.changed_at = now;
+            known.sig = rec.sig.clone();
             if rec.state != MemberState::Alive {
                 self.oldest_tombstone.get_or_insert(now);
             }
@@ -284,6 +351,8 @@ fn record(id: &str, m: &Member) -> MemberRecord {
         addr: m.addr.clone(),
         incarnation: m.incarnation,
         state: m.state,
+        key: m.key.clone(),
+        sig: m.sig.clone(),
     }
 }
 
@@ -291,13 +360,19 @@ fn record(id: &str, m: &Member) -> MemberRecord {
 mod tests {
     use super::*;
 
+    use crate::node::identity::Identity;
+
+    /// A record signed by the subject's key (one per id, derived from its name).
     fn rec(id: &str, inc: u64, state: MemberState) -> MemberRecord {
-        MemberRecord {
-            id: id.into(),
-            addr: format!("{id}:7070"),
-            incarnation: inc,
-            state,
+        MemberRecord::unsigned(id, format!("{id}:7070"), inc, state).signed(&key_of(id, 0))
+    }
+
+    fn key_of(id: &str, generation: u8) -> Identity {
+        let mut secret = [generation; 32];
+        for (i, b) in id.bytes().enumerate().take(31) {
+            secret[i + 1] = b;
         }
+        Identity::from_secret(secret)
     }
 
     fn table(now: Instant) -> Members {
@@ -351,6 +426,63 @@ mod tests {
         assert_eq!(
             m.apply(&rec("a", 5, MemberState::Alive), Evidence::FirstHand, now),
             Change::Unchanged
+        );
+    }
+
+    #[test]
+    fn unsigned_changes_are_refused() {
+        let now = Instant::now();
+        let mut m = table(now);
+        let forged = |inc, state| MemberRecord::unsigned("a", "evil:1", inc, state);
+        assert_eq!(
+            m.apply(&forged(5, MemberState::Alive), Evidence::Hearsay, now),
+            Change::BadSignature
+        );
+        assert!(m.get("a").is_none(), "a forgery adds nobody");
+        m.apply(&rec("a", 5, MemberState::Alive), Evidence::Hearsay, now);
+        // A forged leave, a forged death at u64::MAX, a forged move: none changes it.
+        let mut left = rec("a", 5, MemberState::Left);
+        left.sig = rec("a", 5, MemberState::Alive).sig;
+        assert_eq!(m.apply(&left, Evidence::Hearsay, now), Change::BadSignature);
+        let mut dead = rec("a", u64::MAX, MemberState::Dead);
+        dead.sig = rec("a", 5, MemberState::Alive).sig;
+        assert_eq!(m.apply(&dead, Evidence::Hearsay, now), Change::BadSignature);
+        let mut moved = rec("a", 6, MemberState::Alive);
+        moved.addr = "evil:1".into();
+        assert_eq!(
+            m.apply(&moved, Evidence::FirstHand, now),
+            Change::BadSignature
+        );
+        let a = m.get("a").expect("still known");
+        assert_eq!((a.addr.as_str(), a.incarnation), ("a:7070", 5));
+        assert!(m.is_alive("a"));
+    }
+
+    #[test]
+    fn an_id_is_bound_to_its_key_while_it_lives() {
+        let now = Instant::now();
+        let mut m = table(now);
+        m.apply(&rec("a", 5, MemberState::Alive), Evidence::Hearsay, now);
+        let thief = key_of("a", 9);
+        let stolen =
+            MemberRecord::unsigned("a", "evil:1", u64::MAX, MemberState::Alive).signed(&thief);
+        assert!(stolen.verify());
+        assert!(m.key_conflict("a", thief.public_hex()));
+        assert_eq!(
+            m.apply(&stolen, Evidence::FirstHand, now),
+            Change::KeyConflict
+        );
+        assert_eq!(m.get("a").map(|a| a.addr.as_str()), Some("a:7070"));
+        // Once the holder is dead, a new key (a restart without its key file) takes over.
+        m.apply(&rec("a", 5, MemberState::Dead), Evidence::Hearsay, now);
+        let reborn =
+            MemberRecord::unsigned("a", "a:7071", 3, MemberState::Alive).signed(&key_of("a", 1));
+        assert_eq!(m.apply(&reborn, Evidence::FirstHand, now), Change::Added);
+        assert_eq!(m.get("a").map(|a| a.addr.as_str()), Some("a:7071"));
+        // And the old key's stale records are refused from then on.
+        assert_eq!(
+            m.apply(&rec("a", 6, MemberState::Alive), Evidence::Hearsay, now),
+            Change::KeyConflict
         );
     }
 

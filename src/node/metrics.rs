@@ -66,6 +66,11 @@ pub fn render(status: &NodeStatus) -> String {
             "Members this node declared dead",
             status.counters.members_declared_dead,
         ),
+        (
+            "identity_refused",
+            "Hellos and member records refused for a bad signature or a key conflict",
+            status.counters.identity_refused,
+        ),
     ];
     for (name, help, value) in counters {
         let counter = Counter::<u64>::default();

@@ -6,6 +6,7 @@
 //!   bounded tables.
 //! - `sim` (with the cargo feature `sim`): a deterministic in-memory network of machines.
 //! - `wire` and `codec`: messages and length-delimited JSON frames.
+//! - [`identity`]: the node's ed25519 key, its hello proofs and signed member records.
 //! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
 //! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - `status`: the HTTP status socket the orchestrator checks.
@@ -18,6 +19,7 @@ pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod driver;
 pub(crate) mod faults;
+pub mod identity;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
@@ -106,13 +108,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     cfg.incarnation = wall.as_millis() as u64;
     cfg.unix_start = wall.as_secs_f64();
     cfg.seed = seed;
+    if let Some(path) = &args.key_file {
+        cfg.identity = identity::Identity::load_or_create(path)?;
+    }
+    if let Some(secret) = &args.network_key {
+        cfg.network_key = Some(identity::NetworkKey::parse(secret).context("--network-key")?);
+    }
+    let public_key = cfg.identity.public_hex().to_string();
     let machine = Machine::new(cfg, now);
     let role = if machine.is_genesis() {
         "genesis (starts the network)"
     } else {
         "candidate"
     };
-    info!(%id, %advertise, listen = %listen_addr, status = %status_addr, genesis = ?args.genesis, seed, "node starting as {role}");
+    info!(%id, %advertise, listen = %listen_addr, status = %status_addr, genesis = ?args.genesis, seed, %public_key, "node starting as {role}");
 
     if let Some(path) = &args.ports_file {
         let ports = serde_json::json!({

@@ -35,6 +35,12 @@ impl SeenSet {
         true
     }
 
+    /// Forgets `id`, so that a later copy is not taken for a duplicate: a forged
+    /// membership flood must not stop the genuine event that has the same id.
+    pub fn forget(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
+
     #[cfg(test)]
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)

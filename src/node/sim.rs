@@ -35,6 +35,8 @@ mod tests_broadcast;
 #[cfg(test)]
 mod tests_failure;
 #[cfg(test)]
+mod tests_identity;
+#[cfg(test)]
 mod tests_join;
 #[cfg(test)]
 mod tests_partition;
@@ -44,6 +46,10 @@ mod tests_timers;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::identity::Identity;
 use super::machine::{Config, ConnId, Machine, MachineCounters, Output};
 use super::wire::{MemberEvent, Message};
 use crate::contract::DeliveredMessage;
@@ -72,6 +78,8 @@ pub fn node_config(name: &str, genesis: &[&str]) -> Config {
     cfg.seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
+    // The key from the seed too, so that a run repeats byte for byte.
+    cfg.identity = Identity::from_rng(&mut StdRng::seed_from_u64(cfg.seed));
     cfg
 }
 
@@ -110,11 +118,25 @@ struct Pipe {
 }
 
 enum Event {
-    Connected { pipe: u64 },
-    Accept { pipe: u64 },
-    DialFailed { conn: ConnId },
-    Frame { pipe: u64, to: usize, msg: Message },
-    Closed { pipe: u64, to: usize },
+    Connected {
+        pipe: u64,
+    },
+    Accept {
+        pipe: u64,
+    },
+    DialFailed {
+        conn: ConnId,
+    },
+    /// Boxed: a hello with its key, nonce and signature is far larger than other events.
+    Frame {
+        pipe: u64,
+        to: usize,
+        msg: Box<Message>,
+    },
+    Closed {
+        pipe: u64,
+        to: usize,
+    },
 }
 
 /// A membership event seen on the wire for the first time.
@@ -305,6 +327,22 @@ impl Sim {
         self.close_all(&addr);
     }
 
+    /// A killed node's process starts again with `cfg` (same name and address; a new
+    /// key unless `cfg` keeps the old one, a new incarnation as a real restart has).
+    pub fn restart(&mut self, cfg: Config) {
+        let addr = cfg.addr.clone();
+        let machine = Machine::new(cfg, self.now());
+        match self.nodes.get_mut(&addr) {
+            Some(node) if node.state == State::Gone => {
+                node.machine = machine;
+                node.state = State::Up;
+                node.backlog.clear();
+            }
+            _ => panic!("only a killed node restarts ({addr})"),
+        }
+        self.pump(&addr);
+    }
+
     /// The node stops processing and answering; dials to it still connect.
     pub fn freeze(&mut self, name: &str) {
         let addr = self.addr(name);
@@ -457,7 +495,7 @@ impl Sim {
             Event::Frame {
                 pipe,
                 to: TARGET,
-                msg,
+                msg: Box::new(msg),
             },
         );
         self.deliver_due();
@@ -718,7 +756,15 @@ impl Sim {
         if !p.ends[to].open || !self.reachable(from, &dest) {
             return;
         }
-        self.enqueue_on(pipe, to, Event::Frame { pipe, to, msg });
+        self.enqueue_on(
+            pipe,
+            to,
+            Event::Frame {
+                pipe,
+                to,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     /// Our end of a pipe closed: the other end hears of it if the network carries the FIN.
@@ -806,7 +852,7 @@ impl Sim {
                 else {
                     return;
                 };
-                if let Message::Broadcast(flood) = &msg {
+                if let Message::Broadcast(flood) = &*msg {
                     *self.flood_frames.entry(flood.id.clone()).or_default() += 1;
                     if let Some(event) = &flood.event
                         && self.flood_ids.insert(flood.id.clone())
@@ -818,7 +864,7 @@ impl Sim {
                         });
                     }
                 }
-                node.machine.on_frame(now, conn, msg);
+                node.machine.on_frame(now, conn, *msg);
             }
             Event::Closed { pipe, to } => {
                 let Some(p) = self.pipes.get_mut(&pipe) else {

@@ -6,12 +6,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::{Identity, verify_record};
+
 /// Message ids and the anti-entropy digest hash the way the status socket's `members_digest`
 /// does: one length-prefixed digest, defined in the contract.
 pub use crate::contract::digest::digest;
 
 /// Bumped on any incompatible change; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: hellos carry a key and a nonce and are answered by a `hello-proof`; member
+/// records carry their subject's key and signature.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames above this size are refused and close the connection.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -29,6 +33,17 @@ pub const TITLE_DEAD: &str = "#DEAD";
 pub enum Message {
     /// First frame in each direction of every connection.
     Hello(Hello),
+    /// Second frame in each direction: the sender's signature over the nonce of the
+    /// other side's hello (see [`crate::node::identity`]). A connection is identified only
+    /// once it verifies.
+    HelloProof {
+        /// Ed25519 signature, hex.
+        sig: String,
+        /// With a network key (`--network-key`): HMAC-SHA256 of the other side's nonce and
+        /// the sender's id under it, hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
     /// Asked of a genesis: one random living member other than you and the asker, or null.
     AskRandomNode,
     RandomNode {
@@ -89,6 +104,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello(_) => "hello",
+            Message::HelloProof { .. } => "hello-proof",
             Message::AskRandomNode => "ask-random-node",
             Message::RandomNode { .. } => "random-node",
             Message::AskNodesToConnect => "ask-nodes-to-connect",
@@ -121,6 +137,37 @@ pub struct Hello {
     pub addr: String,
     pub incarnation: u64,
     pub intent: Intent,
+    /// The sender's public key (ed25519, hex): the key its id is bound to.
+    pub key: String,
+    /// Fresh random bytes (hex) the other side must sign in its `hello-proof`.
+    pub nonce: String,
+    /// The sender's signature of its own alive record (id, addr, incarnation, key), so
+    /// that what it says here can be passed on as a signed record.
+    pub sig: String,
+}
+
+impl Hello {
+    /// The sender's own record, as signed by it.
+    pub fn record(&self) -> MemberRecord {
+        MemberRecord {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+            key: self.key.clone(),
+            sig: self.sig.clone(),
+        }
+    }
+}
+
+impl Intent {
+    /// The wire name, as signed in a hello proof.
+    pub fn name(self) -> &'static str {
+        match self {
+            Intent::Query => "query",
+            Intent::Link => "link",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,14 +180,86 @@ pub enum MemberState {
     Left,
 }
 
+impl MemberState {
+    /// The wire name, as signed in a member record.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
+    }
+}
+
 /// One member as the protocol exchanges it. The incarnation orders records about the same
 /// member: only the member itself raises it (on start and to refute a false death).
+///
+/// Signed by its subject over (id, addr, incarnation, state, key). A death cannot be
+/// signed by the dead: a `dead` record carries the subject's signature of its `alive`
+/// record at that incarnation, so a death report can name only an address and an
+/// incarnation the member itself announced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub id: String,
     pub addr: String,
     pub incarnation: u64,
     pub state: MemberState,
+    /// The subject's public key (ed25519, hex).
+    pub key: String,
+    /// The subject's signature (hex), see above.
+    pub sig: String,
+}
+
+impl MemberRecord {
+    /// A record with no key and no signature: what a forger without the key sends, and
+    /// the start of one that [`MemberRecord::signed`] completes.
+    pub fn unsigned(
+        id: impl Into<String>,
+        addr: impl Into<String>,
+        incarnation: u64,
+        state: MemberState,
+    ) -> Self {
+        MemberRecord {
+            id: id.into(),
+            addr: addr.into(),
+            incarnation,
+            state,
+            key: String::new(),
+            sig: String::new(),
+        }
+    }
+
+    /// This record with `identity`'s key and signature.
+    pub fn signed(mut self, identity: &Identity) -> Self {
+        self.key = identity.public_hex().to_string();
+        self.sig = identity.sign_record(
+            &self.id,
+            &self.addr,
+            self.incarnation,
+            self.signed_state().name(),
+        );
+        self
+    }
+
+    /// The state the subject signed: its own `alive` record for a death.
+    fn signed_state(&self) -> MemberState {
+        match self.state {
+            MemberState::Dead => MemberState::Alive,
+            other => other,
+        }
+    }
+
+    /// Is the signature the subject's (made with the key the record names)?
+    pub fn verify(&self) -> bool {
+        verify_record(
+            &self.id,
+            &self.addr,
+            self.incarnation,
+            self.signed_state().name(),
+            &self.key,
+            &self.sig,
+        )
+    }
 }
 
 /// Membership change carried by a flood.
@@ -252,12 +371,7 @@ mod tests {
 
     #[test]
     fn membership_ids_depend_on_the_event_only() {
-        let member = MemberRecord {
-            id: "n7".into(),
-            addr: "127.0.0.1:1".into(),
-            incarnation: 3,
-            state: MemberState::Dead,
-        };
+        let member = MemberRecord::unsigned("n7", "127.0.0.1:1", 3, MemberState::Dead);
         let a = Flood::membership(
             MemberEvent::Dead {
                 member: member.clone(),
@@ -280,12 +394,7 @@ mod tests {
 
     #[test]
     fn a_revival_is_not_mistaken_for_the_original_join() {
-        let member = MemberRecord {
-            id: "n7".into(),
-            addr: "127.0.0.1:1".into(),
-            incarnation: 3,
-            state: MemberState::Alive,
-        };
+        let member = MemberRecord::unsigned("n7", "127.0.0.1:1", 3, MemberState::Alive);
         let join = Flood::membership(
             MemberEvent::Joined {
                 member: member.clone(),
@@ -299,6 +408,31 @@ mod tests {
         assert_ne!(by_a.id, by_b.id);
         assert_eq!(by_a.title, TITLE_JOINED);
         assert_eq!(by_a.origin, "a");
+    }
+
+    #[test]
+    fn a_death_carries_the_subjects_alive_signature() {
+        let subject = Identity::from_secret([3; 32]);
+        let alive = MemberRecord::unsigned("n7", "h:1", 3, MemberState::Alive).signed(&subject);
+        assert!(alive.verify());
+        let dead = MemberRecord {
+            state: MemberState::Dead,
+            ..alive.clone()
+        };
+        assert!(dead.verify(), "a death names what the subject announced");
+        let moved = MemberRecord {
+            addr: "h:2".into(),
+            ..dead.clone()
+        };
+        assert!(!moved.verify(), "but no address of its own");
+        let left = MemberRecord {
+            state: MemberState::Left,
+            ..alive
+        };
+        assert!(!left.verify(), "a leave needs the subject's own signature");
+        let left = left.signed(&subject);
+        assert!(left.verify());
+        assert!(!MemberRecord::unsigned("n7", "h:1", 3, MemberState::Alive).verify());
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn network(n: usize, edges: &[(usize, usize)]) -> Vec<NodeObservation> {
                     counters: Counters::default(),
                     uptime_secs: 10.0,
                     version: "test".into(),
+                    public_key: String::new(),
                 }),
                 error: None,
                 ready_after: Some(Duration::from_millis(100 + 10 * i as u64)),

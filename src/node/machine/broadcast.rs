@@ -73,14 +73,16 @@ impl Machine {
 
     /// Floods our own leave, at once (the driver exits right after).
     pub(super) fn flood_leave(&mut self, now: Instant) {
-        let me = self.self_record();
+        // A leave only counts when its subject signs it.
+        let me = MemberRecord::unsigned(
+            self.cfg.id.clone(),
+            self.cfg.addr.clone(),
+            self.incarnation,
+            MemberState::Left,
+        )
+        .signed(&self.cfg.identity);
         let flood = Flood::membership(
-            MemberEvent::Left {
-                member: MemberRecord {
-                    state: MemberState::Left,
-                    ..me
-                },
-            },
+            MemberEvent::Left { member: me },
             &self.cfg.id,
             self.unix(now),
         );
@@ -110,7 +112,14 @@ impl Machine {
         flood.hops = flood.hops.saturating_add(1);
         match flood.event.clone() {
             None => self.deliver(now, &flood),
-            Some(event) => self.apply_event(now, event),
+            Some(event) => {
+                if !self.apply_event(now, event) {
+                    // A forgery stops here: not passed on, and its id stays free for
+                    // the genuine event.
+                    self.flood.seen.forget(&flood.id);
+                    return;
+                }
+            }
         }
         self.forward(now, &flood, Some(from));
     }

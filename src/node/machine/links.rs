@@ -2,6 +2,17 @@
 //! that tells who is behind one, and the links (connections both sides keep as
 //! neighbours). Dialing, sending and closing go through here, and so does the reaction to
 //! a lost connection, which each purpose hands back to its part.
+//!
+//! # The handshake
+//!
+//! The dialer sends `hello` (id, address, incarnation, intent, key, a fresh nonce, and its
+//! signed alive record). The other side checks it (version, key binding, room) and answers
+//! with its own `hello` and a `hello-proof`: its signature over the dialer's nonce and its
+//! own hello fields. The dialer verifies that proof, sends its own proof of the other
+//! side's nonce, and only then acts on the connection (asks its question, links). The
+//! other side opens the connection when the dialer's proof verifies. A bad or missing proof
+//! closes the connection with a logged reason; a connection counts as identified, and its
+//! hello as evidence of life, only after the proof.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -9,6 +20,8 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{ConnId, Machine, Output};
+use crate::node::identity::{self, verify_hello_proof};
+use crate::node::members::Change;
 use crate::node::wire::{Hello, Intent, Message, PROTOCOL_VERSION};
 
 /// Why we opened an outbound connection.
@@ -32,6 +45,8 @@ pub(super) enum Phase {
     Dialing,
     /// Connected; waiting for the other side's hello.
     Handshaking,
+    /// Its hello was accepted; waiting for its proof of key (`hello-proof`).
+    Proving,
     Open,
 }
 
@@ -46,6 +61,10 @@ pub(super) struct Conn {
     pub peer: Option<Hello>,
     /// The peer's hello, until the driver admits it ([`Output::Identified`]).
     pub held_hello: Option<Hello>,
+    /// The nonce of our hello on this connection, which the peer's proof must sign.
+    pub nonce: String,
+    /// The peer's admitted hello, until its proof verifies.
+    pub unproven: Option<Hello>,
     pub opened_at: Instant,
     pub last_heard: Instant,
     /// When we last pinged it (or, for a fresh link, when it was made).
@@ -61,6 +80,8 @@ impl Conn {
             intent: None,
             peer: None,
             held_hello: None,
+            nonce: String::new(),
+            unproven: None,
             opened_at: now,
             last_heard: now,
             last_ping: now,
@@ -103,6 +124,16 @@ impl Links {
         self.conns
             .insert(conn, Conn::new(None, None, Phase::Handshaking, now));
         conn
+    }
+
+    /// Inbound links accepted at their hello and waiting for the dialer's proof.
+    pub fn proving_inbound_links(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| {
+                c.purpose.is_none() && c.phase == Phase::Proving && c.intent == Some(Intent::Link)
+            })
+            .count()
     }
 
     /// Link attempts not yet open.
@@ -176,16 +207,12 @@ impl Machine {
             _ => Intent::Query,
         };
         c.intent = Some(intent);
-        let question = match c.purpose {
-            Some(Purpose::AskRandom) => Some(Message::AskRandomNode),
-            Some(Purpose::AskNodes) => Some(Message::AskNodesToConnect),
-            _ => None,
-        };
-        let hello = self.hello(intent);
+        let nonce = identity::nonce();
+        c.nonce = nonce.clone();
+        // The question waits for the other side's proof: until then we do not know whom
+        // we would be asking.
+        let hello = self.hello(intent, nonce);
         self.send(conn, hello);
-        if let Some(q) = question {
-            self.send(conn, q);
-        }
     }
 
     /// One frame, on a connection we know.
@@ -205,7 +232,7 @@ impl Machine {
         };
         if c.phase != Phase::Open {
             match msg {
-                Message::Hello(hello) => {
+                Message::Hello(hello) if c.phase == Phase::Handshaking => {
                     // Tell the driver who this is before acting on it: its faults may
                     // drop this peer's frames, this hello included.
                     self.out.push_back(Output::Identified {
@@ -216,6 +243,9 @@ impl Machine {
                     if let Some(c) = self.links.conns.get_mut(&conn) {
                         c.held_hello = Some(hello);
                     }
+                }
+                Message::HelloProof { sig, mac } if c.phase == Phase::Proving => {
+                    self.on_hello_proof(now, conn, &sig, mac.as_deref());
                 }
                 Message::Disconnect { reason, full } => {
                     debug!(conn, reason, "refused");
@@ -246,8 +276,12 @@ impl Machine {
         }
         let is_link = c.is_link();
         match msg {
-            Message::Hello(_) => {
-                warn!(conn, "second hello; closing connection");
+            Message::Hello(_) | Message::HelloProof { .. } => {
+                warn!(
+                    conn,
+                    kind = msg.kind(),
+                    "second handshake frame; closing connection"
+                );
                 self.counters.bad_frames += 1;
                 self.close(now, conn);
             }
@@ -301,17 +335,119 @@ impl Machine {
             self.refuse(now, conn, Message::disconnect("connected to itself"));
             return;
         }
+        // Its own record must be signed by the key it names, and that key must be the one
+        // the id is bound to while the id lives.
+        if !hello.record().verify() {
+            warn!(conn, peer = %hello.id, "hello with a bad record signature; closing connection");
+            self.note_refusal(&hello.id, Change::BadSignature);
+            self.refuse(now, conn, Message::disconnect("bad record signature"));
+            return;
+        }
+        if self.members.key_conflict(&hello.id, &hello.key) {
+            self.note_refusal(&hello.id, Change::KeyConflict);
+            self.refuse(
+                now,
+                conn,
+                Message::disconnect("this id belongs to a living member with another key"),
+            );
+            return;
+        }
         let outbound = self
             .links
             .conns
             .get(&conn)
             .is_some_and(|c| c.purpose.is_some());
         if outbound {
-            // The node itself says it is alive: the strongest evidence there is.
-            self.learn_first_hand(now, &hello);
-            self.on_hello_answer(now, conn, hello);
+            // Prove our key in answer to its nonce; act once it has proven its own.
+            let proof = self.proof_for(conn, &hello);
+            self.send(conn, proof);
+            if let Some(c) = self.links.conns.get_mut(&conn) {
+                c.phase = Phase::Proving;
+                c.unproven = Some(hello);
+            }
         } else {
             self.on_hello_inbound(now, conn, hello);
+        }
+    }
+
+    /// Our `hello-proof` for the peer whose hello is `theirs`, on `conn`.
+    fn proof_for(&self, conn: ConnId, theirs: &Hello) -> Message {
+        let intent = self
+            .links
+            .conns
+            .get(&conn)
+            .and_then(|c| c.intent)
+            .unwrap_or(theirs.intent);
+        Message::HelloProof {
+            mac: self
+                .cfg
+                .network_key
+                .as_ref()
+                .map(|k| k.mac(&theirs.nonce, &self.cfg.id)),
+            sig: self.cfg.identity.hello_proof(
+                &theirs.nonce,
+                &self.cfg.id,
+                &self.cfg.addr,
+                self.incarnation,
+                intent.name(),
+            ),
+        }
+    }
+
+    /// The peer's proof of its key: verified against the nonce we sent, it opens the
+    /// connection; anything else closes it.
+    fn on_hello_proof(&mut self, now: Instant, conn: ConnId, sig: &str, mac: Option<&str>) {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(hello) = c.unproven.take() else {
+            return;
+        };
+        let valid = verify_hello_proof(
+            &c.nonce,
+            &hello.id,
+            &hello.key,
+            &hello.addr,
+            hello.incarnation,
+            hello.intent.name(),
+            sig,
+        );
+        let member = match (&self.cfg.network_key, mac) {
+            (None, _) => true,
+            (Some(key), Some(mac)) => key.verify(&c.nonce, &hello.id, mac),
+            (Some(_), None) => false,
+        };
+        if valid && !member {
+            warn!(conn, peer = %hello.id, "hello proof without this network's key; closing connection");
+            self.note_refusal(&hello.id, Change::BadSignature);
+            self.refuse(
+                now,
+                conn,
+                Message::disconnect("not of this network (network key)"),
+            );
+            return;
+        }
+        if !valid {
+            warn!(conn, peer = %hello.id, "hello proof does not verify; closing connection");
+            self.note_refusal(&hello.id, Change::BadSignature);
+            self.refuse(now, conn, Message::disconnect("bad hello proof"));
+            return;
+        }
+        let outbound = c.purpose.is_some();
+        if outbound {
+            // The node itself says it is alive: the strongest evidence there is.
+            self.learn_first_hand(now, &hello);
+            let question = match self.links.purpose(conn) {
+                Some(Purpose::AskRandom) => Some(Message::AskRandomNode),
+                Some(Purpose::AskNodes) => Some(Message::AskNodesToConnect),
+                _ => None,
+            };
+            if let Some(q) = question {
+                self.send(conn, q);
+            }
+            self.on_hello_answer(now, conn, hello);
+        } else {
+            self.open_inbound(now, conn, hello);
         }
     }
 
@@ -340,7 +476,11 @@ impl Machine {
                 self.out.push_back(Output::Close { conn: mine });
                 self.forget(now, mine, true);
             }
-            if self.links.neighbours.len() >= self.cfg.max_peers {
+            // Links still proving their key hold a slot: a proof that finds the node full
+            // would tear down a link its dialer already counts.
+            if self.links.neighbours.len() + self.links.proving_inbound_links()
+                >= self.cfg.max_peers
+            {
                 // Point the candidate at our neighbours: the nodes near the genesis fill up
                 // first, and a redirect saves it a whole new join attempt.
                 let nodes = self.redirect_candidates(&hello.id);
@@ -349,14 +489,37 @@ impl Machine {
                 return;
             }
         }
-        // Accepted: only now does its hello count as evidence (a refused stranger is no member).
+        // Accepted so far: answer with our hello and our proof, and wait for its proof.
+        let nonce = identity::nonce();
+        let answer = self.hello(hello.intent, nonce.clone());
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            c.intent = Some(hello.intent);
+            c.nonce = nonce;
+        }
+        self.send(conn, answer);
+        let proof = self.proof_for(conn, &hello);
+        self.send(conn, proof);
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            c.phase = Phase::Proving;
+            c.unproven = Some(hello);
+        }
+    }
+
+    /// An inbound connection whose peer proved its key.
+    fn open_inbound(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        if hello.intent == Intent::Link {
+            // The table may have moved while it proved itself.
+            if self.links.neighbours.contains_key(&hello.id) {
+                self.refuse(now, conn, Message::disconnect("already linked"));
+                return;
+            }
+        }
+        // Only now does its hello count as evidence (a refused stranger is no member).
         self.learn_first_hand(now, &hello);
-        let answer = self.hello(hello.intent);
         if let Some(c) = self.links.conns.get_mut(&conn) {
             c.phase = Phase::Open;
             c.intent = Some(hello.intent);
         }
-        self.send(conn, answer);
         if hello.intent == Intent::Link {
             self.add_link(now, conn, hello);
         } else if let Some(c) = self.links.conns.get_mut(&conn) {
@@ -424,13 +587,17 @@ impl Machine {
         info!(peer = %id, addr = %hello.addr, degree = self.links.neighbours.len(), "linked");
     }
 
-    pub(super) fn hello(&self, intent: Intent) -> Message {
+    pub(super) fn hello(&self, intent: Intent, nonce: String) -> Message {
+        let me = self.self_record();
         Message::Hello(Hello {
             version: PROTOCOL_VERSION,
-            id: self.cfg.id.clone(),
-            addr: self.cfg.addr.clone(),
-            incarnation: self.incarnation,
+            id: me.id,
+            addr: me.addr,
+            incarnation: me.incarnation,
             intent,
+            key: me.key,
+            nonce,
+            sig: me.sig,
         })
     }
 

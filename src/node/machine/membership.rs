@@ -443,14 +443,11 @@ impl Machine {
         if hello.intent == Intent::Query && !known {
             return;
         }
-        let rec = MemberRecord {
-            id: hello.id.clone(),
-            addr: hello.addr.clone(),
-            incarnation: hello.incarnation,
-            state: MemberState::Alive,
-        };
+        let rec = hello.record();
         let was_dead = known && !self.members.is_alive(&hello.id);
-        if self.members.apply(&rec, Evidence::FirstHand, now) == Change::Added && was_dead {
+        let change = self.members.apply(&rec, Evidence::FirstHand, now);
+        self.note_refusal(&rec.id, change);
+        if change == Change::Added && was_dead {
             info!(member = %hello.id, "dead member is back; telling the network");
             let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
             if self.flood.seen.insert(&flood.id, now) {
@@ -491,55 +488,126 @@ impl Machine {
                 self.queue_probe(rec.id.clone(), rec.addr.clone());
                 continue;
             }
-            if self.members.apply(&rec, Evidence::Hearsay, now) == Change::Added {
+            let change = self.members.apply(&rec, Evidence::Hearsay, now);
+            self.note_refusal(&rec.id, change);
+            if change == Change::Added {
                 debug!(member = %rec.id, "learned member from a list");
             }
         }
         self.member_list_received();
     }
 
-    /// A membership event from a flood.
-    pub(super) fn apply_event(&mut self, now: Instant, event: MemberEvent) {
+    /// A membership event from a flood. Returns false when it was refused for its
+    /// identity (a forgery), so that it goes no further.
+    pub(super) fn apply_event(&mut self, now: Instant, event: MemberEvent) -> bool {
         match event {
             MemberEvent::Joined { member } => {
                 if member.id == self.cfg.id {
-                    return;
+                    return true;
                 }
                 // A join flood is sent by the member itself, or by a node that just heard
                 // from it: first-hand evidence.
-                if self.members.apply(&member, Evidence::FirstHand, now) == Change::Added {
+                let change = self.members.apply(&member, Evidence::FirstHand, now);
+                self.note_refusal(&member.id, change);
+                if change == Change::Added {
                     debug!(member = %member.id, "member joined");
                     self.detector.suspects.remove(&member.id);
                     self.repair.retries.remove(&member.addr);
                 }
+                !change.refused()
             }
             MemberEvent::Left { member } | MemberEvent::Dead { member }
                 if member.id == self.cfg.id =>
             {
-                if member.incarnation >= self.incarnation && member.state == MemberState::Dead {
-                    self.incarnation = member.incarnation + 1;
-                    self.members.set_self_incarnation(self.incarnation, now);
-                    warn!(
-                        incarnation = self.incarnation,
-                        "declared dead by the network; refuting"
-                    );
-                    let me = self.self_record();
-                    self.flood_event(now, MemberEvent::Joined { member: me });
+                // Only a death that names our own signed record is worth refuting (and
+                // passing on): a forged one convinces nobody.
+                let ours = member.key == self.cfg.identity.public_hex() && member.verify();
+                if !ours {
+                    self.note_refusal(&member.id, Change::BadSignature);
+                    return false;
                 }
+                if member.incarnation >= self.incarnation && member.state == MemberState::Dead {
+                    self.refute(now, member.incarnation);
+                }
+                true
             }
             MemberEvent::Left { member } => {
-                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                let change = self.members.apply(&member, Evidence::Hearsay, now);
+                self.note_refusal(&member.id, change);
+                if change.refused() {
+                    return false;
+                }
+                if change == Change::Removed {
                     info!(member = %member.id, "member left");
                 }
                 self.detector.suspects.remove(&member.id);
                 self.repair.retries.remove(&member.addr);
+                true
             }
             MemberEvent::Dead { member } => {
-                if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
+                let change = self.members.apply(&member, Evidence::Hearsay, now);
+                self.note_refusal(&member.id, change);
+                if change.refused() {
+                    return false;
+                }
+                if change == Change::Removed {
                     info!(member = %member.id, "member declared dead");
                 }
                 self.detector.suspects.remove(&member.id);
+                true
             }
+        }
+    }
+
+    /// Declared dead at `dead_at`: come back one incarnation higher, signed. Incarnations
+    /// never wrap: at `u64::MAX` the refutation stays there, and life proven by the member
+    /// itself beats a death at the same incarnation.
+    fn refute(&mut self, now: Instant, dead_at: u64) {
+        let saturated = dead_at == u64::MAX;
+        self.incarnation = dead_at.saturating_add(1).max(self.incarnation);
+        let me = MemberRecord::unsigned(
+            self.cfg.id.clone(),
+            self.cfg.addr.clone(),
+            self.incarnation,
+            MemberState::Alive,
+        )
+        .signed(&self.cfg.identity);
+        self.members.set_self(&me, now);
+        warn!(
+            incarnation = self.incarnation,
+            "declared dead by the network; refuting"
+        );
+        let mut flood = Flood::membership(
+            MemberEvent::Joined { member: me },
+            &self.cfg.id,
+            self.unix(now),
+        );
+        if saturated {
+            // The same incarnation again: a flood id of its own, or it would be taken for
+            // the earlier refutation and dropped as a duplicate.
+            flood.id =
+                crate::node::wire::digest(&[&flood.id, "refuted-at", &flood.time.to_string()]);
+        }
+        if self.flood.seen.insert(&flood.id, now) {
+            self.forward(now, &flood, None);
+        }
+    }
+
+    /// Counts a hello or record refused for its identity, and logs it once per id (a
+    /// flood of forgeries must not become a flood of log lines).
+    pub(super) fn note_refusal(&mut self, id: &str, change: Change) {
+        if !change.refused() {
+            return;
+        }
+        self.counters.identity_refused += 1;
+        if self.refused_logged.len() < self.cfg.max_members
+            && self.refused_logged.insert(id.to_string())
+        {
+            let why = match change {
+                Change::KeyConflict => "the id belongs to a living member with another key",
+                _ => "not signed by its subject",
+            };
+            warn!(member = %id, why, "refused a record or hello (logged once per id)");
         }
     }
 

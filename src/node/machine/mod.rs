@@ -51,6 +51,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tracing::debug;
 
+use super::identity::{Identity, NetworkKey};
 use super::members::Members;
 use super::wire::{MemberRecord, MemberState, Message};
 use crate::contract::{DeliveredMessage, PeerRef};
@@ -132,6 +133,11 @@ pub struct Config {
     pub seed: u64,
     /// Unix time (seconds) at the `now` given to [`Machine::new`].
     pub unix_start: f64,
+    /// The node's key pair: its id is bound to the public key, its hellos and its own
+    /// member records are signed with it.
+    pub identity: Identity,
+    /// A network-wide secret: with one, only nodes that hold it complete a handshake.
+    pub network_key: Option<NetworkKey>,
 }
 
 impl Config {
@@ -166,6 +172,8 @@ impl Config {
             incarnation: 1,
             seed: 0,
             unix_start: 0.0,
+            identity: Identity::generate(),
+            network_key: None,
         }
     }
 }
@@ -221,6 +229,9 @@ pub struct MachineCounters {
     pub bad_frames: u64,
     /// Members this node declared dead.
     pub members_declared_dead: u64,
+    /// Hellos and records refused for their identity (bad signature or proof, or an id
+    /// held by a living member with another key).
+    pub identity_refused: u64,
     /// Calls of [`Machine::handle_timeout`]: how often the node woke for its timers.
     pub timer_wakeups: u64,
     /// Heartbeat rounds run with at least one link: after each, the neighbours' pings
@@ -254,6 +265,8 @@ pub struct Machine {
     repair: Repair,
     timers: Timers,
     leaving: bool,
+    /// Ids whose refusal for identity was logged (once per id; as many as members).
+    refused_logged: std::collections::BTreeSet<String>,
     counters: MachineCounters,
     out: VecDeque<Output>,
 }
@@ -268,12 +281,13 @@ impl Machine {
         cfg.timer_granularity = cfg.timer_granularity.max(Duration::from_millis(1));
         cfg.heartbeat_interval = cfg.heartbeat_interval.max(Duration::from_millis(1));
         let incarnation = cfg.incarnation;
-        let me = MemberRecord {
-            id: cfg.id.clone(),
-            addr: cfg.addr.clone(),
+        let me = MemberRecord::unsigned(
+            cfg.id.clone(),
+            cfg.addr.clone(),
             incarnation,
-            state: MemberState::Alive,
-        };
+            MemberState::Alive,
+        )
+        .signed(&cfg.identity);
         let epoch_ns = (cfg.unix_start.max(0.0) * 1e9) as u128;
         let mut machine = Machine {
             members: Members::new(me, now, cfg.max_members, cfg.tombstone_ttl),
@@ -290,6 +304,7 @@ impl Machine {
             start: now,
             incarnation,
             leaving: false,
+            refused_logged: std::collections::BTreeSet::new(),
             counters: MachineCounters::default(),
             out: VecDeque::new(),
             cfg,
@@ -314,6 +329,16 @@ impl Machine {
     /// This node's id.
     pub fn id(&self) -> &str {
         &self.cfg.id
+    }
+
+    /// This node's public key (ed25519, hex).
+    pub fn public_key(&self) -> &str {
+        self.cfg.identity.public_hex()
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// This node's advertised address.
@@ -638,12 +663,16 @@ impl Machine {
         self.cfg.unix_start + now.saturating_duration_since(self.start).as_secs_f64()
     }
 
+    /// Our own record as the table holds it, signed at the current incarnation.
     fn self_record(&self) -> MemberRecord {
-        MemberRecord {
-            id: self.cfg.id.clone(),
-            addr: self.cfg.addr.clone(),
-            incarnation: self.incarnation,
-            state: MemberState::Alive,
-        }
+        self.members.record(&self.cfg.id).unwrap_or_else(|| {
+            MemberRecord::unsigned(
+                self.cfg.id.clone(),
+                self.cfg.addr.clone(),
+                self.incarnation,
+                MemberState::Alive,
+            )
+            .signed(&self.cfg.identity)
+        })
     }
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::{Sim, node_config};
+use crate::node::identity::{Identity, verify_hello_proof};
 use crate::node::machine::Config;
+use crate::node::wire::{Hello, Intent, MemberRecord, MemberState, Message, PROTOCOL_VERSION};
 
 /// Generous virtual bound for a network to form or heal; tests fail past it.
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -45,3 +47,89 @@ pub fn formed(n: usize, tweak: impl Fn(&mut Config)) -> Sim {
         .unwrap_or_else(|why| panic!("the network came apart while settling: {why}"));
     sim
 }
+
+/// A client of the simulator that is no node: it speaks the handshake with a key of its
+/// own (an attacker, or a test probing the protocol).
+pub struct Stranger {
+    pub identity: Identity,
+    pub id: String,
+    pub addr: String,
+    pub incarnation: u64,
+}
+
+impl Stranger {
+    /// A stranger claiming `id` at `addr`, with a key from `secret`.
+    pub fn new(id: &str, addr: &str, incarnation: u64, secret: u8) -> Self {
+        Stranger {
+            identity: Identity::from_secret([secret; 32]),
+            id: id.into(),
+            addr: addr.into(),
+            incarnation,
+        }
+    }
+
+    /// Its hello: its own key, a fixed nonce, its record signed.
+    pub fn hello(&self, version: u32, intent: Intent) -> Message {
+        let me = MemberRecord::unsigned(
+            self.id.clone(),
+            self.addr.clone(),
+            self.incarnation,
+            MemberState::Alive,
+        )
+        .signed(&self.identity);
+        Message::Hello(Hello {
+            version,
+            id: me.id,
+            addr: me.addr,
+            incarnation: me.incarnation,
+            intent,
+            key: me.key,
+            nonce: NONCE.into(),
+            sig: me.sig,
+        })
+    }
+
+    /// Its proof of key in answer to the node's hello `theirs`.
+    pub fn proof(&self, theirs: &Hello, intent: Intent) -> Message {
+        Message::HelloProof {
+            mac: None,
+            sig: self.identity.hello_proof(
+                &theirs.nonce,
+                &self.id,
+                &self.addr,
+                self.incarnation,
+                intent.name(),
+            ),
+        }
+    }
+
+    /// Connects to `node` and completes the handshake, checking the node's own proof.
+    /// Returns the pipe.
+    pub fn handshake(&self, sim: &mut Sim, node: &str, intent: Intent) -> u64 {
+        let pipe = sim.connect_raw(node);
+        sim.send_raw(pipe, self.hello(PROTOCOL_VERSION, intent));
+        let theirs = match sim.raw_received(pipe) {
+            [Message::Hello(h), Message::HelloProof { sig, .. }] => {
+                assert!(
+                    verify_hello_proof(
+                        NONCE,
+                        &h.id,
+                        &h.key,
+                        &h.addr,
+                        h.incarnation,
+                        h.intent.name(),
+                        sig
+                    ),
+                    "{node} proves its key"
+                );
+                h.clone()
+            }
+            other => panic!("{node} answered the hello with {other:?}"),
+        };
+        sim.send_raw(pipe, self.proof(&theirs, intent));
+        pipe
+    }
+}
+
+/// The nonce strangers send (the node's proof must sign it).
+const NONCE: &str = "00112233445566778899aabbccddeeff";

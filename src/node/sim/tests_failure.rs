@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use super::fixtures::{formed, until, until_formed};
+use super::fixtures::{Stranger, formed, until, until_formed};
 use super::{Sim, addr_of, node_config};
 use crate::node::wire::{
-    Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION,
+    Flood, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION,
 };
 
 fn declared_dead(sim: &Sim) -> u64 {
@@ -190,12 +190,9 @@ fn a_node_wrongly_declared_dead_refutes_with_a_higher_incarnation() {
         .unwrap();
     let lie = Flood::membership(
         MemberEvent::Dead {
-            member: MemberRecord {
-                id: "n04".into(),
-                addr: addr_of("n04"),
-                incarnation: 1,
-                state: MemberState::Dead,
-            },
+            // A death names the member's own signed record (see `MemberRecord`).
+            member: MemberRecord::unsigned("n04", addr_of("n04"), 1, MemberState::Dead)
+                .signed(&node_config("n04", &[]).identity),
         },
         &via,
         0.0,
@@ -242,18 +239,10 @@ fn a_frame_before_hello_closes_only_that_connection() {
 #[test]
 fn a_query_connection_cannot_flood_and_a_wrong_version_is_refused() {
     let mut sim = formed(5, |_| {});
-    let hello = |version, intent| {
-        Message::Hello(Hello {
-            version,
-            id: "stranger".into(),
-            addr: "stranger:1".into(),
-            incarnation: 1,
-            intent,
-        })
-    };
-    let query = sim.connect_raw("n02");
-    sim.send_raw(query, hello(PROTOCOL_VERSION, Intent::Query));
-    assert!(matches!(sim.raw_received(query), [Message::Hello(h)] if h.id == "n02"));
+    let stranger = Stranger::new("stranger", "stranger:1", 1, 1);
+    let hello = |version, intent| stranger.hello(version, intent);
+    let query = stranger.handshake(&mut sim, "n02", Intent::Query);
+    assert!(matches!(sim.raw_received(query), [Message::Hello(h), ..] if h.id == "n02"));
     sim.send_raw(query, Message::GiveNodesInNetwork);
     assert!(
         matches!(sim.raw_received(query).last(), Some(Message::NodesInNetwork { members }) if members.len() == 5)

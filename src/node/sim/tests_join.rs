@@ -146,7 +146,7 @@ fn seeded_runs_repeat_exactly() {
 #[test]
 fn a_full_node_refuses_a_link_but_points_at_its_neighbours() {
     use super::node_config;
-    use crate::node::wire::{Hello, Intent, Message, PROTOCOL_VERSION};
+    use crate::node::wire::{Intent, Message, PROTOCOL_VERSION};
     let mut sim = Sim::new();
     let mut genesis = node_config("g", &[]);
     genesis.degree = 2;
@@ -161,13 +161,7 @@ fn a_full_node_refuses_a_link_but_points_at_its_neighbours() {
     let pipe = sim.connect_raw("g");
     sim.send_raw(
         pipe,
-        Message::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            id: "z".into(),
-            addr: "z:1".into(),
-            incarnation: 1,
-            intent: Intent::Link,
-        }),
+        super::fixtures::Stranger::new("z", "z:1", 1, 1).hello(PROTOCOL_VERSION, Intent::Link),
     );
     let got = sim.raw_received(pipe);
     let offered: Vec<String> = got

@@ -436,6 +436,10 @@ impl LocalRuntime {
             .truncate(!append)
             .open(&log_path)?;
         let log_err = log.try_clone()?;
+        // The node's key lives in the run directory: a restarted node keeps its identity.
+        let keys = plan.run_dir.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let key_path = keys.join(format!("{}.key", node.name));
 
         let genesis: Vec<String> = {
             let known = lock(&self.genesis);
@@ -455,6 +459,8 @@ impl LocalRuntime {
             .arg(status)
             .arg("--ports-file")
             .arg(&ports_path)
+            .arg("--key-file")
+            .arg(&key_path)
             .arg("--seed")
             .arg(node.seed.to_string())
             .args(&node.node_args)

@@ -1,0 +1,494 @@
+//! The cost of authentication (issue 11): formation time of N local nodes and broadcast
+//! throughput at 10 nodes, for this build (ed25519 hello proofs and signed member records)
+//! and a baseline binary without them, side by side in one run.
+//!
+//! ```text
+//! cargo bench --bench auth -- --baseline PATH [-- 100 1000] [-- --rounds 2]
+//!     [-- --messages 300] [-- --publish]
+//! ```
+//!
+//! Each round runs every measurement once per binary, the binaries alternating (the
+//! baseline first in odd rounds, this build first in even ones), so that a machine getting
+//! busier during the run does not favour one of them. Both run with their built-in
+//! defaults (no flags: the baseline knows none of the new ones).
+//!
+//! - Formation: a genesis and N-1 peers on loopback (port 0, ports read from each node's
+//!   ports file), from the first spawn until every node has joined and lists all N members
+//!   (polled on every status socket).
+//! - Throughput: a formed network of 10 nodes; `--messages` broadcasts posted to one node
+//!   as fast as its status socket takes them; from the first post until every node has
+//!   delivered them all (its `delivered` counter). Messages per second.
+//!
+//! The table (median of the rounds, and every round's figure) goes to stdout,
+//! `target/bench/auth.md` and, with `--publish`, into `docs/benchmarks.md` under
+//! "## Authentication cost". Every node started is killed when the bench ends, also on a
+//! panic (a guard) or if the bench is killed (parent-death signal).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{build_line, load_average};
+
+mod support;
+
+/// The build under test (release under `cargo bench`).
+const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
+/// How long formation may take before the round is reported as not formed.
+const FORMATION_LIMIT: Duration = Duration::from_secs(300);
+/// How long the broadcasts may take to reach every node.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(120);
+/// Nodes of the throughput network (the issue's figure).
+const THROUGHPUT_NODES: usize = 10;
+/// The section of docs/benchmarks.md this bench owns.
+const SECTION: &str = "## Authentication cost (`auth`)";
+
+/// Pids of every node started, for the Ctrl-C handler.
+type Registry = Arc<Mutex<Vec<u32>>>;
+
+/// Kills every node process it holds when dropped (also on a panic).
+struct Nodes {
+    children: Vec<Child>,
+    registry: Registry,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+        if let Ok(mut pids) = self.registry.lock() {
+            pids.clear();
+        }
+    }
+}
+
+/// One measurement of one binary.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// Formation of this many nodes.
+    Formation(usize),
+    /// Broadcasts per second at [`THROUGHPUT_NODES`].
+    Throughput,
+}
+
+fn main() {
+    let sizes = positional_sizes(&[100]);
+    let rounds: usize = flag("rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    let messages: u64 = flag("messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+        .max(1);
+    let baseline = PathBuf::from(flag("baseline").expect(
+        "--baseline PATH: the binary to compare with (a build of the commit before authentication)",
+    ));
+    assert!(
+        baseline.is_file(),
+        "--baseline {} is not a file (build the baseline first)",
+        baseline.display()
+    );
+    let binaries = [
+        (format!("baseline (`{}`)", baseline.display()), baseline),
+        ("this build (authenticated)".to_string(), PathBuf::from(BIN)),
+    ];
+    let registry: Registry = Arc::new(Mutex::new(Vec::new()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+
+    let mut measures: Vec<Measure> = sizes.iter().map(|&n| Measure::Formation(n)).collect();
+    measures.push(Measure::Throughput);
+    // results[measure][binary] = one figure per round (None: failed).
+    let mut results = vec![vec![Vec::new(); 2]; measures.len()];
+    for round in 0..rounds {
+        for (m, measure) in measures.iter().enumerate() {
+            let order: [usize; 2] = if round.is_multiple_of(2) {
+                [0, 1]
+            } else {
+                [1, 0]
+            };
+            for b in order {
+                let (label, path) = &binaries[b];
+                let figure = runtime.block_on(async {
+                    match *measure {
+                        Measure::Formation(n) => {
+                            formation(path, n, &registry).await.map(|d| d.as_secs_f64())
+                        }
+                        Measure::Throughput => throughput(path, messages, &registry).await,
+                    }
+                });
+                eprintln!(
+                    "round {}: {label}: {} -> {}",
+                    round + 1,
+                    name(*measure),
+                    figure.map_or("failed".to_string(), |v| format!("{v:.2}"))
+                );
+                results[m][b].push(figure);
+            }
+        }
+    }
+
+    let mut table = format!(
+        "{}, {} round(s), binaries alternating; load average (1/5/15 min) at the end: {}\n\n",
+        build_line(),
+        rounds,
+        load_average()
+    );
+    table
+        .push_str("| measure | baseline | this build | change | rounds (baseline; this build) |\n");
+    table.push_str("|---|---|---|---|---|\n");
+    for (m, measure) in measures.iter().enumerate() {
+        let base = median(&results[m][0]);
+        let this = median(&results[m][1]);
+        let unit = match measure {
+            Measure::Formation(_) => "s",
+            Measure::Throughput => "msg/s",
+        };
+        // Slower is a longer formation or a lower throughput.
+        let change = match (base, this, measure) {
+            (Some(b), Some(t), Measure::Formation(_)) => {
+                format!("{:+.1}% time", (t / b - 1.0) * 100.0)
+            }
+            (Some(b), Some(t), Measure::Throughput) => {
+                format!("{:+.1}% rate", (t / b - 1.0) * 100.0)
+            }
+            _ => "-".into(),
+        };
+        let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.2} {unit}"));
+        let all = |rs: &[Option<f64>]| {
+            rs.iter()
+                .map(|r| r.map_or("failed".to_string(), |v| format!("{v:.2}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {}; {} |\n",
+            name(*measure),
+            show(base),
+            show(this),
+            change,
+            all(&results[m][0]),
+            all(&results[m][1]),
+        ));
+    }
+    support::publish("auth.md", &table);
+    if std::env::args().any(|a| a == "--publish") {
+        publish_in_docs(&table);
+    }
+}
+
+fn name(measure: Measure) -> String {
+    match measure {
+        Measure::Formation(n) => format!("formation, N={n}"),
+        Measure::Throughput => format!("broadcast throughput, N={THROUGHPUT_NODES}"),
+    }
+}
+
+/// The median of the rounds that succeeded; `None` if any failed (a failure is news).
+fn median(figures: &[Option<f64>]) -> Option<f64> {
+    let mut ok: Vec<f64> = figures.iter().copied().collect::<Option<Vec<_>>>()?;
+    if ok.is_empty() {
+        return None;
+    }
+    ok.sort_by(f64::total_cmp);
+    let mid = ok.len() / 2;
+    Some(if ok.len().is_multiple_of(2) {
+        (ok[mid - 1] + ok[mid]) / 2.0
+    } else {
+        ok[mid]
+    })
+}
+
+/// Replaces the body of [`SECTION`] in docs/benchmarks.md (up to the next `## `) with the
+/// text before the table (kept as written) and the new table.
+fn publish_in_docs(table: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        eprintln!("cannot read {}", path.display());
+        return;
+    };
+    let Some(start) = doc.find(SECTION) else {
+        eprintln!("{} has no section {SECTION:?}; not updated", path.display());
+        return;
+    };
+    let body_start = start + SECTION.len();
+    let end = doc[body_start..]
+        .find("\n## ")
+        .map_or(doc.len(), |i| body_start + i + 1);
+    let body = &doc[body_start..end];
+    // The prose stays; the measured part starts at the marker.
+    let marker = "<!-- auth bench table -->";
+    let prose = body.split(marker).next().unwrap_or(body).trim_end();
+    let new = format!(
+        "{}{prose}\n\n{marker}\n{table}\n{}",
+        &doc[..body_start],
+        &doc[end..]
+    );
+    match std::fs::write(&path, new) {
+        Ok(()) => eprintln!("updated {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+/// Starts a genesis and `n - 1` peers; returns them with their status addresses once all
+/// have written their ports.
+async fn start(
+    bin: &Path,
+    n: usize,
+    dir: &Path,
+    registry: &Registry,
+) -> Option<(Nodes, Vec<String>)> {
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        registry: registry.clone(),
+    };
+    nodes
+        .children
+        .push(spawn_node(bin, dir, 0, None, &[], registry));
+    let genesis = read_ports(dir, 0, Duration::from_secs(20)).await?;
+    for i in 1..n {
+        nodes.children.push(spawn_node(
+            bin,
+            dir,
+            i,
+            Some(&genesis.listen),
+            &[],
+            registry,
+        ));
+    }
+    let mut status = vec![genesis.status.clone()];
+    for i in 1..n {
+        status.push(read_ports(dir, i, Duration::from_secs(60)).await?.status);
+    }
+    Some((nodes, status))
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client")
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("peerlab-auth-")
+        .tempdir()
+        .expect("a tempdir for the nodes' ports files and logs")
+}
+
+/// Seconds from the first spawn until every node has joined and lists all `n` members.
+async fn formation(bin: &Path, n: usize, registry: &Registry) -> Option<Duration> {
+    let dir = tempdir();
+    let started = Instant::now();
+    let (nodes, status) = start(bin, n, dir.path(), registry).await?;
+    let http = http();
+    loop {
+        let problem = formation_problem(&http, &status, n).await;
+        if problem.is_none() {
+            let took = started.elapsed();
+            drop(nodes);
+            return Some(took);
+        }
+        if started.elapsed() > FORMATION_LIMIT {
+            eprintln!("not formed after {FORMATION_LIMIT:?}: {problem:?}");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Broadcasts per second through a formed network of [`THROUGHPUT_NODES`].
+async fn throughput(bin: &Path, messages: u64, registry: &Registry) -> Option<f64> {
+    let dir = tempdir();
+    let started = Instant::now();
+    let (nodes, status) = start(bin, THROUGHPUT_NODES, dir.path(), registry).await?;
+    let http = http();
+    while formation_problem(&http, &status, THROUGHPUT_NODES)
+        .await
+        .is_some()
+    {
+        if started.elapsed() > FORMATION_LIMIT {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = delivered(&http, &status).await?;
+    let t0 = Instant::now();
+    let origin = format!("http://{}/broadcast", status[0]);
+    for i in 0..messages {
+        let body = serde_json::json!({"message": format!("auth bench message {i}")});
+        let ok = http
+            .post(&origin)
+            .json(&body)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            eprintln!("broadcast {i} refused");
+            return None;
+        }
+    }
+    loop {
+        let now = delivered(&http, &status).await?;
+        if now.iter().zip(&before).all(|(a, b)| a - b >= messages) {
+            let rate = messages as f64 / t0.elapsed().as_secs_f64();
+            drop(nodes);
+            return Some(rate);
+        }
+        if t0.elapsed() > DELIVERY_LIMIT {
+            eprintln!("broadcasts not delivered everywhere after {DELIVERY_LIMIT:?}");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every node's `delivered` counter.
+async fn delivered(http: &reqwest::Client, status: &[String]) -> Option<Vec<u64>> {
+    let asks = status.iter().map(|addr| async move {
+        let url = format!("http://{addr}/status?members=false");
+        let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        v.get("counters")?.get("delivered")?.as_u64()
+    });
+    futures::future::join_all(asks).await.into_iter().collect()
+}
+
+/// Starts node `i` (`i == 0`: the genesis) with its ports file and log in `dir`.
+fn spawn_node(
+    bin: &Path,
+    dir: &Path,
+    i: usize,
+    genesis: Option<&str>,
+    settings: &[String],
+    registry: &Registry,
+) -> Child {
+    let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("a node log file");
+    let mut cmd = Command::new(bin);
+    cmd.arg("node")
+        .args(["--listen", "127.0.0.1:0", "--status", "127.0.0.1:0"])
+        .args(["--name", &format!("n{i:04}")])
+        .args(["--seed", &i.to_string()])
+        .args(settings)
+        .arg("--ports-file")
+        .arg(dir.join(format!("n{i}.json")))
+        .env("PEERLAB_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(g) = genesis {
+        cmd.args(["--genesis", g]);
+    }
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    if let Ok(mut pids) = registry.lock() {
+        pids.push(child.id());
+    }
+    child
+}
+
+struct Ports {
+    listen: String,
+    status: String,
+}
+
+/// Waits for node `i`'s ports file (written once it listens).
+async fn read_ports(dir: &Path, i: usize, within: Duration) -> Option<Ports> {
+    let path = dir.join(format!("n{i}.json"));
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let listen = v.get("listen")?.as_str()?.to_string();
+            let status = v.get("status")?.as_str()?.to_string();
+            return Some(Ports { listen, status });
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why the network is not formed (every node answers, has joined and counts `n` members),
+/// or `None` when it is.
+async fn formation_problem(http: &reqwest::Client, status: &[String], n: usize) -> Option<String> {
+    let asks = status.iter().map(|addr| async move {
+        let url = format!("http://{addr}/status?members=false");
+        let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        let joined = v.get("joined")?.as_bool()?;
+        let count = v.get("member_count")?.as_u64()? as usize;
+        Some((joined, count))
+    });
+    let answers = futures::future::join_all(asks).await;
+    let silent = answers.iter().filter(|a| a.is_none()).count();
+    if silent > 0 {
+        return Some(format!("{silent} node(s) did not answer"));
+    }
+    let unjoined = answers.iter().flatten().filter(|(j, _)| !j).count();
+    if unjoined > 0 {
+        return Some(format!("{unjoined} node(s) have not joined"));
+    }
+    let partial = answers.iter().flatten().filter(|(_, c)| *c != n).count();
+    (partial > 0).then(|| format!("{partial} node(s) do not list all {n} members"))
+}
+
+/// The value of `--NAME VALUE` or `--NAME=VALUE`.
+fn flag(name: &str) -> Option<String> {
+    let long = format!("--{name}");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == long {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix(&format!("{long}=")).map(str::to_string)
+        }
+    })
+}
+
+/// Network sizes given as bare numbers (flag values excluded), else `defaults`.
+fn positional_sizes(defaults: &[usize]) -> Vec<usize> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut sizes = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a.starts_with("--") {
+            // `--bench` (from cargo) stands alone; the others take a value.
+            if !a.contains('=') && a != "--bench" {
+                i += 1;
+            }
+        } else if let Ok(n) = a.parse::<usize>() {
+            if n >= 2 {
+                sizes.push(n);
+            } else {
+                eprintln!("ignoring size {n}: a network needs at least 2 nodes");
+            }
+        }
+        i += 1;
+    }
+    if sizes.is_empty() {
+        defaults.to_vec()
+    } else {
+        sizes
+    }
+}
