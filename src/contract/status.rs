@@ -103,6 +103,12 @@ pub struct Counters {
     /// Members this node declared dead.
     #[serde(default)]
     pub members_declared_dead: u64,
+    /// Member ids or addresses from peers refused for their length or syntax.
+    #[serde(default)]
+    pub refused_records: u64,
+    /// New members from peers ignored because their connection sent more than it may add.
+    #[serde(default)]
+    pub capped_members: u64,
 }
 
 /// `POST /broadcast` body.

@@ -19,6 +19,14 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
     #[error("malformed frame: {0}")]
     Json(#[from] serde_json::Error),
+    /// A frame over [`MAX_FRAME_BYTES`], received (its length prefix) or about to be sent.
+    #[error("frame of {size} bytes is over the cap of {cap} bytes")]
+    TooBig {
+        /// The frame's size.
+        size: usize,
+        /// The cap.
+        cap: usize,
+    },
 }
 
 /// Decodes `(message, bytes on the wire)`; encodes messages.
@@ -42,6 +50,17 @@ impl Decoder for MessageCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        // Read the length first, to say how big a refused frame was (the inner codec's
+        // error does not); nothing of it is buffered.
+        if let Some(head) = src.get(..HEADER_BYTES) {
+            let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if size > MAX_FRAME_BYTES {
+                return Err(CodecError::TooBig {
+                    size,
+                    cap: MAX_FRAME_BYTES,
+                });
+            }
+        }
         match self.frames.decode(src)? {
             None => Ok(None),
             Some(frame) => {
@@ -57,6 +76,12 @@ impl Encoder<Message> for MessageCodec {
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
         let json = serde_json::to_vec(&msg)?;
+        if json.len() > MAX_FRAME_BYTES {
+            return Err(CodecError::TooBig {
+                size: json.len(),
+                cap: MAX_FRAME_BYTES,
+            });
+        }
         self.frames.encode(Bytes::from(json), dst)?;
         Ok(())
     }
@@ -83,7 +108,28 @@ mod tests {
     fn refuses_a_huge_length_prefix_without_buffering() {
         let mut codec = MessageCodec::default();
         let mut buf = BytesMut::from(&[0x80u8, 0, 0, 0][..]);
-        assert!(codec.decode(&mut buf).is_err());
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::TooBig {
+                size: 0x8000_0000,
+                cap: MAX_FRAME_BYTES
+            })
+        ));
+    }
+
+    #[test]
+    fn refuses_to_send_a_frame_over_the_cap_and_says_how_big() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::new();
+        let huge = Message::disconnect(&"x".repeat(MAX_FRAME_BYTES));
+        match codec.encode(huge, &mut buf) {
+            Err(CodecError::TooBig { size, cap }) => {
+                assert!(size > cap);
+                assert_eq!(cap, MAX_FRAME_BYTES);
+            }
+            other => panic!("expected TooBig, got {other:?}"),
+        }
+        assert!(buf.is_empty(), "nothing of it was written");
     }
 
     #[test]

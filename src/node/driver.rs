@@ -423,6 +423,8 @@ fn snapshot(
             bad_frames: c.bad_frames,
             connections_refused: WireCounters::get(&wire.connections_refused),
             members_declared_dead: c.members_declared_dead,
+            refused_records: c.refused_records,
+            capped_members: c.capped_members,
         },
         uptime_secs: started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),

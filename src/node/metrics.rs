@@ -66,6 +66,16 @@ pub fn render(status: &NodeStatus) -> String {
             "Members this node declared dead",
             status.counters.members_declared_dead,
         ),
+        (
+            "refused_records",
+            "Member ids or addresses refused for their length or syntax",
+            status.counters.refused_records,
+        ),
+        (
+            "capped_members",
+            "New members ignored over a connection's budget",
+            status.counters.capped_members,
+        ),
     ];
     for (name, help, value) in counters {
         let counter = Counter::<u64>::default();

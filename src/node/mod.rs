@@ -7,6 +7,7 @@
 //! - `sim` (with the cargo feature `sim`): a deterministic in-memory network of machines.
 //! - `wire` and `codec`: messages and length-delimited JSON frames.
 //! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
+//! - `limits`: length and syntax limits on ids and addresses from the network.
 //! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - `status`: the HTTP status socket the orchestrator checks.
 //!
@@ -18,6 +19,7 @@ pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod driver;
 pub(crate) mod faults;
+pub(crate) mod limits;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
@@ -81,6 +83,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(name) => name.clone(),
         None => format!("n-{:08x}", rand::rng().random::<u32>()),
     };
+    // Peers refuse ids and addresses outside these limits: a node that breaks them
+    // could never be a member, so say so now.
+    if let Err((what, why)) = limits::check_member(&id, &advertise) {
+        bail!("this node's {what} is refused by the peer protocol: {why}");
+    }
     let seed = match (args.seed, args.seed_base) {
         (Some(seed), _) => seed,
         (None, Some(base)) => seed_from_base(base, &id),

@@ -108,11 +108,16 @@ impl Machine {
             return;
         }
         flood.hops = flood.hops.saturating_add(1);
-        match flood.event.clone() {
-            None => self.deliver(now, &flood),
-            Some(event) => self.apply_event(now, event),
+        let relay = match flood.event.clone() {
+            None => {
+                self.deliver(now, &flood);
+                true
+            }
+            Some(event) => self.apply_event(now, from, event),
+        };
+        if relay {
+            self.forward(now, &flood, Some(from));
         }
-        self.forward(now, &flood, Some(from));
     }
 
     pub(super) fn flood_event(&mut self, now: Instant, event: MemberEvent) {
