@@ -247,6 +247,25 @@ impl Members {
         self.alive().filter(|(_, m)| !m.direct)
     }
 
+    /// Forgets a living member known only by hearsay that did not answer us. It leaves a
+    /// tombstone (a stale list cannot add it again at this incarnation; the member itself
+    /// can) but no death is flooded: nobody else needs to hear that an invention was
+    /// false. Returns whether it was removed.
+    pub fn drop_unverified(&mut self, id: &str, now: Instant) -> bool {
+        let Some(m) = self.table.get_mut(id) else {
+            return false;
+        };
+        if m.state != MemberState::Alive || m.direct || id == self.self_id {
+            return false;
+        }
+        m.state = MemberState::Dead;
+        m.changed_at = now;
+        self.alive_count -= 1;
+        self.oldest_tombstone.get_or_insert(now);
+        self.touched(now);
+        true
+    }
+
     /// Makes room for a member proven first-hand in a full table: the oldest tombstone
     /// goes first, else a living member known only by hearsay. Hearsay never evicts
     /// anything (a list of inventions cannot push out real members); first-hand evidence

@@ -20,7 +20,10 @@ use crate::node::wire::{Hello, MemberRecord, Message};
 #[derive(Debug)]
 struct Budget {
     since: Instant,
-    added: usize,
+    /// Ids added in this window (at most `new_members_per_source`).
+    added: Vec<String>,
+    /// The connection sent more than its budget in this window.
+    over: bool,
 }
 
 /// The bounds part's state: per-connection budgets and lists being received in chunks.
@@ -29,6 +32,10 @@ pub(super) struct Bounds {
     budgets: BTreeMap<ConnId, Budget>,
     /// Ids of a chunked list received so far on a connection, until its last chunk.
     partial_lists: BTreeMap<ConnId, HashSet<String>>,
+    /// Members added by a connection that then went over its budget: not passed on in
+    /// our lists, and probed; if a probe fails they are dropped here without a flood
+    /// (see [`Machine::doubt_failed`]). At most `max_members`.
+    doubtful: HashSet<String>,
 }
 
 impl Machine {
@@ -113,27 +120,70 @@ impl Machine {
         let cap = self.cfg.new_members_per_source;
         let budget = self.bounds.budgets.entry(conn).or_insert(Budget {
             since: now,
-            added: 0,
+            added: Vec::new(),
+            over: false,
         });
         if now.saturating_duration_since(budget.since) >= window {
             budget.since = now;
-            budget.added = 0;
+            budget.added.clear();
+            budget.over = false;
         }
-        if budget.added < cap {
-            budget.added += 1;
+        if budget.added.len() < cap && !budget.over {
+            budget.added.push(id.to_string());
             return true;
         }
-        if budget.added == cap {
-            budget.added += 1;
+        self.counters.capped_members += 1;
+        if !budget.over {
+            budget.over = true;
+            let added = std::mem::take(&mut budget.added);
             warn!(
                 conn,
                 peer = %limits::shown(&self.links.peer_id(conn).unwrap_or_default()),
                 cap,
                 ?window,
-                "a peer sent more new members than it may add; ignoring the rest for now"
+                "a peer sent more new members than it may add; ignoring the rest and checking those it added"
             );
+            self.doubt(added);
         }
-        self.counters.capped_members += 1;
+        false
+    }
+
+    /// Members added by a source that went over its budget: a legitimate network larger
+    /// than the budget does that too (a joiner's first list), so they are not dropped,
+    /// but each is probed; those that answer become first-hand members, the others go.
+    fn doubt(&mut self, ids: Vec<String>) {
+        for id in ids {
+            if self.bounds.doubtful.len() >= self.cfg.max_members {
+                break;
+            }
+            let Some(m) = self.members.get(&id) else {
+                continue;
+            };
+            if m.direct || m.state != crate::node::wire::MemberState::Alive {
+                continue;
+            }
+            let addr = m.addr.clone();
+            self.bounds.doubtful.insert(id.clone());
+            self.queue_probe(id, addr);
+        }
+    }
+
+    /// A probe of `id` answered: no longer in doubt.
+    pub(super) fn doubt_cleared(&mut self, id: &str) {
+        self.bounds.doubtful.remove(id);
+    }
+
+    /// A probe of `id` failed. If it was in doubt (added by a source over its budget)
+    /// and nobody vouched for it since, it is dropped here, quietly; returns whether it was.
+    pub(super) fn doubt_failed(&mut self, now: Instant, id: &str) -> bool {
+        if !self.bounds.doubtful.remove(id) {
+            return false;
+        }
+        if self.members.drop_unverified(id, now) {
+            debug!(member = %limits::shown(id), "member in doubt did not answer; dropped");
+            self.detector.suspects.remove(id);
+            return true;
+        }
         false
     }
 
@@ -147,7 +197,9 @@ impl Machine {
             .min(MEMBER_LIST_CHUNK_BYTES);
         let mut chunk = Vec::new();
         let mut bytes = 0;
-        for rec in self.members.alive_records() {
+        let mut records = self.members.alive_records();
+        records.retain(|r| !self.bounds.doubtful.contains(&r.id));
+        for rec in records {
             let size = rec.id.len() + rec.addr.len() + RECORD_BYTES_ESTIMATE;
             if !chunk.is_empty() && bytes + size > limit {
                 let members = std::mem::take(&mut chunk);

@@ -455,6 +455,7 @@ impl Machine {
 
     /// A probe's hello came back: the member is alive.
     pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
+        self.doubt_cleared(id);
         if self.detector.suspects.remove(id).is_some() {
             info!(member = %id, "suspect answered; alive");
         }
@@ -475,6 +476,9 @@ impl Machine {
     }
 
     pub(super) fn probe_failed(&mut self, now: Instant, id: &str) {
+        if self.doubt_failed(now, id) {
+            return;
+        }
         // A death reported by another node, and our own check fails too: confirmed.
         if self.detector.suspects.get(id).is_some_and(|s| s.reported) {
             self.declare_dead(now, id);

@@ -213,6 +213,25 @@ fn ten_thousand_invented_members_from_one_source_do_not_fill_the_table_and_a_new
         let count = sim.members(&n).len();
         assert!(count <= 8 + cap, "{n} lists {count}");
     }
+    // Mallory went over its budget: what it added is checked, fails, and goes, without
+    // a flood of deaths; then the membership is exactly the real nodes again.
+    until(&mut sim, "the inventions dropped", |s| s.check_members());
+    assert!(sim.members("n00").iter().all(|m| !m.starts_with("fake-")));
+    assert!(
+        declared_dead(&sim) < 20,
+        "{} deaths declared",
+        declared_dead(&sim)
+    );
+}
+
+#[test]
+fn a_network_larger_than_the_per_source_budget_still_converges() {
+    // A budget of 8 new members per connection and window, in a network of 20: every
+    // joiner's first list goes over it. Those members are probed, answer, and stay.
+    let mut sim = formed(20, |cfg| cfg.new_members_per_source = 8);
+    until(&mut sim, "every table complete", |s| s.check_members());
+    assert!(sim.counters("n19").capped_members > 0, "the budget was hit");
+    assert_eq!(declared_dead(&sim), 0);
 }
 
 #[test]
