@@ -33,6 +33,9 @@ pub enum CodecError {
 #[derive(Debug)]
 pub struct MessageCodec {
     frames: LengthDelimitedCodec,
+    /// The inner codec has read a frame's length and waits for its body: the bytes at
+    /// the front of the buffer are body, not a length to check.
+    in_body: bool,
 }
 
 impl Default for MessageCodec {
@@ -41,6 +44,7 @@ impl Default for MessageCodec {
             frames: LengthDelimitedCodec::builder()
                 .max_frame_length(MAX_FRAME_BYTES)
                 .new_codec(),
+            in_body: false,
         }
     }
 }
@@ -52,7 +56,12 @@ impl Decoder for MessageCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
         // Read the length first, to say how big a refused frame was (the inner codec's
         // error does not); nothing of it is buffered.
-        if let Some(head) = src.get(..HEADER_BYTES) {
+        let head = if self.in_body {
+            None
+        } else {
+            src.get(..HEADER_BYTES)
+        };
+        if let Some(head) = head {
             let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
             if size > MAX_FRAME_BYTES {
                 return Err(CodecError::TooBig {
@@ -61,9 +70,16 @@ impl Decoder for MessageCodec {
                 });
             }
         }
+        // With a whole header in the buffer, the inner codec consumes it and, without the
+        // whole body, waits for the rest.
+        let had_head = head.is_some();
         match self.frames.decode(src)? {
-            None => Ok(None),
+            None => {
+                self.in_body |= had_head;
+                Ok(None)
+            }
             Some(frame) => {
+                self.in_body = false;
                 let msg = serde_json::from_slice(&frame)?;
                 Ok(Some((msg, frame.len() + HEADER_BYTES)))
             }
@@ -130,6 +146,30 @@ mod tests {
             other => panic!("expected TooBig, got {other:?}"),
         }
         assert!(buf.is_empty(), "nothing of it was written");
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_is_not_mistaken_for_a_huge_one() {
+        let mut codec = MessageCodec::default();
+        let mut whole = BytesMut::new();
+        codec
+            .encode(Message::disconnect("a reason long enough"), &mut whole)
+            .expect("encode");
+        // The header and a little of the body first; the body's bytes read as a length
+        // would be far over the cap.
+        let mut buf = whole.split_to(HEADER_BYTES + 4);
+        assert!(codec.decode(&mut buf).expect("no error").is_none());
+        buf.extend_from_slice(&whole[..3]);
+        assert!(codec.decode(&mut buf).expect("no error").is_none());
+        buf.extend_from_slice(&whole[3..]);
+        let (msg, _) = codec.decode(&mut buf).expect("decode").expect("a frame");
+        assert_eq!(msg, Message::disconnect("a reason long enough"));
+        // And the next frame's header is checked again.
+        let mut next = BytesMut::from(&[0x80u8, 0, 0, 0][..]);
+        assert!(matches!(
+            codec.decode(&mut next),
+            Err(CodecError::TooBig { .. })
+        ));
     }
 
     #[test]
