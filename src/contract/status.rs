@@ -116,6 +116,12 @@ pub struct Counters {
     /// or an id that a living member holds with another key.
     #[serde(default)]
     pub identity_refused: u64,
+    /// Member ids or addresses from peers refused for their length or syntax.
+    #[serde(default)]
+    pub refused_records: u64,
+    /// New members from peers ignored because their connection sent more than it may add.
+    #[serde(default)]
+    pub capped_members: u64,
 }
 
 /// `POST /broadcast` body.

@@ -67,6 +67,11 @@ pub fn spawn(
     writers: &mut tokio::task::JoinSet<()>,
 ) -> ConnectionHandle {
     let _ = stream.set_nodelay(true);
+    // For log lines about this connection's frames (the machine knows only `conn`).
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+    let write_peer = peer.clone();
     let (read_half, write_half) = stream.into_split();
     let (outbox, mut queue) = mpsc::channel::<Outgoing>(SEND_QUEUE);
 
@@ -87,9 +92,19 @@ pub fn spawn(
                 }
             }
             let before = sink.write_buffer().len();
-            if let Err(e) = sink.feed(out.msg).await {
-                debug!(conn, error = %e, "write failed");
-                return;
+            let kind = out.msg.kind();
+            match sink.feed(out.msg).await {
+                Ok(()) => {}
+                Err(e @ CodecError::TooBig { .. }) => {
+                    // Our own frame would break the protocol: say so instead of letting the
+                    // link fall silently (the peer would refuse it anyway).
+                    warn!(conn, peer = %write_peer, kind, error = %e, "frame not sent; closing this connection");
+                    return;
+                }
+                Err(e) => {
+                    debug!(conn, error = %e, "write failed");
+                    return;
+                }
             }
             let encoded = sink.write_buffer().len().saturating_sub(before);
             write_counters.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +147,7 @@ pub fn spawn(
                     return;
                 }
                 Some(Err(e)) => {
-                    warn!(conn, error = %e, "bad frame; closing this connection");
+                    warn!(conn, peer = %peer, error = %e, "bad frame; closing this connection");
                     let _ = events.send(Event::BadFrame { conn }).await;
                     return;
                 }

@@ -424,6 +424,8 @@ fn snapshot(
             connections_refused: WireCounters::get(&wire.connections_refused),
             members_declared_dead: c.members_declared_dead,
             identity_refused: c.identity_refused,
+            refused_records: c.refused_records,
+            capped_members: c.capped_members,
         },
         uptime_secs: started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -26,6 +26,10 @@ pub struct Member {
     pub key: String,
     /// The subject's signature of this record (of its alive record, for a death).
     pub sig: String,
+    /// This node has heard from the member itself at this address (a hello on a link, a
+    /// query or a probe answer). Only such members are offered to joiners; the others are
+    /// hearsay that a hostile peer may have invented.
+    pub direct: bool,
 }
 
 /// What applying a record did.
@@ -103,6 +107,7 @@ impl Members {
                 changed_at: now,
                 key: self_record.key,
                 sig: self_record.sig,
+                direct: true,
             },
         );
         Members {
@@ -177,10 +182,13 @@ impl Members {
         if rec.id == self.self_id {
             return Change::Unchanged;
         }
+        if !self.table.contains_key(&rec.id)
+            && self.table.len() >= self.max_members
+            && !(evidence == Evidence::FirstHand && self.evict_unverified(now))
+        {
+            return Change::Full;
+        }
         let Some(known) = self.table.get_mut(&rec.id) else {
-            if self.table.len() >= self.max_members {
-                return Change::Full;
-            }
             if !rec.verify() {
                 return Change::BadSignature;
             }
@@ -193,6 +201,7 @@ impl Members {
                     changed_at: now,
                     key: rec.key.clone(),
                     sig: rec.sig.clone(),
+                    direct: false,
                 },
             );
             if rec.state == MemberState::Alive {
@@ -227,6 +236,7 @@ impl Members {
                 changed_at: now,
                 key: rec.key.clone(),
                 sig: rec.sig.clone(),
+                direct: false,
             };
             self.alive_count += 1;
             self.touched(now);
@@ -274,6 +284,10 @@ impl Members {
                 (false, true) => self.alive_count += 1,
                 _ => {}
             }
+            if known.addr != rec.addr {
+                // Heard from it at the old address only.
+                known.direct = false;
+            }
             known.addr = rec.addr.clone();
             known.incarnation = rec.incarnation;
             known.state = rec.state;
@@ -285,6 +299,71 @@ impl Members {
             self.touched(now);
         }
         change
+    }
+
+    /// The member spoke to us itself, at the address we list for it.
+    pub fn mark_direct(&mut self, id: &str, addr: &str) {
+        if let Some(m) = self.table.get_mut(id)
+            && m.addr == addr
+        {
+            m.direct = true;
+        }
+    }
+
+    /// Living members known only by hearsay (never heard from directly).
+    pub fn unverified(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.alive().filter(|(_, m)| !m.direct)
+    }
+
+    /// Forgets a living member known only by hearsay that did not answer us. It leaves a
+    /// tombstone (a stale list cannot add it again at this incarnation; the member itself
+    /// can) but no death is flooded: nobody else needs to hear that an invention was
+    /// false. Returns whether it was removed.
+    pub fn drop_unverified(&mut self, id: &str, now: Instant) -> bool {
+        let Some(m) = self.table.get_mut(id) else {
+            return false;
+        };
+        if m.state != MemberState::Alive || m.direct || id == self.self_id {
+            return false;
+        }
+        m.state = MemberState::Dead;
+        m.changed_at = now;
+        self.alive_count -= 1;
+        self.oldest_tombstone.get_or_insert(now);
+        self.touched(now);
+        true
+    }
+
+    /// Makes room for a member proven first-hand in a full table: the oldest tombstone
+    /// goes first, else a living member known only by hearsay. Hearsay never evicts
+    /// anything (a list of inventions cannot push out real members); first-hand evidence
+    /// may push out hearsay. Returns whether room was made.
+    fn evict_unverified(&mut self, now: Instant) -> bool {
+        let tombstone = self
+            .table
+            .iter()
+            .filter(|(_, m)| m.state != MemberState::Alive)
+            .min_by_key(|(_, m)| m.changed_at)
+            .map(|(id, _)| id.clone());
+        let victim = tombstone.or_else(|| {
+            self.table
+                .iter()
+                .filter(|(id, m)| {
+                    m.state == MemberState::Alive && !m.direct && **id != self.self_id
+                })
+                .min_by_key(|(_, m)| m.changed_at)
+                .map(|(id, _)| id.clone())
+        });
+        let Some(victim) = victim else {
+            return false;
+        };
+        if let Some(m) = self.table.remove(&victim)
+            && m.state == MemberState::Alive
+        {
+            self.alive_count -= 1;
+            self.touched(now);
+        }
+        true
     }
 
     fn touched(&mut self, now: Instant) {
@@ -518,6 +597,62 @@ mod tests {
             m.apply(&rec("c", 1, MemberState::Alive), Evidence::Hearsay, now),
             Change::Added
         );
+    }
+
+    #[test]
+    fn hearsay_never_evicts_but_first_hand_evicts_hearsay_only() {
+        let now = Instant::now();
+        let mut m = Members::new(
+            rec("me", 1, MemberState::Alive),
+            now,
+            3,
+            Duration::from_secs(10),
+        );
+        m.apply(
+            &rec("real", 1, MemberState::Alive),
+            Evidence::FirstHand,
+            now,
+        );
+        m.mark_direct("real", "real:7070");
+        m.apply(&rec("fake", 1, MemberState::Alive), Evidence::Hearsay, now);
+        assert_eq!(
+            m.apply(&rec("fake2", 1, MemberState::Alive), Evidence::Hearsay, now),
+            Change::Full
+        );
+        assert_eq!(
+            m.apply(&rec("new", 1, MemberState::Alive), Evidence::FirstHand, now),
+            Change::Added
+        );
+        assert!(m.is_alive("real") && m.is_alive("new"));
+        assert!(m.get("fake").is_none(), "the hearsay member made room");
+        assert_eq!(m.alive_count(), 3);
+        // Only first-hand members left: nothing to evict.
+        m.mark_direct("new", "new:7070");
+        assert_eq!(
+            m.apply(
+                &rec("newer", 1, MemberState::Alive),
+                Evidence::FirstHand,
+                now
+            ),
+            Change::Full
+        );
+        assert_eq!(m.unverified().count(), 0);
+    }
+
+    #[test]
+    fn a_new_address_is_hearsay_until_heard_from_there() {
+        let now = Instant::now();
+        let mut m = table(now);
+        m.apply(&rec("a", 1, MemberState::Alive), Evidence::Hearsay, now);
+        assert_eq!(m.unverified().count(), 1);
+        m.mark_direct("a", "elsewhere:1");
+        assert_eq!(m.unverified().count(), 1, "not at the address we list");
+        m.mark_direct("a", "a:7070");
+        assert_eq!(m.unverified().count(), 0);
+        let moved = MemberRecord::unsigned("a", "moved:1", 2, MemberState::Alive)
+            .signed(&key_of("a", 0));
+        assert_eq!(m.apply(&moved, Evidence::Hearsay, now), Change::Updated);
+        assert_eq!(m.unverified().count(), 1);
     }
 
     #[test]

@@ -71,6 +71,16 @@ pub fn render(status: &NodeStatus) -> String {
             "Hellos and member records refused for a bad signature or a key conflict",
             status.counters.identity_refused,
         ),
+        (
+            "refused_records",
+            "Member ids or addresses refused for their length or syntax",
+            status.counters.refused_records,
+        ),
+        (
+            "capped_members",
+            "New members ignored over a connection's budget",
+            status.counters.capped_members,
+        ),
     ];
     for (name, help, value) in counters {
         let counter = Counter::<u64>::default();

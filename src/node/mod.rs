@@ -8,6 +8,7 @@
 //! - `wire` and `codec`: messages and length-delimited JSON frames.
 //! - [`identity`]: the node's ed25519 key, its hello proofs and signed member records.
 //! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
+//! - `limits`: length and syntax limits on ids and addresses from the network.
 //! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
 //! - `status`: the HTTP status socket the orchestrator checks.
 //!
@@ -20,6 +21,7 @@ pub(crate) mod connection;
 pub(crate) mod driver;
 pub(crate) mod faults;
 pub mod identity;
+pub(crate) mod limits;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
@@ -83,6 +85,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(name) => name.clone(),
         None => format!("n-{:08x}", rand::rng().random::<u32>()),
     };
+    // Peers refuse ids and addresses outside these limits: a node that breaks them
+    // could never be a member, so say so now.
+    if let Err((what, why)) = limits::check_member(&id, &advertise) {
+        bail!("this node's {what} is refused by the peer protocol: {why}");
+    }
     let seed = match (args.seed, args.seed_base) {
         (Some(seed), _) => seed,
         (None, Some(base)) => seed_from_base(base, &id),

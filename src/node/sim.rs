@@ -35,6 +35,8 @@ mod tests_broadcast;
 #[cfg(test)]
 mod tests_failure;
 #[cfg(test)]
+mod tests_hostile;
+#[cfg(test)]
 mod tests_identity;
 #[cfg(test)]
 mod tests_join;

@@ -56,8 +56,13 @@ pub enum Message {
     },
     /// Asks for the whole member list; the asker may push its own list first (push-pull).
     GiveNodesInNetwork,
+    /// The member list, in chunks of bounded size (see `limits::MEMBER_LIST_CHUNK_BYTES`):
+    /// every chunk but the last says `more`, so that the receiver compares its table with
+    /// the whole list only once it has it.
     NodesInNetwork {
         members: Vec<MemberRecord>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Anti-entropy: a digest of the sender's living membership; a mismatch triggers a
     /// push-pull of the full lists.

@@ -8,5 +8,6 @@ mod bad_input;
 mod faults;
 mod hold;
 mod hostile_identity;
+mod hostile_membership;
 mod links;
 mod network;

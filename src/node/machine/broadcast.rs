@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::membership::EventFate;
 use super::{Config, ConnId, Machine};
 use crate::contract::DeliveredMessage;
 use crate::node::seen::SeenSet;
@@ -110,18 +111,25 @@ impl Machine {
             return;
         }
         flood.hops = flood.hops.saturating_add(1);
-        match flood.event.clone() {
-            None => self.deliver(now, &flood),
-            Some(event) => {
-                if !self.apply_event(now, event) {
-                    // A forgery stops here: not passed on, and its id stays free for
-                    // the genuine event.
-                    self.flood.seen.forget(&flood.id);
-                    return;
-                }
+        let relay = match flood.event.clone() {
+            None => {
+                self.deliver(now, &flood);
+                true
             }
+            Some(event) => match self.apply_event(now, from, event) {
+                EventFate::Relay => true,
+                EventFate::Kept => false,
+                EventFate::Refused => {
+                    // A forgery stops here: not passed on, and its id stays free for the
+                    // genuine event.
+                    self.flood.seen.forget(&flood.id);
+                    false
+                }
+            },
+        };
+        if relay {
+            self.forward(now, &flood, Some(from));
         }
-        self.forward(now, &flood, Some(from));
     }
 
     pub(super) fn flood_event(&mut self, now: Instant, event: MemberEvent) {

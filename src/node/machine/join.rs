@@ -172,6 +172,7 @@ impl Machine {
             return;
         }
         let genesis = self.links.conns.get(&conn).and_then(|c| c.dialed.clone());
+        let node = node.filter(|n| self.record_within_limits(conn, "random-node answer", n));
         self.send(conn, Message::disconnect("thanks"));
         self.close_quietly(conn);
         match (node, genesis) {
@@ -203,6 +204,7 @@ impl Machine {
         {
             return;
         }
+        let nodes = self.valid_records(conn, "nodes-to-connect answer", nodes);
         self.send(conn, Message::disconnect("thanks"));
         self.close_quietly(conn);
         let mut pending = HashSet::new();
@@ -228,7 +230,8 @@ impl Machine {
     }
 
     /// A full node refused our join link and suggested its neighbours: try two of them.
-    pub(super) fn on_redirect(&mut self, now: Instant, nodes: Vec<MemberRecord>) {
+    pub(super) fn on_redirect(&mut self, now: Instant, conn: ConnId, nodes: Vec<MemberRecord>) {
+        let nodes = self.valid_records(conn, "redirect", nodes);
         let dialing = self.links.dialed_addrs();
         let fresh: Vec<MemberRecord> = nodes
             .into_iter()
@@ -330,16 +333,30 @@ impl Machine {
     /// oldest nodes and the first to be full: late candidates all land on the same crowded
     /// core, are refused there again and again, and the genesis neighbourhood is where every
     /// link gets made. Any member spreads joins, and links, over the whole network.
+    ///
+    /// Any member, that is, that this node has heard from itself: members known only from
+    /// lists and floods may be a hostile peer's inventions, and a joiner sent to one never
+    /// joins. Each answer also queues a probe of one hearsay member, so that the members
+    /// a genesis can offer grow with the demand for them.
     pub(super) fn random_member_except(&mut self, except: Option<&str>) -> Option<MemberRecord> {
         let own = self.cfg.id.as_str();
         let candidates: Vec<&String> = self
             .members
             .alive()
+            .filter(|(_, m)| m.direct)
             .map(|(id, _)| id)
             .filter(|id| id.as_str() != own && Some(id.as_str()) != except)
             .collect();
-        let id = candidates.choose(&mut self.rng)?;
-        self.members.record(id)
+        let pick = candidates.choose(&mut self.rng).map(|id| id.to_string());
+        let hearsay: Vec<(String, String)> = self
+            .members
+            .unverified()
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        if let Some((id, addr)) = hearsay.choose(&mut self.rng).cloned() {
+            self.queue_probe(id, addr);
+        }
+        self.members.record(&pick?)
     }
 
     /// A random subset of our neighbours plus ourselves: at least two where we can.

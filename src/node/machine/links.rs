@@ -189,8 +189,9 @@ impl Machine {
     }
 
     pub(super) fn handshake_limit(&self, c: &Conn) -> std::time::Duration {
-        match c.phase {
-            Phase::Open => self.cfg.hello_timeout * 3,
+        match (&c.phase, &c.purpose) {
+            (Phase::Open, _) => self.cfg.hello_timeout * 3,
+            (_, Some(Purpose::Probe { id, .. })) => self.probe_limit(id),
             _ => self.cfg.hello_timeout,
         }
     }
@@ -230,9 +231,15 @@ impl Machine {
         let Some(c) = self.links.conns.get(&conn) else {
             return;
         };
-        if c.phase != Phase::Open {
+        let phase = c.phase;
+        if phase != Phase::Open {
             match msg {
-                Message::Hello(hello) if c.phase == Phase::Handshaking => {
+                Message::Hello(hello)
+                    if phase == Phase::Handshaking && !self.hello_within_limits(conn, &hello) =>
+                {
+                    self.refuse(now, conn, Message::disconnect("id or address refused"));
+                }
+                Message::Hello(hello) if phase == Phase::Handshaking => {
                     // Tell the driver who this is before acting on it: its faults may
                     // drop this peer's frames, this hello included.
                     self.out.push_back(Output::Identified {
@@ -244,7 +251,7 @@ impl Machine {
                         c.held_hello = Some(hello);
                     }
                 }
-                Message::HelloProof { sig, mac } if c.phase == Phase::Proving => {
+                Message::HelloProof { sig, mac } if phase == Phase::Proving => {
                     self.on_hello_proof(now, conn, &sig, mac.as_deref());
                 }
                 Message::Disconnect { reason, full } => {
@@ -255,7 +262,7 @@ impl Machine {
                     self.close(now, conn);
                 }
                 Message::NodesToConnect { nodes } if self.is_joining_link(conn) => {
-                    self.on_redirect(now, nodes);
+                    self.on_redirect(now, conn, nodes);
                 }
                 Message::NodesToConnect { .. } if self.links.purpose(conn).is_some() => {
                     // A redirect for a repair link, or for a join that has moved on: the
@@ -299,13 +306,17 @@ impl Machine {
                 let nodes = self.nodes_to_connect(self.links.peer_id(conn).as_deref());
                 self.send(conn, Message::NodesToConnect { nodes });
             }
-            Message::GiveNodesInNetwork => {
-                let members = self.members.alive_records();
-                self.send(conn, Message::NodesInNetwork { members });
-            }
+            Message::GiveNodesInNetwork => self.send_member_list(conn),
             Message::RandomNode { node } => self.on_random_node(now, conn, node),
             Message::NodesToConnect { nodes } => self.on_nodes_to_connect(now, conn, nodes),
-            Message::NodesInNetwork { members } => self.on_member_list(now, conn, members),
+            Message::NodesInNetwork { members, more } if is_link => {
+                self.on_member_list(now, conn, members, more);
+            }
+            Message::NodesInNetwork { .. } => {
+                // Lists are pushed on links only (anti-entropy, a merge); a stranger's
+                // query connection has no say in our membership.
+                debug!(conn, "member list on a query connection; ignored");
+            }
             Message::MembersDigest { digest, .. } => self.on_digest(now, conn, digest),
             Message::Broadcast(flood) => {
                 if is_link {
@@ -558,8 +569,7 @@ impl Machine {
                 self.add_link(now, conn, hello);
                 if retry {
                     // Two networks may be meeting: push-pull the member lists.
-                    let members = self.members.alive_records();
-                    self.send(conn, Message::NodesInNetwork { members });
+                    self.send_member_list(conn);
                     self.send(conn, Message::GiveNodesInNetwork);
                 }
                 self.after_link_attempt(now, conn);
@@ -642,6 +652,7 @@ impl Machine {
 
     /// Closes a connection that finished its job; nothing else follows from it.
     pub(super) fn close_quietly(&mut self, conn: ConnId) {
+        self.forget_bounds(conn);
         if self.links.conns.remove(&conn).is_some() {
             self.out.push_back(Output::Close { conn });
         }
@@ -652,6 +663,7 @@ impl Machine {
         let Some(c) = self.links.conns.remove(&conn) else {
             return;
         };
+        self.forget_bounds(conn);
         let peer_id = c.peer.as_ref().map(|p| p.id.clone());
         if let Some(id) = &peer_id
             && self.links.neighbours.get(id) == Some(&conn)

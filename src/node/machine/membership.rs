@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rand::RngExt;
 use rand::seq::IndexedRandom;
 use tracing::{debug, info, warn};
 
@@ -22,6 +23,9 @@ pub(super) struct Suspicion {
     pub since: Instant,
     pub addr: String,
     pub next_probe: Instant,
+    /// Started by another node's death report rather than by our own observation: the
+    /// first failed probe of ours confirms it (see [`Machine::suspect_on_report`]).
+    pub reported: bool,
 }
 
 /// The failure detector's state.
@@ -48,6 +52,20 @@ impl Detector {
             last_random_probe: now,
         }
     }
+}
+
+/// What becomes of a membership flood once this node has applied it (see
+/// [`Machine::apply_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventFate {
+    /// Passed on to the other links.
+    Relay,
+    /// Taken in, not passed on: a death report this node checks first, or a death of its
+    /// own that its refutation answers.
+    Kept,
+    /// Refused: a forgery or a record over the limits. Forgotten, so that the genuine
+    /// event with the same id is not taken for a duplicate.
+    Refused,
 }
 
 impl Machine {
@@ -282,8 +300,39 @@ impl Machine {
                     since: now,
                     addr,
                     next_probe: now,
+                    reported: false,
                 },
             );
+        }
+    }
+
+    /// Another node says a member we believe alive is dead. Anyone can send that frame,
+    /// so it is not believed: the member becomes a suspect here and we probe it at once.
+    /// If our probe fails (the dial is refused, or no hello comes back within
+    /// [`Machine::probe_limit`]), that confirms the report and we declare the death
+    /// ourselves, and only then flood it; a member that answers stays, and the report
+    /// goes no further. A real crash so costs each node one probe more than before; a
+    /// forged report costs the network one probe per node that heard it (only from the
+    /// forger's neighbours, as nobody relays it).
+    pub(super) fn suspect_on_report(&mut self, now: Instant, id: &str) {
+        self.suspect(now, id);
+        if let Some(s) = self.detector.suspects.get_mut(id) {
+            s.reported = true;
+            s.next_probe = now;
+        }
+        if let Some(addr) = self.members.get(id).map(|m| m.addr.clone()) {
+            self.queue_probe(id.to_string(), addr);
+        }
+    }
+
+    /// How long a probe waits for the member's hello. A reported death is checked with
+    /// a short wait, a heartbeat interval: a living node answers a hello in far less (a
+    /// link that stays silent for a heartbeat timeout is suspected anyway), and the
+    /// report's author has already waited out a whole suspicion.
+    pub(super) fn probe_limit(&self, id: &str) -> Duration {
+        match self.detector.suspects.get(id) {
+            Some(s) if s.reported => self.cfg.heartbeat_interval.min(self.cfg.hello_timeout),
+            _ => self.cfg.hello_timeout,
         }
     }
 
@@ -328,7 +377,15 @@ impl Machine {
             self.close(now, conn);
         }
         self.add_retry(now, s.addr);
-        self.flood_event(now, MemberEvent::Dead { member: rec });
+        // Not `flood_event`: a report of this death may have reached us first (its id is
+        // then seen, and we did not relay it); our own confirmation goes out regardless.
+        let flood = Flood::membership(
+            MemberEvent::Dead { member: rec },
+            &self.cfg.id,
+            self.unix(now),
+        );
+        self.flood.seen.insert(&flood.id, now);
+        self.forward(now, &flood, None);
     }
 
     /// How long a suspect has to answer before it is declared dead. As SWIM's Lifeguard
@@ -389,9 +446,14 @@ impl Machine {
     /// (Found by the simulator's partition test: each half kept the other's unlinked
     /// members alive indefinitely.)
     fn probe_random_member(&mut self) {
+        // Half the time among the members only heard of: a hostile peer's inventions are
+        // found out (and removed) sooner, and the genesis learns more members it may
+        // offer to joiners.
+        let hearsay_only = self.rng.random_bool(0.5) && self.members.unverified().next().is_some();
         let mut others: Vec<(String, String)> = self
             .members
             .alive()
+            .filter(|(_, m)| !hearsay_only || !m.direct)
             .filter(|(id, _)| {
                 **id != self.cfg.id
                     && !self.links.neighbours.contains_key(*id)
@@ -407,6 +469,7 @@ impl Machine {
 
     /// A probe's hello came back: the member is alive.
     pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
+        self.doubt_cleared(id);
         if self.detector.suspects.remove(id).is_some() {
             info!(member = %id, "suspect answered; alive");
         }
@@ -427,6 +490,14 @@ impl Machine {
     }
 
     pub(super) fn probe_failed(&mut self, now: Instant, id: &str) {
+        if self.doubt_failed(now, id) {
+            return;
+        }
+        // A death reported by another node, and our own check fails too: confirmed.
+        if self.detector.suspects.get(id).is_some_and(|s| s.reported) {
+            self.declare_dead(now, id);
+            return;
+        }
         // An alive member we cannot reach becomes a suspect; a dead one stays dead.
         if self.members.is_alive(id) && !self.links.neighbours.contains_key(id) {
             self.suspect(now, id);
@@ -447,6 +518,7 @@ impl Machine {
         let was_dead = known && !self.members.is_alive(&hello.id);
         let change = self.members.apply(&rec, Evidence::FirstHand, now);
         self.note_refusal(&rec.id, change);
+        self.members.mark_direct(&hello.id, &hello.addr);
         if change == Change::Added && was_dead {
             info!(member = %hello.id, "dead member is back; telling the network");
             let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
@@ -457,20 +529,18 @@ impl Machine {
         self.detector.suspects.remove(&hello.id);
     }
 
-    pub(super) fn on_member_list(&mut self, now: Instant, conn: ConnId, list: Vec<MemberRecord>) {
-        let theirs: HashSet<&str> = list.iter().map(|r| r.id.as_str()).collect();
-        // Members we believe alive that they do not know: verify them ourselves.
-        let peer = self.links.peer_id(conn);
-        let absent: Vec<(String, String)> = self
-            .members
-            .alive()
-            .filter(|(id, _)| **id != self.cfg.id && !theirs.contains(id.as_str()))
-            .filter(|(id, _)| peer.as_deref() != Some(id.as_str()))
-            .filter(|(id, _)| !self.links.neighbours.contains_key(*id))
-            .map(|(id, m)| (id.clone(), m.addr.clone()))
-            .collect();
-        for (id, addr) in absent {
-            self.queue_probe(id, addr);
+    /// One chunk of a member list (the whole list when `more` is false and no chunk came
+    /// before). Dead records are ignored: a list cannot kill anyone.
+    pub(super) fn on_member_list(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        list: Vec<MemberRecord>,
+        more: bool,
+    ) {
+        let list = self.valid_records(conn, "member list", list);
+        if let Some(theirs) = self.list_chunk(conn, &list, more) {
+            self.probe_absent(conn, &theirs);
         }
         for rec in list {
             if rec.state != MemberState::Alive {
@@ -488,22 +558,61 @@ impl Machine {
                 self.queue_probe(rec.id.clone(), rec.addr.clone());
                 continue;
             }
+            if !self.may_add(now, conn, &rec.id) {
+                continue;
+            }
             let change = self.members.apply(&rec, Evidence::Hearsay, now);
             self.note_refusal(&rec.id, change);
             if change == Change::Added {
                 debug!(member = %rec.id, "learned member from a list");
             }
         }
-        self.member_list_received();
+        if !more {
+            self.member_list_received();
+        }
     }
 
-    /// A membership event from a flood. Returns false when it was refused for its
-    /// identity (a forgery), so that it goes no further.
-    pub(super) fn apply_event(&mut self, now: Instant, event: MemberEvent) -> bool {
+    /// Members we believe alive that the whole list (`theirs`) lacks: verify them ourselves.
+    fn probe_absent(&mut self, conn: ConnId, theirs: &HashSet<String>) {
+        let peer = self.links.peer_id(conn);
+        let absent: Vec<(String, String)> = self
+            .members
+            .alive()
+            .filter(|(id, _)| **id != self.cfg.id && !theirs.contains(id.as_str()))
+            .filter(|(id, _)| peer.as_deref() != Some(id.as_str()))
+            .filter(|(id, _)| !self.links.neighbours.contains_key(*id))
+            .map(|(id, m)| (id.clone(), m.addr.clone()))
+            .collect();
+        for (id, addr) in absent {
+            self.queue_probe(id, addr);
+        }
+    }
+
+    /// A membership event from a flood that arrived on `from`, and what becomes of the
+    /// flood: relayed; kept but not relayed (a death report we have yet to confirm
+    /// ourselves, a death of ours that our refutation answers); or refused (a record that
+    /// breaks the limits or the connection's budget, or that its subject did not sign).
+    pub(super) fn apply_event(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        event: MemberEvent,
+    ) -> EventFate {
+        let member = match &event {
+            MemberEvent::Joined { member }
+            | MemberEvent::Left { member }
+            | MemberEvent::Dead { member } => member,
+        };
+        if !self.record_within_limits(from, "membership flood", member) {
+            return EventFate::Refused;
+        }
+        if member.id != self.cfg.id && !self.may_add(now, from, &member.id) {
+            return EventFate::Refused;
+        }
         match event {
             MemberEvent::Joined { member } => {
                 if member.id == self.cfg.id {
-                    return true;
+                    return EventFate::Relay;
                 }
                 // A join flood is sent by the member itself, or by a node that just heard
                 // from it: first-hand evidence.
@@ -514,7 +623,9 @@ impl Machine {
                     self.detector.suspects.remove(&member.id);
                     self.repair.retries.remove(&member.addr);
                 }
-                !change.refused()
+                if change.refused() {
+                    return EventFate::Refused;
+                }
             }
             MemberEvent::Left { member } | MemberEvent::Dead { member }
                 if member.id == self.cfg.id =>
@@ -524,39 +635,58 @@ impl Machine {
                 let ours = member.key == self.cfg.identity.public_hex() && member.verify();
                 if !ours {
                     self.note_refusal(&member.id, Change::BadSignature);
-                    return false;
+                    return EventFate::Refused;
                 }
                 if member.incarnation >= self.incarnation && member.state == MemberState::Dead {
                     self.refute(now, member.incarnation);
                 }
-                true
+                // Our refutation (or nothing, for a stale lie) is all the network needs.
+                return EventFate::Kept;
             }
             MemberEvent::Left { member } => {
                 let change = self.members.apply(&member, Evidence::Hearsay, now);
                 self.note_refusal(&member.id, change);
                 if change.refused() {
-                    return false;
+                    return EventFate::Refused;
                 }
                 if change == Change::Removed {
                     info!(member = %member.id, "member left");
                 }
                 self.detector.suspects.remove(&member.id);
                 self.repair.retries.remove(&member.addr);
-                true
             }
             MemberEvent::Dead { member } => {
+                // Only the subject's own signed record, under the key its id is bound to,
+                // names a member that may be dead; anything else is a forgery.
+                if !member.verify() || self.members.key_conflict(&member.id, &member.key) {
+                    self.note_refusal(&member.id, Change::BadSignature);
+                    return EventFate::Refused;
+                }
+                let believed_alive = self
+                    .members
+                    .get(&member.id)
+                    .is_some_and(|m| m.state == MemberState::Alive);
+                if believed_alive {
+                    let current = self
+                        .members
+                        .get(&member.id)
+                        .is_some_and(|m| member.incarnation >= m.incarnation);
+                    if current {
+                        info!(member = %member.id, "death reported by another node; checking it");
+                        self.suspect_on_report(now, &member.id);
+                    }
+                    // Relayed once (and if) our own probe confirms it.
+                    return EventFate::Kept;
+                }
+                // A stranger's or a known death: a tombstone, no one alive is touched.
                 let change = self.members.apply(&member, Evidence::Hearsay, now);
                 self.note_refusal(&member.id, change);
                 if change.refused() {
-                    return false;
+                    return EventFate::Refused;
                 }
-                if change == Change::Removed {
-                    info!(member = %member.id, "member declared dead");
-                }
-                self.detector.suspects.remove(&member.id);
-                true
             }
         }
+        EventFate::Relay
     }
 
     /// Declared dead at `dead_at`: come back one incarnation higher, signed. Incarnations
@@ -636,8 +766,7 @@ impl Machine {
         // Our own table still moving: the floods in flight will settle it, and a
         // full exchange now would be a thousand records each way for nothing.
         if self.members_settled(now) && digest != self.members.digest() {
-            let members = self.members.alive_records();
-            self.send(conn, Message::NodesInNetwork { members });
+            self.send_member_list(conn);
             self.send(conn, Message::GiveNodesInNetwork);
         }
     }

@@ -24,7 +24,9 @@
 //! - `join`: joining through a genesis, redirects, back-off, answering candidates;
 //! - `membership`: the member table, heartbeats, suspicion, probes, refutation, sync;
 //! - `broadcast`: flooding, de-duplication, the delivered ring, batched membership floods;
-//! - `repair`: degree repair, retries of dead members and genesis addresses.
+//! - `repair`: degree repair, retries of dead members and genesis addresses;
+//! - `bounds`: limits on ids and addresses, the per-connection cap on new members, and
+//!   member lists in chunks of bounded size.
 //!
 //! # Time
 //!
@@ -38,6 +40,7 @@
 //! rounded up to [`Config::timer_granularity`] so that several fire in one wake-up, and the
 //! tables are swept only when something in them expires.
 
+mod bounds;
 mod broadcast;
 mod join;
 mod links;
@@ -55,6 +58,7 @@ use super::identity::{Identity, NetworkKey};
 use super::members::Members;
 use super::wire::{MemberRecord, MemberState, Message};
 use crate::contract::{DeliveredMessage, PeerRef};
+use bounds::Bounds;
 use broadcast::Flooding;
 use join::Joining;
 use links::Links;
@@ -127,6 +131,15 @@ pub struct Config {
     /// Deadlines (silence, suspicion, joining, batched floods) are rounded up to multiples
     /// of this, so that those close together fire in one wake-up; the old fixed tick.
     pub timer_granularity: Duration,
+    /// New members one connection may add per `sync_interval` (from lists, join answers
+    /// and floods); the rest is ignored. The default, an eighth of `max_members` (1,250),
+    /// lets a joiner take in the whole list of a 1,000-node network from one neighbour,
+    /// while one hostile connection cannot fill the table: it would need eight windows,
+    /// and members proven first-hand evict hearsay ones from a full table anyway.
+    pub new_members_per_source: usize,
+    /// Member lists go in `nodes-in-network` frames of about this many bytes at most
+    /// (estimated, see `limits::RECORD_BYTES_ESTIMATE`); the default is half a frame's cap.
+    pub member_list_chunk_bytes: usize,
     /// Raised on every start (wall-clock millis) so a restarted node outranks its old death.
     pub incarnation: u64,
     /// Seeds every random choice (peers, back-off jitter).
@@ -169,6 +182,8 @@ impl Config {
             quiet_after_loss: Duration::from_secs(60),
             suspicion_scale_from: 100,
             timer_granularity: Duration::from_millis(125),
+            new_members_per_source: 10_000 / 8,
+            member_list_chunk_bytes: crate::node::limits::MEMBER_LIST_CHUNK_BYTES,
             incarnation: 1,
             seed: 0,
             unix_start: 0.0,
@@ -237,6 +252,11 @@ pub struct MachineCounters {
     /// Heartbeat rounds run with at least one link: after each, the neighbours' pings
     /// of the same round are on their way (the driver gathers them, see `driver`).
     pub heartbeat_rounds: u64,
+    /// Member ids or addresses refused for their length or syntax (hellos, records).
+    pub refused_records: u64,
+    /// New members ignored because their connection used up its budget
+    /// ([`Config::new_members_per_source`]).
+    pub capped_members: u64,
 }
 
 /// The clock side of the machine: the deadline last handed to the driver, and the grid
@@ -263,6 +283,7 @@ pub struct Machine {
     detector: Detector,
     flood: Flooding,
     repair: Repair,
+    bounds: Bounds,
     timers: Timers,
     leaving: bool,
     /// Ids whose refusal for identity was logged (once per id; as many as members).
@@ -297,6 +318,7 @@ impl Machine {
             detector: Detector::new(&cfg, now),
             flood: Flooding::new(&cfg),
             repair: Repair::new(&cfg, now),
+            bounds: Bounds::default(),
             timers: Timers {
                 deadline: None,
                 epoch_ns,
