@@ -336,10 +336,16 @@ pub struct PsArgs {
 /// Flags of `peerlab down`.
 #[derive(Debug, Clone, Args)]
 pub struct DownArgs {
-    /// Run id to take down (see `peerlab ps`).
+    /// Run id to take down (see `peerlab ps`); local node processes of another user are
+    /// never signalled.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub run: Option<String>,
-    /// Take down every run, and every container/network labelled peerlab.run.
+    /// Take down every run of this user: the local node processes whose owner is this
+    /// user (found by their PEERLAB_RUN variable, whatever directory their run was started
+    /// from; other users' processes are never signalled, even by root), and every
+    /// container/network labelled peerlab.run on the Docker daemon (and the peerlab runs of
+    /// the Kubernetes cluster), which has no notion of users: whoever can reach the daemon
+    /// or cluster owns what is there.
     #[arg(long)]
     pub all: bool,
     /// Where runs keep logs and state.
