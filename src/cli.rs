@@ -82,7 +82,8 @@ pub enum Command {
                       --entrypoint /peerlab peerlab:0.1.0 check --dns tasks.SERVICE --status-port 7071"
     )]
     Check(CheckArgs),
-    /// List runs that are still up (started by `peerlab up`, or left over).
+    /// List runs that are still up (started by `peerlab up`, or left over); local runs of
+    /// other users are not listed.
     Ps(PsArgs),
     /// Stop and remove a run (or every run with --all), including leftovers.
     Down(DownArgs),
@@ -340,12 +341,11 @@ pub struct DownArgs {
     /// never signalled.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub run: Option<String>,
-    /// Take down every run of this user: the local node processes whose owner is this
-    /// user (found by their PEERLAB_RUN variable, whatever directory their run was started
-    /// from; other users' processes are never signalled, even by root), and every
-    /// container/network labelled peerlab.run on the Docker daemon (and the peerlab runs of
-    /// the Kubernetes cluster), which has no notion of users: whoever can reach the daemon
-    /// or cluster owns what is there.
+    /// Take down every run. Local runtime: only the node processes owned by this user
+    /// (found by their PEERLAB_RUN variable, whatever directory their run was started
+    /// from); other users' processes are never signalled, even by root. Docker, swarm and
+    /// Kubernetes: everything labelled peerlab.run that this daemon or cluster access
+    /// reaches, whoever started it (they have no notion of local users).
     #[arg(long)]
     pub all: bool,
     /// Where runs keep logs and state.
