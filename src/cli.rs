@@ -82,7 +82,8 @@ pub enum Command {
                       --entrypoint /peerlab peerlab:0.1.0 check --dns tasks.SERVICE --status-port 7071"
     )]
     Check(CheckArgs),
-    /// List runs that are still up (started by `peerlab up`, or left over).
+    /// List runs that are still up (started by `peerlab up`, or left over); local runs of
+    /// other users are not listed.
     Ps(PsArgs),
     /// Stop and remove a run (or every run with --all), including leftovers.
     Down(DownArgs),
@@ -336,10 +337,15 @@ pub struct PsArgs {
 /// Flags of `peerlab down`.
 #[derive(Debug, Clone, Args)]
 pub struct DownArgs {
-    /// Run id to take down (see `peerlab ps`).
+    /// Run id to take down (see `peerlab ps`); local node processes of another user are
+    /// never signalled.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub run: Option<String>,
-    /// Take down every run, and every container/network labelled peerlab.run.
+    /// Take down every run. Local runtime: only the node processes owned by this user
+    /// (found by their PEERLAB_RUN variable, whatever directory their run was started
+    /// from); other users' processes are never signalled, even by root. Docker, swarm and
+    /// Kubernetes: everything labelled peerlab.run that this daemon or cluster access
+    /// reaches, whoever started it (they have no notion of local users).
     #[arg(long)]
     pub all: bool,
     /// Where runs keep logs and state.

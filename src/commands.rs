@@ -148,7 +148,7 @@ fn validate(args: ValidateArgs) -> u8 {
                 t.groups.len()
             ),
             Err(e) => {
-                eprint!("{e}");
+                eprintln!("{e}");
                 code = exit::BAD_INPUT;
             }
         }
@@ -171,7 +171,7 @@ fn schema() -> u8 {
 
 fn load_topology(file: &Path) -> Result<Topology, u8> {
     topology::load(file).map_err(|e| {
-        eprint!("{e}");
+        eprintln!("{e}");
         eprintln!(
             "error: {} is not a valid topology; nothing was started (see docs/topology.md)",
             file.display()

@@ -12,6 +12,7 @@ mod file;
 mod model;
 mod scenario;
 mod scenario_file;
+mod source;
 mod syntax;
 mod timeline;
 mod validate;
@@ -26,31 +27,46 @@ pub use model::{
 pub use scenario::{
     Action, ExpectBroadcast, Expectation, Fault, Selector, Step, Target, TargetPart, When,
 };
+pub use source::MAX_FILE_BYTES;
 pub use timeline::{
     ResolveError, ResolvedAction, ResolvedExpect, ResolvedStep, ShapeView, describe, resolve,
 };
 
-/// Reads, parses and validates a topology file. A file that cannot be read is reported as a
-/// diagnostic too, so callers have one error type to print.
+/// Most nodes one topology may declare, genesis and every group together (`count` of a
+/// `start: manual` group included). A node keeps at most 10,000 members
+/// (`max_members` of the node), so a larger network could never reach full membership;
+/// and validation counts the nodes from the parsed `count`s before it names, plans or
+/// times any of them, so an absurd count is refused at its line without being allocated.
+pub const MAX_NODES: usize = 10_000;
+
+/// Most broadcasts one check or one scenario step may inject (`count` of
+/// `checks.broadcast`, of a `broadcast` step, of an `expect` with `broadcast`): every
+/// message gets its sender chosen and tracked up front, so the count is bounded like the
+/// node count. 10,000 messages is far more than a delivery check needs.
+pub const MAX_BROADCASTS: usize = 10_000;
+
+/// Reads, parses and validates a topology file. A file that cannot be read (missing, not a
+/// regular file, over [`MAX_FILE_BYTES`], not UTF-8) is reported as a diagnostic too, so
+/// callers have one error type to print; at most `MAX_FILE_BYTES + 1` bytes are ever read.
 pub fn load(path: &Path) -> Result<Topology, TopologyError> {
     let label = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match source::read_bounded(path) {
         Ok(source) => parse_str(&source, &label),
-        Err(e) => Err(TopologyError {
+        Err(message) => Err(TopologyError {
             diagnostics: vec![Diagnostic {
                 file: label,
                 line: 0,
                 column: 0,
                 path: String::new(),
-                message: format!(
-                    "cannot read the topology file: {e}; check the path (examples are in topologies/)"
-                ),
+                message,
             }],
         }),
     }
 }
 
 /// Parses and validates topology YAML; `file_label` is the file name used in diagnostics.
+/// Text over [`MAX_FILE_BYTES`] is refused before it is parsed, as [`load`] refuses such a
+/// file.
 pub fn parse_str(source: &str, file_label: &str) -> Result<Topology, TopologyError> {
     let file = syntax::parse(source, file_label)?;
     validate::validate(file, file_label)

@@ -6,6 +6,7 @@
 //! peers` after a kill never picks the dead node. One random generator, seeded once, walks
 //! the whole timeline, so a seed gives the same timeline on every run and every machine.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -144,6 +145,21 @@ pub struct ResolveError {
     pub column: usize,
     /// Why the step cannot be resolved.
     pub message: String,
+    /// The key of the step at fault, such as `partition.sides[1]`, when the problem is
+    /// in one of its values rather than in the step as a whole.
+    pub key: Option<String>,
+}
+
+/// Why one step cannot be resolved, before it gets the step's position.
+struct StepError {
+    key: Option<String>,
+    message: String,
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError { key: None, message }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,19 +199,20 @@ pub fn resolve(topology: &Topology, seed: u64) -> Result<Vec<ResolvedStep>, Reso
     let mut cursor = Duration::ZERO;
     let mut out = Vec::with_capacity(topology.scenario.len());
     for (i, step) in topology.scenario.iter().enumerate() {
-        let fail = |message: String| ResolveError {
+        let fail = |e: StepError| ResolveError {
             step: i + 1,
             line: step.line,
             column: step.column,
-            message,
+            message: e.message,
+            key: e.key,
         };
         let (at, after) = match step.when {
             When::At(at) if at < cursor => {
-                return Err(fail(format!(
+                return Err(fail(StepError::from(format!(
                     "`at: {}` comes before the previous step, planned at {}; expected steps in time order (use `after` for relative times)",
                     duration_text(at),
                     duration_text(cursor)
-                )));
+                ))));
             }
             When::At(at) => (at, None),
             When::After(d) => (cursor + d, Some(d)),
@@ -220,13 +237,52 @@ pub fn resolve(topology: &Topology, seed: u64) -> Result<Vec<ResolvedStep>, Reso
     Ok(out)
 }
 
+/// The first node found on two sides of a partition, reported at the later side: a
+/// node cannot be cut off from itself, and the runtimes would block it both ways at once.
+fn overlap(targets: &[Target], sides: &[Vec<String>]) -> Option<StepError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (j, side) in sides.iter().enumerate() {
+        let mut both: Vec<&str> = Vec::new();
+        let mut other = None;
+        for name in side {
+            match seen.get(name.as_str()) {
+                Some(&i) if i != j && other.is_none_or(|o| o == i) => {
+                    other = Some(i);
+                    both.push(name.as_str());
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(name.as_str(), j);
+                }
+            }
+        }
+        if let Some(i) = other {
+            const SHOWN: usize = 5;
+            let mut names = both[..both.len().min(SHOWN)].join(", ");
+            if both.len() > SHOWN {
+                names.push_str(&format!(" and {} more", both.len() - SHOWN));
+            }
+            let text = |k: usize| targets.get(k).map_or("", |t| t.text.as_str());
+            return Some(StepError {
+                key: Some(format!("partition.sides[{j}]")),
+                message: format!(
+                    "side {j} (`{}`) and side {i} (`{}`) both hold {names}; a node is on one side of a partition, so expected sides with no node in common",
+                    text(j),
+                    text(i)
+                ),
+            });
+        }
+    }
+    None
+}
+
 struct Resolver<'a> {
     nodes: &'a mut Vec<Node>,
     rng: &'a mut StdRng,
 }
 
 impl Resolver<'_> {
-    fn action(&mut self, action: &Action) -> Result<ResolvedAction, String> {
+    fn action(&mut self, action: &Action) -> Result<ResolvedAction, StepError> {
         use State::*;
         Ok(match action {
             Action::Fault { fault, target } => {
@@ -244,14 +300,20 @@ impl Resolver<'_> {
                     nodes,
                 }
             }
-            Action::Partition { sides, one_way } => ResolvedAction::Partition {
-                sides: sides
+            Action::Partition { sides, one_way } => {
+                let picked: Vec<Vec<String>> = sides
                     .iter()
                     .map(|s| self.pick(s, &[Up, Paused, Down], "partition"))
-                    .collect::<Result<_, _>>()?,
-                one_way: *one_way,
-                host: None,
-            },
+                    .collect::<Result<_, _>>()?;
+                if let Some(e) = overlap(sides, &picked) {
+                    return Err(e);
+                }
+                ResolvedAction::Partition {
+                    sides: picked,
+                    one_way: *one_way,
+                    host: None,
+                }
+            }
             Action::CutHost { host, one_way } => ResolvedAction::Partition {
                 sides: self.host_sides(host)?,
                 one_way: *one_way,
@@ -288,7 +350,8 @@ impl Resolver<'_> {
                         "join of {wanted} node(s) of `{group}`, but {} of its nodes are still waiting to start; expected a count from 1 to {} (or a larger `count` on the group)",
                         waiting.len(),
                         waiting.len()
-                    ));
+                    )
+                    .into());
                 }
                 let nodes = waiting[..wanted].to_vec();
                 self.set(&nodes, Up);

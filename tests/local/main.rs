@@ -9,6 +9,7 @@
 mod support;
 
 mod check;
+mod down_scope;
 mod fault_topologies;
 mod hosts;
 mod lab;

@@ -9,5 +9,6 @@ mod checks;
 mod compose;
 mod hosts;
 mod kubernetes_export;
+mod limits;
 mod scenario;
 mod validation;

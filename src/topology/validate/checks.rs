@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::topology::MAX_BROADCASTS;
 use crate::topology::diagnostic::Sink;
 use crate::topology::file::{BroadcastFile, ChecksFile, FormationFile};
 use crate::topology::model::{BroadcastChecks, Checks, FormationChecks, Topology, node_name};
@@ -89,14 +90,23 @@ fn broadcast(
     topology: &Topology,
 ) -> BroadcastChecks {
     let base = "checks.broadcast";
-    if let Some(count) = &file.count
-        && count.value == 0
-    {
-        s.report(
-            count.at,
-            format!("{base}.count"),
-            "0 messages would check nothing; expected at least 1, or remove `broadcast`",
-        );
+    if let Some(count) = &file.count {
+        if count.value == 0 {
+            s.report(
+                count.at,
+                format!("{base}.count"),
+                "0 messages would check nothing; expected at least 1, or remove `broadcast`",
+            );
+        } else if count.value as usize > MAX_BROADCASTS {
+            s.report(
+                count.at,
+                format!("{base}.count"),
+                format!(
+                    "{} messages are over the limit of {MAX_BROADCASTS} per check; expected 1 to {MAX_BROADCASTS}",
+                    count.value
+                ),
+            );
+        }
     }
     let mut from = Vec::new();
     for (i, pattern) in file.from.iter().flatten().enumerate() {
@@ -151,7 +161,10 @@ fn broadcast(
         r.value
     });
     BroadcastChecks {
-        count: file.count.as_ref().map_or(1, |c| c.value as usize),
+        count: file
+            .count
+            .as_ref()
+            .map_or(1, |c| (c.value as usize).clamp(1, MAX_BROADCASTS)),
         from,
         deliver_within,
         reliability,

@@ -13,6 +13,7 @@ mod settings;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::MAX_NODES;
 use super::diagnostic::{Sink, TopologyError};
 use super::file::{DurationText, GenesisFile, GroupFile, Spanned, StartMode, TopologyFile};
 use super::model::{Checks, FormationChecks, GENESIS, Group, Host, Placement, Topology};
@@ -48,11 +49,13 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
     let links = hosts::links(s, file.links.as_ref(), &hosts, places.declared);
 
     let group_files: &[GroupFile] = file.groups.as_ref().map_or(&[], |g| &g.value);
-    let total = file.genesis.value.count.value as usize
-        + group_files
-            .iter()
-            .map(|g| g.count.value as usize)
-            .sum::<usize>();
+    // Everything below sizes something by the counts (names, plans, timelines), so a
+    // topology over the cap stops here, with what was found so far.
+    let Some(total) = node_total(s, &file.genesis.value, group_files) else {
+        return Err(TopologyError {
+            diagnostics: sink.diagnostics,
+        });
+    };
 
     let layers = Layers::new(s, file.defaults.as_ref(), total);
     let genesis = genesis(s, &file.genesis.value, &layers, &declared, &places);
@@ -93,6 +96,36 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
     topology.scenario = scenario::scenario(s, file.scenario.as_ref(), &topology);
 
     sink.into_result(topology)
+}
+
+/// The number of nodes, or `None` (reported at the `count` that goes over) when the
+/// genesis and the groups together declare more than [`MAX_NODES`]. Summed in `u64`: a
+/// few `count: 4294967295` cannot overflow it.
+fn node_total(s: &mut Sink, genesis: &GenesisFile, groups: &[GroupFile]) -> Option<usize> {
+    let counts = std::iter::once((&genesis.count, "genesis.count".to_string())).chain(
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (&g.count, format!("groups[{i}].count"))),
+    );
+    let mut total: u64 = 0;
+    for (count, path) in counts {
+        let before = total;
+        total += u64::from(count.value);
+        if total > MAX_NODES as u64 {
+            let left = MAX_NODES as u64 - before;
+            s.report(
+                count.at,
+                path,
+                format!(
+                    "{} nodes bring the topology to {total} nodes, over the limit of {MAX_NODES} nodes per topology (genesis and every group together; a node keeps at most {MAX_NODES} members); expected at most {left} here",
+                    count.value
+                ),
+            );
+            return None;
+        }
+    }
+    usize::try_from(total).ok()
 }
 
 /// Checks a name used in node, container and network names.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_saphyr::Location;
 
 use crate::contract::LinkShape;
+use crate::topology::MAX_BROADCASTS;
 use crate::topology::diagnostic::Sink;
 use crate::topology::file::{DurationText, Spanned};
 use crate::topology::model::{FormationExpectation, Topology};
@@ -57,15 +58,30 @@ pub(super) fn scenario(
         let mut probe = topology.clone();
         probe.scenario = steps.clone();
         if let Err(e) = resolve(&probe, topology.seed) {
-            let at = places.get(e.step - 1).copied().unwrap_or(file.at);
-            s.report(
-                at,
-                format!("scenario[{}]", e.step - 1),
-                format!("{} (seed {})", e.message, topology.seed),
-            );
+            let step = e.step - 1;
+            let mut at = places.get(step).copied().unwrap_or(file.at);
+            let mut path = format!("scenario[{step}]");
+            if let Some(key) = &e.key
+                && let Some(value_at) = file.value.get(step).and_then(|f| key_at(&f.value, key))
+            {
+                at = value_at;
+                path = format!("{path}.{key}");
+            }
+            s.report(at, path, format!("{} (seed {})", e.message, topology.seed));
         }
     }
     steps
+}
+
+/// Where the value of `key` (as [`resolve`] names it: `partition.sides[N]`) is written.
+fn key_at(step: &StepFile, key: &str) -> Option<Location> {
+    let index = key
+        .strip_prefix("partition.sides[")?
+        .strip_suffix(']')?
+        .parse::<usize>()
+        .ok()?;
+    let sides = step.partition.as_ref()?.value.sides.as_ref()?;
+    sides.get(index).map(|side| side.at)
 }
 
 struct StepCheck<'a, 'b> {
@@ -292,6 +308,17 @@ impl StepCheck<'_, '_> {
                     "0 messages would do nothing; expected at least 1",
                 );
                 1
+            }
+            Some(c) if c.value as usize > MAX_BROADCASTS => {
+                self.report(
+                    c.at,
+                    key,
+                    format!(
+                        "{} messages are over the limit of {MAX_BROADCASTS} per step; expected 1 to {MAX_BROADCASTS}",
+                        c.value
+                    ),
+                );
+                MAX_BROADCASTS
             }
             Some(c) => c.value as usize,
             None => 1,
