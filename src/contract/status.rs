@@ -103,6 +103,13 @@ pub struct Counters {
     /// Members this node declared dead.
     #[serde(default)]
     pub members_declared_dead: u64,
+    /// Floods from peers dropped for their size (over `--max-message-bytes`).
+    #[serde(default)]
+    pub oversize_dropped: u64,
+    /// User broadcasts from peers dropped because their link was over its rate
+    /// (`--flood-rate`, `--flood-rate-bytes`).
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 /// `POST /broadcast` body.

@@ -18,6 +18,7 @@ pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod driver;
 pub(crate) mod faults;
+pub(crate) mod logsafe;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
@@ -106,6 +107,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     cfg.incarnation = wall.as_millis() as u64;
     cfg.unix_start = wall.as_secs_f64();
     cfg.seed = seed;
+    cfg.max_message_bytes = args.max_message_bytes;
+    cfg.flood_rate_messages = args.flood_rate;
+    cfg.flood_rate_bytes = args.flood_rate_bytes;
+    cfg.delivered_max_bytes = args.messages_max_bytes;
     let machine = Machine::new(cfg, now);
     let role = if machine.is_genesis() {
         "genesis (starts the network)"
@@ -278,8 +283,10 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
         {
             return;
         }
-        if let Ok(id) = answer.await {
-            eprintln!("broadcast {}", &id[..12.min(id.len())]);
+        match answer.await {
+            Ok(Ok(id)) => eprintln!("broadcast {}", &id[..12.min(id.len())]),
+            Ok(Err(refused)) => eprintln!("not sent: {refused}"),
+            Err(_) => {}
         }
     }
     let _ = commands.send(Command::Leave).await;

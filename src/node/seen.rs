@@ -35,7 +35,6 @@ impl SeenSet {
         true
     }
 
-    #[cfg(test)]
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
     }

@@ -7,5 +7,6 @@ mod support;
 mod bad_input;
 mod faults;
 mod hold;
+mod hostile_broadcast;
 mod links;
 mod network;

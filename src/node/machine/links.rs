@@ -9,6 +9,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{ConnId, Machine, Output};
+use crate::node::logsafe::clip;
 use crate::node::wire::{Hello, Intent, Message, PROTOCOL_VERSION};
 
 /// Why we opened an outbound connection.
@@ -198,7 +199,7 @@ impl Machine {
             && let Some(peer) = c.peer.as_ref().map(|p| p.id.clone())
             && self.detector.suspects.remove(&peer).is_some()
         {
-            info!(member = %peer, "suspected neighbour spoke again; alive");
+            info!(member = %clip(&peer), "suspected neighbour spoke again; alive");
         }
         let Some(c) = self.links.conns.get(&conn) else {
             return;
@@ -218,7 +219,7 @@ impl Machine {
                     }
                 }
                 Message::Disconnect { reason, full } => {
-                    debug!(conn, reason, "refused");
+                    debug!(conn, reason = %clip(&reason), "refused");
                     if full && self.is_joining_link(conn) {
                         self.join.refused_for_room = true;
                     }
@@ -252,7 +253,7 @@ impl Machine {
                 self.close(now, conn);
             }
             Message::Disconnect { reason, .. } => {
-                debug!(conn, reason, "peer disconnects");
+                debug!(conn, reason = %clip(&reason), "peer disconnects");
                 self.close(now, conn);
             }
             Message::Ping { nonce } => self.on_ping(now, conn, nonce),
@@ -421,7 +422,7 @@ impl Machine {
         self.links.neighbours.insert(id.clone(), conn);
         self.detector.suspects.remove(&id);
         self.repair.retries.remove(&hello.addr);
-        info!(peer = %id, addr = %hello.addr, degree = self.links.neighbours.len(), "linked");
+        info!(peer = %clip(&id), addr = %clip(&hello.addr), degree = self.links.neighbours.len(), "linked");
     }
 
     pub(super) fn hello(&self, intent: Intent) -> Message {
@@ -490,7 +491,7 @@ impl Machine {
             && self.links.neighbours.get(id) == Some(&conn)
         {
             self.links.neighbours.remove(id);
-            info!(peer = %id, degree = self.links.neighbours.len(), "link lost");
+            info!(peer = %clip(&id), degree = self.links.neighbours.len(), "link lost");
             if !self.leaving {
                 self.suspect(now, id);
             }

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::links::Purpose;
 use super::{Config, ConnId, Machine};
+use crate::node::logsafe::clip;
 use crate::node::members::{Change, Evidence};
 use crate::node::wire::{Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message};
 
@@ -149,10 +150,10 @@ impl Machine {
             };
             if !self.members.is_alive(&peer) {
                 // Declared dead or gone by others, and silent here too: nothing to wait for.
-                debug!(peer = %peer, "silent link to a member no longer alive; closing it");
+                debug!(peer = %clip(&peer), "silent link to a member no longer alive; closing it");
                 self.close(now, conn);
             } else if !self.detector.suspects.contains_key(&peer) {
-                warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
+                warn!(peer = %clip(&peer), timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
                 self.suspect(now, &peer);
             }
         }
@@ -275,7 +276,7 @@ impl Machine {
             return;
         };
         if !self.detector.suspects.contains_key(id) {
-            info!(member = %id, "suspecting member");
+            info!(member = %clip(&id), "suspecting member");
             self.detector.suspects.insert(
                 id.to_string(),
                 Suspicion {
@@ -321,7 +322,7 @@ impl Machine {
             return;
         }
         rec.state = MemberState::Dead;
-        warn!(member = %id, after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
+        warn!(member = %clip(&id), after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
         self.counters.members_declared_dead += 1;
         self.members.apply(&rec, Evidence::Hearsay, now);
         if let Some(conn) = self.links.neighbours.get(id).copied() {
@@ -408,7 +409,7 @@ impl Machine {
     /// A probe's hello came back: the member is alive.
     pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
         if self.detector.suspects.remove(id).is_some() {
-            info!(member = %id, "suspect answered; alive");
+            info!(member = %clip(&id), "suspect answered; alive");
         }
         // Alive, yet our link to it says nothing: that connection is broken (a
         // half-open socket, a cut in one direction). Drop it; repair links anew.
@@ -418,7 +419,7 @@ impl Machine {
             })
         });
         if let Some(link) = broken {
-            info!(peer = %id, "link silent although its peer answers; replacing it");
+            info!(peer = %clip(&id), "link silent although its peer answers; replacing it");
             self.close(now, link);
             self.detector.suspects.remove(id);
         }
@@ -451,7 +452,7 @@ impl Machine {
         };
         let was_dead = known && !self.members.is_alive(&hello.id);
         if self.members.apply(&rec, Evidence::FirstHand, now) == Change::Added && was_dead {
-            info!(member = %hello.id, "dead member is back; telling the network");
+            info!(member = %clip(&hello.id), "dead member is back; telling the network");
             let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
             if self.flood.seen.insert(&flood.id, now) {
                 self.forward(now, &flood, None);
@@ -492,7 +493,7 @@ impl Machine {
                 continue;
             }
             if self.members.apply(&rec, Evidence::Hearsay, now) == Change::Added {
-                debug!(member = %rec.id, "learned member from a list");
+                debug!(member = %clip(&rec.id), "learned member from a list");
             }
         }
         self.member_list_received();
@@ -508,7 +509,7 @@ impl Machine {
                 // A join flood is sent by the member itself, or by a node that just heard
                 // from it: first-hand evidence.
                 if self.members.apply(&member, Evidence::FirstHand, now) == Change::Added {
-                    debug!(member = %member.id, "member joined");
+                    debug!(member = %clip(&member.id), "member joined");
                     self.detector.suspects.remove(&member.id);
                     self.repair.retries.remove(&member.addr);
                 }
@@ -529,14 +530,14 @@ impl Machine {
             }
             MemberEvent::Left { member } => {
                 if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
-                    info!(member = %member.id, "member left");
+                    info!(member = %clip(&member.id), "member left");
                 }
                 self.detector.suspects.remove(&member.id);
                 self.repair.retries.remove(&member.addr);
             }
             MemberEvent::Dead { member } => {
                 if self.members.apply(&member, Evidence::Hearsay, now) == Change::Removed {
-                    info!(member = %member.id, "member declared dead");
+                    info!(member = %clip(&member.id), "member declared dead");
                 }
                 self.detector.suspects.remove(&member.id);
             }
