@@ -47,8 +47,7 @@ fn needs_escape(c: char) -> bool {
 
 impl fmt::Display for Clipped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0;
-        for c in self.s.chars() {
+        for (shown, c) in self.s.chars().enumerate() {
             if shown == self.chars {
                 return write!(f, "…({} bytes)", self.s.len());
             }
@@ -57,7 +56,6 @@ impl fmt::Display for Clipped<'_> {
             } else {
                 write!(f, "{c}")?;
             }
-            shown += 1;
         }
         Ok(())
     }

@@ -142,6 +142,16 @@ async fn a_flood_of_large_broadcasts_is_dropped_at_the_edge_and_logs_stay_honest
     )
     .await;
     assert_eq!(counted, FLOODS as u64, "each large flood counted once");
+    let metrics = reqwest::get(format!("http://{}/metrics", target.status_addr()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(&format!("peerlab_oversize_dropped_total {FLOODS}")),
+        "{metrics}"
+    );
     poll_until(
         Duration::from_secs(15),
         "the newline flood to reach every node",

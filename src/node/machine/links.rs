@@ -491,7 +491,7 @@ impl Machine {
             && self.links.neighbours.get(id) == Some(&conn)
         {
             self.links.neighbours.remove(id);
-            info!(peer = %clip(&id), degree = self.links.neighbours.len(), "link lost");
+            info!(peer = %clip(id), degree = self.links.neighbours.len(), "link lost");
             if !self.leaving {
                 self.suspect(now, id);
             }

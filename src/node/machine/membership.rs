@@ -276,7 +276,7 @@ impl Machine {
             return;
         };
         if !self.detector.suspects.contains_key(id) {
-            info!(member = %clip(&id), "suspecting member");
+            info!(member = %clip(id), "suspecting member");
             self.detector.suspects.insert(
                 id.to_string(),
                 Suspicion {
@@ -322,7 +322,7 @@ impl Machine {
             return;
         }
         rec.state = MemberState::Dead;
-        warn!(member = %clip(&id), after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
+        warn!(member = %clip(id), after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
         self.counters.members_declared_dead += 1;
         self.members.apply(&rec, Evidence::Hearsay, now);
         if let Some(conn) = self.links.neighbours.get(id).copied() {
@@ -409,7 +409,7 @@ impl Machine {
     /// A probe's hello came back: the member is alive.
     pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
         if self.detector.suspects.remove(id).is_some() {
-            info!(member = %clip(&id), "suspect answered; alive");
+            info!(member = %clip(id), "suspect answered; alive");
         }
         // Alive, yet our link to it says nothing: that connection is broken (a
         // half-open socket, a cut in one direction). Drop it; repair links anew.
@@ -419,7 +419,7 @@ impl Machine {
             })
         });
         if let Some(link) = broken {
-            info!(peer = %clip(&id), "link silent although its peer answers; replacing it");
+            info!(peer = %clip(id), "link silent although its peer answers; replacing it");
             self.close(now, link);
             self.detector.suspects.remove(id);
         }
