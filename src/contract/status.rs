@@ -122,6 +122,13 @@ pub struct Counters {
     /// New members from peers ignored because their connection sent more than it may add.
     #[serde(default)]
     pub capped_members: u64,
+    /// Floods from peers dropped for their size (over `--max-message-bytes`).
+    #[serde(default)]
+    pub oversize_dropped: u64,
+    /// User broadcasts from peers dropped because their link was over its rate
+    /// (`--flood-rate`, `--flood-rate-bytes`).
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 /// `POST /broadcast` body.

@@ -120,4 +120,37 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     pub network_key: Option<String>,
+    /// Largest broadcast, in bytes of title and message, this node sends or relays. A
+    /// larger one from a peer is dropped and counted (`oversize_dropped`), a larger local
+    /// one refused. 64 KiB: chat-sized text with room to spare, and even escaped as JSON
+    /// at its worst (6 bytes a character) well under the 1 MiB frame cap.
+    #[arg(long, env = "PEERLAB_MAX_MESSAGE_BYTES", default_value_t = crate::node::machine::DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+    /// User broadcasts per second that one link may forward to this node, in bursts of one
+    /// second's worth; more are dropped and counted (`rate_limited`). 0: no limit.
+    #[arg(
+        long,
+        env = "PEERLAB_FLOOD_RATE",
+        default_value_t = 2_000,
+        value_name = "PER_SEC"
+    )]
+    pub flood_rate: u64,
+    /// Bytes of user broadcasts per second that one link may forward to this node, in bursts
+    /// of one second's worth; more are dropped and counted (`rate_limited`). 0: no limit.
+    #[arg(
+        long,
+        env = "PEERLAB_FLOOD_RATE_BYTES",
+        default_value_t = 16 * 1024 * 1024,
+        value_name = "BYTES_PER_SEC"
+    )]
+    pub flood_rate_bytes: u64,
+    /// Bytes that the delivered broadcasts kept for `GET /messages` may take, besides their
+    /// count (1,000); the oldest go first.
+    #[arg(
+        long,
+        env = "PEERLAB_MESSAGES_MAX_BYTES",
+        default_value_t = 8 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub messages_max_bytes: usize,
 }

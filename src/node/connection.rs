@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::codec::{CodecError, MessageCodec};
 use super::driver::Event;
 use super::faults::{DelayLine, TokenBucket};
+use super::logsafe::{ERROR_CHARS, clip_to};
 use super::machine::ConnId;
 use super::metrics::WireCounters;
 use super::wire::Message;
@@ -147,7 +148,7 @@ pub fn spawn(
                     return;
                 }
                 Some(Err(e)) => {
-                    warn!(conn, peer = %peer, error = %e, "bad frame; closing this connection");
+                    warn!(conn, peer = %peer, error = %clip_to(&e.to_string(), ERROR_CHARS), "bad frame; closing this connection");
                     let _ = events.send(Event::BadFrame { conn }).await;
                     return;
                 }

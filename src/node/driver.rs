@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{self, ConnectionHandle, Outgoing};
 use super::faults::{Faults, PeerIdentity, SendPlan};
+use super::logsafe::clip;
 use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
 use super::resolver::Resolver;
@@ -179,8 +180,11 @@ pub async fn drive(
                     let _ = reply.send(machine.delivered().cloned().collect());
                 }
                 Command::Broadcast { request, reply } => {
-                    let id = machine.broadcast(Instant::now(), &request.title, &request.message);
-                    let _ = reply.send(id);
+                    let sent = machine.broadcast(Instant::now(), &request.title, &request.message);
+                    if let Err(refused) = &sent {
+                        info!(%refused, "local broadcast refused");
+                    }
+                    let _ = reply.send(sent);
                 }
                 Command::Leave => machine.leave(Instant::now()),
                 Command::Faults { change, reply } => {
@@ -379,7 +383,7 @@ fn report_deliveries(machine: &Machine, printed: u64, echo: bool) -> u64 {
     let new = (total - printed) as usize;
     let list: Vec<_> = machine.delivered().collect();
     for msg in list.iter().skip(list.len().saturating_sub(new)) {
-        info!(id = %msg.id, origin = %msg.origin, hops = msg.hops, title = %msg.title, message = %msg.message, "broadcast delivered");
+        info!(id = %clip(&msg.id), origin = %clip(&msg.origin), hops = msg.hops, title = %clip(&msg.title), message = %clip(&msg.message), "broadcast delivered");
         if echo && msg.origin != machine.id() {
             println!("[{} via {} hops] {}", msg.origin, msg.hops, msg.message);
         }
@@ -420,6 +424,8 @@ fn snapshot(
             frames_out: WireCounters::get(&wire.frames_out),
             bytes_in: WireCounters::get(&wire.bytes_in),
             bytes_out: WireCounters::get(&wire.bytes_out),
+            oversize_dropped: c.oversize_dropped,
+            rate_limited: c.rate_limited,
             bad_frames: c.bad_frames,
             connections_refused: WireCounters::get(&wire.connections_refused),
             members_declared_dead: c.members_declared_dead,

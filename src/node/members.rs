@@ -649,8 +649,8 @@ mod tests {
         assert_eq!(m.unverified().count(), 1, "not at the address we list");
         m.mark_direct("a", "a:7070");
         assert_eq!(m.unverified().count(), 0);
-        let moved = MemberRecord::unsigned("a", "moved:1", 2, MemberState::Alive)
-            .signed(&key_of("a", 0));
+        let moved =
+            MemberRecord::unsigned("a", "moved:1", 2, MemberState::Alive).signed(&key_of("a", 0));
         assert_eq!(m.apply(&moved, Evidence::Hearsay, now), Change::Updated);
         assert_eq!(m.unverified().count(), 1);
     }

@@ -62,6 +62,16 @@ pub fn render(status: &NodeStatus) -> String {
             status.counters.connections_refused,
         ),
         (
+            "oversize_dropped",
+            "Floods from peers dropped for their size",
+            status.counters.oversize_dropped,
+        ),
+        (
+            "rate_limited",
+            "Broadcasts from peers dropped over their link's rate",
+            status.counters.rate_limited,
+        ),
+        (
             "members_declared_dead",
             "Members this node declared dead",
             status.counters.members_declared_dead,

@@ -22,6 +22,7 @@ pub(crate) mod driver;
 pub(crate) mod faults;
 pub mod identity;
 pub(crate) mod limits;
+pub(crate) mod logsafe;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
@@ -122,6 +123,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         cfg.network_key = Some(identity::NetworkKey::parse(secret).context("--network-key")?);
     }
     let public_key = cfg.identity.public_hex().to_string();
+    cfg.max_message_bytes = args.max_message_bytes;
+    cfg.flood_rate_messages = args.flood_rate;
+    cfg.flood_rate_bytes = args.flood_rate_bytes;
+    cfg.delivered_max_bytes = args.messages_max_bytes;
     let machine = Machine::new(cfg, now);
     let role = if machine.is_genesis() {
         "genesis (starts the network)"
@@ -308,8 +313,10 @@ async fn read_stdin(commands: mpsc::Sender<Command>) {
         {
             return;
         }
-        if let Ok(id) = answer.await {
-            eprintln!("broadcast {}", &id[..12.min(id.len())]);
+        match answer.await {
+            Ok(Ok(id)) => eprintln!("broadcast {}", &id[..12.min(id.len())]),
+            Ok(Err(refused)) => eprintln!("not sent: {refused}"),
+            Err(_) => {}
         }
     }
     let _ = commands.send(Command::Leave).await;

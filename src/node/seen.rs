@@ -41,7 +41,6 @@ impl SeenSet {
         self.ids.remove(id);
     }
 
-    #[cfg(test)]
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
     }

@@ -33,6 +33,8 @@ mod fixtures;
 #[cfg(test)]
 mod tests_broadcast;
 #[cfg(test)]
+mod tests_broadcast_bounds;
+#[cfg(test)]
 mod tests_failure;
 #[cfg(test)]
 mod tests_hostile;
@@ -448,11 +450,22 @@ impl Sim {
         true
     }
 
-    /// Asks a node to flood a user broadcast; returns its id.
+    /// Asks a node to flood a user broadcast; returns its id. Panics if the node refuses
+    /// it (see [`Sim::try_broadcast`]).
     pub fn broadcast(&mut self, name: &str, message: &str) -> String {
+        self.try_broadcast(name, message)
+            .unwrap_or_else(|e| panic!("{name} refused the broadcast: {e}"))
+    }
+
+    /// Asks a node to flood a user broadcast; its id, or why the node refused it.
+    pub fn try_broadcast(
+        &mut self,
+        name: &str,
+        message: &str,
+    ) -> Result<String, super::machine::BroadcastError> {
         let addr = self.addr(name);
         let now = self.now();
-        let id = match self.nodes.get_mut(&addr) {
+        let sent = match self.nodes.get_mut(&addr) {
             Some(node) => node
                 .machine
                 .broadcast(now, super::wire::TITLE_BROADCAST, message),
@@ -460,7 +473,7 @@ impl Sim {
         };
         self.pump(&addr);
         self.deliver_due();
-        id
+        sent
     }
 
     // ----- raw clients -------------------------------------------------------------------

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::machine::BroadcastError;
 use super::metrics;
 use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
 use crate::contract::{
@@ -28,9 +29,10 @@ pub enum Command {
         reply: oneshot::Sender<NodeStatus>,
     },
     Messages(oneshot::Sender<Vec<DeliveredMessage>>),
+    /// A local broadcast; refused (with the reason) when over `--max-message-bytes`.
     Broadcast {
         request: BroadcastRequest,
-        reply: oneshot::Sender<String>,
+        reply: oneshot::Sender<Result<String, BroadcastError>>,
     },
     Leave,
     /// Link faults (`/admin/*`): applied by the driver, answered with what is in force.
@@ -193,7 +195,8 @@ async fn broadcast(
         }
     };
     match ask(&commands, |reply| Command::Broadcast { request, reply }).await {
-        Some(id) => Json(BroadcastAccepted { id }).into_response(),
+        Some(Ok(id)) => Json(BroadcastAccepted { id }).into_response(),
+        Some(Err(refused)) => error(StatusCode::PAYLOAD_TOO_LARGE, &refused.to_string()),
         None => unavailable(),
     }
 }

@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod faults;
 mod hold;
+mod hostile_broadcast;
 mod hostile_identity;
 mod hostile_membership;
 mod links;

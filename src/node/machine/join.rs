@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::links::Purpose;
 use super::{Config, ConnId, Machine};
+use crate::node::logsafe::clip;
 use crate::node::members::Evidence;
 use crate::node::wire::{MemberEvent, MemberRecord, Message};
 
@@ -177,7 +178,7 @@ impl Machine {
         self.close_quietly(conn);
         match (node, genesis) {
             (Some(node), _) if node.id != self.cfg.id => {
-                debug!(peer = %node.id, "genesis suggested a peer");
+                debug!(peer = %clip(&node.id), "genesis suggested a peer");
                 self.dial(now, node.addr, Purpose::AskNodes);
                 self.join.state = Join::AskingNodes;
             }
@@ -244,7 +245,7 @@ impl Machine {
             .collect();
         self.join.redirects_left -= fresh.len();
         for node in fresh {
-            debug!(peer = %node.id, "redirected; linking");
+            debug!(peer = %clip(&node.id), "redirected; linking");
             let link = self.dial(now, node.addr, Purpose::Link);
             if let Join::Linking { pending, .. } = &mut self.join.state {
                 pending.insert(link);

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::{ConnId, Machine, Output};
 use crate::node::identity::{self, verify_hello_proof};
+use crate::node::logsafe::clip;
 use crate::node::members::Change;
 use crate::node::wire::{Hello, Intent, Message, PROTOCOL_VERSION};
 
@@ -226,7 +227,7 @@ impl Machine {
             && let Some(peer) = c.peer.as_ref().map(|p| p.id.clone())
             && self.detector.suspects.remove(&peer).is_some()
         {
-            info!(member = %peer, "suspected neighbour spoke again; alive");
+            info!(member = %clip(&peer), "suspected neighbour spoke again; alive");
         }
         let Some(c) = self.links.conns.get(&conn) else {
             return;
@@ -255,7 +256,7 @@ impl Machine {
                     self.on_hello_proof(now, conn, &sig, mac.as_deref());
                 }
                 Message::Disconnect { reason, full } => {
-                    debug!(conn, reason, "refused");
+                    debug!(conn, reason = %clip(&reason), "refused");
                     if full && self.is_joining_link(conn) {
                         self.join.refused_for_room = true;
                     }
@@ -293,7 +294,7 @@ impl Machine {
                 self.close(now, conn);
             }
             Message::Disconnect { reason, .. } => {
-                debug!(conn, reason, "peer disconnects");
+                debug!(conn, reason = %clip(&reason), "peer disconnects");
                 self.close(now, conn);
             }
             Message::Ping { nonce } => self.on_ping(now, conn, nonce),
@@ -594,7 +595,7 @@ impl Machine {
         self.links.neighbours.insert(id.clone(), conn);
         self.detector.suspects.remove(&id);
         self.repair.retries.remove(&hello.addr);
-        info!(peer = %id, addr = %hello.addr, degree = self.links.neighbours.len(), "linked");
+        info!(peer = %clip(&id), addr = %clip(&hello.addr), degree = self.links.neighbours.len(), "linked");
     }
 
     pub(super) fn hello(&self, intent: Intent, nonce: String) -> Message {
@@ -669,7 +670,7 @@ impl Machine {
             && self.links.neighbours.get(id) == Some(&conn)
         {
             self.links.neighbours.remove(id);
-            info!(peer = %id, degree = self.links.neighbours.len(), "link lost");
+            info!(peer = %clip(id), degree = self.links.neighbours.len(), "link lost");
             if !self.leaving {
                 self.suspect(now, id);
             }

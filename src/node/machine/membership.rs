@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::links::Purpose;
 use super::{Config, ConnId, Machine};
+use crate::node::logsafe::clip;
 use crate::node::members::{Change, Evidence};
 use crate::node::wire::{Flood, Hello, Intent, MemberEvent, MemberRecord, MemberState, Message};
 
@@ -167,10 +168,10 @@ impl Machine {
             };
             if !self.members.is_alive(&peer) {
                 // Declared dead or gone by others, and silent here too: nothing to wait for.
-                debug!(peer = %peer, "silent link to a member no longer alive; closing it");
+                debug!(peer = %clip(&peer), "silent link to a member no longer alive; closing it");
                 self.close(now, conn);
             } else if !self.detector.suspects.contains_key(&peer) {
-                warn!(peer = %peer, timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
+                warn!(peer = %clip(&peer), timeout = ?self.cfg.heartbeat_timeout, "neighbour stopped answering heartbeats");
                 self.suspect(now, &peer);
             }
         }
@@ -293,7 +294,7 @@ impl Machine {
             return;
         };
         if !self.detector.suspects.contains_key(id) {
-            info!(member = %id, "suspecting member");
+            info!(member = %clip(id), "suspecting member");
             self.detector.suspects.insert(
                 id.to_string(),
                 Suspicion {
@@ -370,7 +371,7 @@ impl Machine {
             return;
         }
         rec.state = MemberState::Dead;
-        warn!(member = %id, after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
+        warn!(member = %clip(id), after = ?self.suspect_timeout(), "member unreachable; declaring it dead");
         self.counters.members_declared_dead += 1;
         self.members.apply(&rec, Evidence::Hearsay, now);
         if let Some(conn) = self.links.neighbours.get(id).copied() {
@@ -471,7 +472,7 @@ impl Machine {
     pub(super) fn on_probe_answered(&mut self, now: Instant, conn: ConnId, id: &str) {
         self.doubt_cleared(id);
         if self.detector.suspects.remove(id).is_some() {
-            info!(member = %id, "suspect answered; alive");
+            info!(member = %clip(id), "suspect answered; alive");
         }
         // Alive, yet our link to it says nothing: that connection is broken (a
         // half-open socket, a cut in one direction). Drop it; repair links anew.
@@ -481,7 +482,7 @@ impl Machine {
             })
         });
         if let Some(link) = broken {
-            info!(peer = %id, "link silent although its peer answers; replacing it");
+            info!(peer = %clip(id), "link silent although its peer answers; replacing it");
             self.close(now, link);
             self.detector.suspects.remove(id);
         }
@@ -520,7 +521,7 @@ impl Machine {
         self.note_refusal(&rec.id, change);
         self.members.mark_direct(&hello.id, &hello.addr);
         if change == Change::Added && was_dead {
-            info!(member = %hello.id, "dead member is back; telling the network");
+            info!(member = %clip(&hello.id), "dead member is back; telling the network");
             let flood = Flood::revival(rec, &self.cfg.id, self.unix(now));
             if self.flood.seen.insert(&flood.id, now) {
                 self.forward(now, &flood, None);
@@ -564,7 +565,7 @@ impl Machine {
             let change = self.members.apply(&rec, Evidence::Hearsay, now);
             self.note_refusal(&rec.id, change);
             if change == Change::Added {
-                debug!(member = %rec.id, "learned member from a list");
+                debug!(member = %clip(&rec.id), "learned member from a list");
             }
         }
         if !more {
@@ -619,7 +620,7 @@ impl Machine {
                 let change = self.members.apply(&member, Evidence::FirstHand, now);
                 self.note_refusal(&member.id, change);
                 if change == Change::Added {
-                    debug!(member = %member.id, "member joined");
+                    debug!(member = %clip(&member.id), "member joined");
                     self.detector.suspects.remove(&member.id);
                     self.repair.retries.remove(&member.addr);
                 }
@@ -650,7 +651,7 @@ impl Machine {
                     return EventFate::Refused;
                 }
                 if change == Change::Removed {
-                    info!(member = %member.id, "member left");
+                    info!(member = %clip(&member.id), "member left");
                 }
                 self.detector.suspects.remove(&member.id);
                 self.repair.retries.remove(&member.addr);
@@ -672,7 +673,7 @@ impl Machine {
                         .get(&member.id)
                         .is_some_and(|m| member.incarnation >= m.incarnation);
                     if current {
-                        info!(member = %member.id, "death reported by another node; checking it");
+                        info!(member = %clip(&member.id), "death reported by another node; checking it");
                         self.suspect_on_report(now, &member.id);
                     }
                     // Relayed once (and if) our own probe confirms it.

@@ -42,6 +42,7 @@
 
 mod bounds;
 mod broadcast;
+mod flood_guard;
 mod join;
 mod links;
 mod membership;
@@ -55,11 +56,14 @@ use rand::rngs::StdRng;
 use tracing::debug;
 
 use super::identity::{Identity, NetworkKey};
+use super::logsafe::clip;
 use super::members::Members;
 use super::wire::{MemberRecord, MemberState, Message};
 use crate::contract::{DeliveredMessage, PeerRef};
 use bounds::Bounds;
+pub use broadcast::BroadcastError;
 use broadcast::Flooding;
+pub use flood_guard::{DEFAULT_MAX_MESSAGE_BYTES, LinkDrops};
 use join::Joining;
 use links::Links;
 use membership::Detector;
@@ -112,6 +116,18 @@ pub struct Config {
     pub seen_max_age: Duration,
     /// Delivered broadcasts kept for `GET /messages`.
     pub delivered_capacity: usize,
+    /// Bytes the delivered broadcasts kept for `GET /messages` may take (their strings and
+    /// bookkeeping); the oldest go first. The newest is always kept.
+    pub delivered_max_bytes: usize,
+    /// Largest broadcast (title and message, in bytes) this node sends or carries; larger
+    /// floods from peers are dropped and counted, larger local broadcasts refused.
+    pub max_message_bytes: usize,
+    /// User broadcasts per second one link may forward to us (bursts of one second's
+    /// worth); more are dropped and counted. 0: no limit.
+    pub flood_rate_messages: u64,
+    /// Bytes of user broadcasts per second one link may forward to us (bursts of one
+    /// second's worth); more are dropped and counted. 0: no limit.
+    pub flood_rate_bytes: u64,
     /// Members (tombstones included) kept at most.
     pub max_members: usize,
     /// How long a dead or left member's tombstone blocks stale revivals.
@@ -175,6 +191,10 @@ impl Config {
             seen_capacity: 50_000,
             seen_max_age: Duration::from_secs(600),
             delivered_capacity: 1000,
+            delivered_max_bytes: 8 * 1024 * 1024,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            flood_rate_messages: 2_000,
+            flood_rate_bytes: 16 * 1024 * 1024,
             max_members: 10_000,
             tombstone_ttl: Duration::from_secs(60),
             max_probes: 8,
@@ -240,6 +260,10 @@ pub struct MachineCounters {
     pub delivered: u64,
     /// Flood copies dropped as already seen.
     pub duplicates_dropped: u64,
+    /// Floods from peers dropped for their size (`Config::max_message_bytes`).
+    pub oversize_dropped: u64,
+    /// User broadcasts from peers dropped over their link's rate.
+    pub rate_limited: u64,
     /// Frames that broke the protocol (the connection was closed).
     pub bad_frames: u64,
     /// Members this node declared dead.
@@ -450,6 +474,23 @@ impl Machine {
         self.flood.delivered.iter()
     }
 
+    /// Bytes the delivered ring takes, as its `Config::delivered_max_bytes` counts them.
+    pub fn delivered_bytes(&self) -> usize {
+        self.flood.delivered_bytes
+    }
+
+    /// What each open link's floods lost to the size and rate bounds, by peer id.
+    pub fn link_drops(&self) -> Vec<(String, LinkDrops)> {
+        let mut list: Vec<(String, LinkDrops)> = self
+            .flood
+            .guards
+            .iter()
+            .filter_map(|(conn, g)| Some((self.links.peer_id(*conn)?, g.drops)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
     /// Each neighbour with the connection of its link, so that tests can check that both
     /// ends of a link are one connection.
     #[cfg(any(test, feature = "sim"))]
@@ -492,8 +533,8 @@ impl Machine {
         if let Some(c) = self.links.conns.get(&conn) {
             debug!(
                 conn,
-                addr = c.dialed.as_deref().unwrap_or(""),
-                error,
+                addr = %clip(c.dialed.as_deref().unwrap_or("")),
+                error = %clip(error),
                 "dial failed"
             );
         }

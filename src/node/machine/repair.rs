@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::links::Purpose;
 use super::{Config, Machine};
+use crate::node::logsafe::clip;
 
 #[derive(Debug)]
 pub(super) struct Retry {
@@ -125,7 +126,7 @@ impl Machine {
         candidates.sort();
         candidates.shuffle(&mut self.rng);
         for (id, addr) in candidates.into_iter().take(target - have) {
-            debug!(peer = %id, "under target degree; linking");
+            debug!(peer = %clip(&id), "under target degree; linking");
             self.repair
                 .link_cooldown
                 .insert(id, now + self.cfg.hello_timeout * 2);
@@ -186,7 +187,7 @@ impl Machine {
                 r.next = now + r.backoff;
                 r.backoff = (r.backoff * 2).min(self.cfg.retry_backoff_max);
             }
-            debug!(addr = %addr, "retrying a dead member or genesis address");
+            debug!(addr = %clip(&addr), "retrying a dead member or genesis address");
             self.dial(now, addr, Purpose::Retry);
         }
         // Full: look again at the next grid instant, as the fixed tick did.
