@@ -7,5 +7,6 @@ mod support;
 mod bad_input;
 mod faults;
 mod hold;
+mod hostile_sockets;
 mod links;
 mod network;
