@@ -190,7 +190,7 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
                 hostname: node.name.clone(),
                 command: node_command(plan, node, |n| n.name.clone()),
                 environment: Ordered(vec![(
-                    crate::node::admin::ADMIN_TOKEN_ENV.to_string(),
+                    crate::contract::ADMIN_TOKEN_ENV.to_string(),
                     super::ADMIN_TOKEN_INTERPOLATION.to_string(),
                 )]),
                 labels: labels(Some(&node.name)),
@@ -331,7 +331,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

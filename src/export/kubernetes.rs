@@ -85,7 +85,7 @@ mod tests {
             nodes: vec![node("genesis-0", "genesis"), node("peers-0", "peers")],
             hosts: vec![],
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

@@ -52,7 +52,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose::{ExportOptions, Ordered, check, unsupported};
-use crate::node::admin::ADMIN_TOKEN_ENV;
+use crate::contract::ADMIN_TOKEN_ENV;
 use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
@@ -555,7 +555,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

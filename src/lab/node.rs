@@ -1,9 +1,9 @@
 //! A handle on one node of a lab: what its status socket says, and a way to broadcast.
 
 use crate::client::StatusClient;
+use crate::contract::AdminToken;
 use crate::contract::admin::FaultsReport;
 use crate::contract::{DeliveredMessage, NodeStatus};
-use crate::node::admin::AdminToken;
 use crate::runtime::NodeEndpoint;
 
 use super::LabError;

@@ -10,8 +10,8 @@ use std::path::Path;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
+use crate::contract::AdminToken;
 use crate::contract::LinkShape;
-use crate::node::admin::AdminToken;
 use crate::runtime::{HostSpec, NetworkSpec, NodeResources, NodeSpec, RunPlan};
 use crate::topology::{GENESIS, Topology, node_name};
 

@@ -125,7 +125,7 @@ mod tests {
             nodes,
             hosts,
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

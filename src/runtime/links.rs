@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{NodeEndpoint, RuntimeError};
+use crate::contract::AdminToken;
 use crate::contract::LinkShape;
 use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
-use crate::node::admin::AdminToken;
 
 /// How long one admin call may take (a paused node never answers).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -21,7 +21,7 @@
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.
 
-use crate::node::admin::AdminToken;
+use crate::contract::AdminToken;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -447,7 +447,7 @@ impl Runtime for DockerRuntime {
             // The run's admin token, in the environment rather than the command line.
             env: Some(vec![format!(
                 "{}={}",
-                crate::node::admin::ADMIN_TOKEN_ENV,
+                crate::contract::ADMIN_TOKEN_ENV,
                 plan.admin_token.expose()
             )]),
             labels: Some(HashMap::from([

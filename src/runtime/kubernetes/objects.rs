@@ -450,7 +450,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// in the pod template: whoever may read the StatefulSet need not read the token.
 fn admin_token_env() -> EnvVar {
     EnvVar {
-        name: crate::node::admin::ADMIN_TOKEN_ENV.into(),
+        name: crate::contract::ADMIN_TOKEN_ENV.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: ADMIN_SECRET.into(),
@@ -469,7 +469,7 @@ pub const ADMIN_SECRET: &str = "peerlab-admin";
 pub const ADMIN_SECRET_KEY: &str = "token";
 
 /// The Secret holding a run's admin token, created by the runtime in the run's namespace.
-pub fn admin_secret(namespace: &str, token: &crate::node::admin::AdminToken) -> Secret {
+pub fn admin_secret(namespace: &str, token: &crate::contract::AdminToken) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(ADMIN_SECRET.into()),
@@ -685,7 +685,7 @@ mod tests {
             nodes,
             hosts: vec![],
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

@@ -25,8 +25,8 @@ use super::{
     Capabilities, NodeAction, NodeEndpoint, NodeSpec, RunListing, RunPlan, Runtime, RuntimeError,
     TeardownReport,
 };
+use crate::contract::ADMIN_TOKEN_ENV;
 use crate::contract::LinkShape;
-use crate::node::admin::ADMIN_TOKEN_ENV;
 
 mod processes;
 
@@ -598,7 +598,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         };
         let runtime = LocalRuntime::new().expect("local runtime");
         let free = plan(vec![node("genesis-0", None), node("peers-0", None)]);

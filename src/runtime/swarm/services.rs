@@ -111,7 +111,7 @@ pub fn node_service(plan: &RunPlan, node: &NodeSpec, host: Option<&HostMatch>) -
     // The run's admin token: in the task's environment, never in its command line.
     env.push(format!(
         "{}={}",
-        crate::node::admin::ADMIN_TOKEN_ENV,
+        crate::contract::ADMIN_TOKEN_ENV,
         plan.admin_token.expose()
     ));
     let mut labels = run_labels(plan, ROLE_NODE);
@@ -297,7 +297,7 @@ mod tests {
                 },
             ],
             detach: false,
-            admin_token: crate::node::admin::AdminToken::generate(),
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 
