@@ -63,6 +63,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(name) = held(&args) {
         return hold(name).await;
     }
+    let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
+    if let Some(token) = &admin_token {
+        token.check().map_err(|reason| {
+            anyhow::anyhow!(
+                "the admin token ({}) is not usable: {reason}",
+                admin::ADMIN_TOKEN_ENV
+            )
+        })?;
+    }
     let caps = Caps::within_descriptors(&args);
     let listener = TcpListener::bind(&args.listen).await.with_context(|| {
         format!(
@@ -136,7 +145,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.stdin {
         tokio::spawn(read_stdin(commands_tx.clone()));
     }
-    let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
     if admin_token.is_none() {
         info!(
             "admin API off: /admin/* answers 404 (set {} to turn it on)",

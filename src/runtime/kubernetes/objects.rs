@@ -463,7 +463,8 @@ fn admin_token_env() -> EnvVar {
     }
 }
 
-/// The Secret of a run's namespace that holds the nodes' admin token (see [`admin_token_env`]).
+/// The Secret of a run's namespace that holds the nodes' admin token; pods read it as
+/// `PEERLAB_ADMIN_TOKEN`, optionally (without it, `/admin/*` is off).
 pub const ADMIN_SECRET: &str = "peerlab-admin";
 /// The key of the token in [`ADMIN_SECRET`].
 pub const ADMIN_SECRET_KEY: &str = "token";
