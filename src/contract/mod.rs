@@ -9,10 +9,12 @@
 //! - [`status`]: `GET /status`, `GET /messages`, `POST /broadcast`.
 //! - [`admin`]: `/admin/*` (blocks, shaping, the faults report) and [`LinkShape`].
 //! - [`digest`]: the length-prefixed SHA-256 digests (message ids, member sets).
+//! - [`token`]: the admin token that unlocks `/admin/*` ([`AdminToken`]).
 
 pub mod admin;
 pub mod digest;
 pub mod status;
+pub mod token;
 
 pub use admin::{
     ALL_LINKS, BlockRequest, Direction, FaultsReport, LinkShape, ShapeRequest, UnblockRequest,
@@ -22,3 +24,4 @@ pub use status::{
     ApiError, BroadcastAccepted, BroadcastRequest, Counters, DeliveredMessage, NodeStatus, PeerRef,
     default_title,
 };
+pub use token::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, AdminToken};

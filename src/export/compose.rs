@@ -57,8 +57,12 @@ pub fn export_with(plan: &RunPlan, options: ExportOptions) -> Result<String, Run
         "# Compose file for topology `{}` (run {}), written by `peerlab compose`.\n\
          # Start: docker-compose up -d   (or: docker compose up -d)\n\
          # Needs the image {}: `peerlab image build --tag {}` builds it without a registry.\n\
-         {dropped}{yaml}",
-        plan.topology_name, plan.run_id, plan.image, plan.image
+         {}{dropped}{yaml}",
+        plan.topology_name,
+        plan.run_id,
+        plan.image,
+        plan.image,
+        super::ADMIN_TOKEN_HEADER,
     ))
 }
 
@@ -185,6 +189,10 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
                 image: plan.image.clone(),
                 hostname: node.name.clone(),
                 command: node_command(plan, node, |n| n.name.clone()),
+                environment: Ordered(vec![(
+                    crate::contract::ADMIN_TOKEN_ENV.to_string(),
+                    super::ADMIN_TOKEN_INTERPOLATION.to_string(),
+                )]),
                 labels: labels(Some(&node.name)),
                 networks,
                 ports: vec![format!("127.0.0.1::{STATUS_PORT}")],
@@ -226,6 +234,8 @@ struct Service {
     image: String,
     hostname: String,
     command: Vec<String>,
+    /// `PEERLAB_ADMIN_TOKEN` from the shell ([`super::ADMIN_TOKEN_INTERPOLATION`]).
+    environment: Ordered<String>,
     labels: Ordered<String>,
     networks: Vec<String>,
     /// The status socket on an ephemeral loopback port (`docker-compose port SERVICE 7071`),
@@ -321,6 +331,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

@@ -43,11 +43,17 @@ pub fn export(plan: &RunPlan, options: &ObjectOptions) -> Result<String, Runtime
          # Watch:  kubectl -n {ns} get pods -w       (Ready = joined the network)\n\
          # Check:  kubectl get --raw /api/v1/namespaces/{ns}/pods/{first}:7071/proxy/status\n\
          # Remove: kubectl delete namespace {ns}\n\
+         # Link faults (/admin/*) are off unless the pods find the Secret {secret}, read at start\n\
+         # as PEERLAB_ADMIN_TOKEN (no token is written here). To turn them on, before applying:\n\
+         #   kubectl create namespace {ns}\n\
+         #   kubectl -n {ns} create secret generic {secret} --from-literal={key}=\"$(openssl rand -hex 32)\"\n\
          {notes}{yaml}",
         topology = plan.topology_name,
         run = plan.run_id,
         image = options.image,
         pull = options.pull_policy,
+        secret = objects::ADMIN_SECRET,
+        key = objects::ADMIN_SECRET_KEY,
     ))
 }
 
@@ -79,6 +85,7 @@ mod tests {
             nodes: vec![node("genesis-0", "genesis"), node("peers-0", "peers")],
             hosts: vec![],
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose::{ExportOptions, Ordered, check, unsupported};
+use crate::contract::ADMIN_TOKEN_ENV;
 use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
@@ -165,7 +166,8 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
          #     --no-resolve-image --no-healthcheck --entrypoint /peerlab {image} \\\n\
          #     check --dns {dns} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
          #   docker service logs {stack}-check\n\
-         {links}{dropped}{yaml}",
+         {admin}{links}{dropped}{yaml}",
+        admin = super::ADMIN_TOKEN_HEADER,
         topology = plan.topology_name,
         run = plan.run_id,
         image = plan.image,
@@ -291,8 +293,14 @@ fn peer_groups(plan: &RunPlan) -> Result<Vec<(&str, Vec<&NodeSpec>)>, RuntimeErr
 }
 
 /// `PEERLAB_*` variables that make a task a node (shared with the swarm runtime).
+/// The admin token comes from the deploying shell ([`super::ADMIN_TOKEN_INTERPOLATION`]).
 fn identity(name: &str, host: &str, genesis: &[&str], seed: String) -> Ordered<String> {
-    Ordered(identity_env(name, host, genesis, seed))
+    let mut env = identity_env(name, host, genesis, seed);
+    env.push((
+        ADMIN_TOKEN_ENV.to_string(),
+        super::ADMIN_TOKEN_INTERPOLATION.to_string(),
+    ));
+    Ordered(env)
 }
 
 fn service(
@@ -547,6 +555,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

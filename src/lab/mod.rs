@@ -437,6 +437,9 @@ impl Lab {
             )));
         }
         self.session.prepare().await?;
+        if self.session.plan().detach {
+            self.keep_admin_token()?;
+        }
         if self.play_scenario && !self.timeline.is_empty() {
             scenario::check_support(self.session.runtime(), &self.timeline).await?;
         }
@@ -450,6 +453,31 @@ impl Lab {
         Ok(())
     }
 
+    /// Nodes that outlive this process (`peerlab up`, `run --keep`) keep their admin API:
+    /// the run's token is written to `<run dir>/admin-token`, readable by this user only
+    /// (mode 0600), for `curl -H "Authorization: Bearer $(cat .../admin-token)"`.
+    fn keep_admin_token(&self) -> Result<(), LabError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.run_dir();
+        let path = dir.join("admin-token");
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            writeln!(file, "{}", self.session.plan().admin_token.expose())
+        });
+        written.map_err(|e| {
+            LabError::State(format!(
+                "cannot write the run's admin token to {}: {e}",
+                path.display()
+            ))
+        })
+    }
+
     /// A handle on a started node.
     pub fn node(&self, name: &str) -> Result<NodeHandle, LabError> {
         self.known(name)?;
@@ -461,15 +489,17 @@ impl Lab {
         Ok(NodeHandle::new(
             endpoint,
             self.session.observer().http().clone(),
+            Some(self.session.plan().admin_token.clone()),
         ))
     }
 
     /// Handles on every started node, in the order they started.
     pub fn nodes(&self) -> Vec<NodeHandle> {
         let http = self.session.observer().http().clone();
+        let token = &self.session.plan().admin_token;
         self.endpoints()
             .into_iter()
-            .map(|ep| NodeHandle::new(ep, http.clone()))
+            .map(|ep| NodeHandle::new(ep, http.clone(), Some(token.clone())))
             .collect()
     }
 
@@ -601,6 +631,7 @@ impl Lab {
         Ok(NodeHandle::new(
             endpoint,
             self.session.observer().http().clone(),
+            Some(self.session.plan().admin_token.clone()),
         ))
     }
 

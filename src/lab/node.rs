@@ -1,6 +1,7 @@
 //! A handle on one node of a lab: what its status socket says, and a way to broadcast.
 
 use crate::client::StatusClient;
+use crate::contract::AdminToken;
 use crate::contract::admin::FaultsReport;
 use crate::contract::{DeliveredMessage, NodeStatus};
 use crate::runtime::NodeEndpoint;
@@ -16,14 +17,21 @@ pub struct NodeHandle {
     endpoint: NodeEndpoint,
     client: StatusClient,
     http: reqwest::Client,
+    /// The run's admin token, for [`NodeHandle::faults`].
+    admin_token: Option<AdminToken>,
 }
 
 impl NodeHandle {
-    pub(crate) fn new(endpoint: NodeEndpoint, http: reqwest::Client) -> Self {
+    pub(crate) fn new(
+        endpoint: NodeEndpoint,
+        http: reqwest::Client,
+        admin_token: Option<AdminToken>,
+    ) -> Self {
         NodeHandle {
             client: StatusClient::with_http(&endpoint.status_url, http.clone()),
             endpoint,
             http,
+            admin_token,
         }
     }
 
@@ -82,12 +90,11 @@ impl NodeHandle {
     /// and their counters.
     pub async fn faults(&self) -> Result<FaultsReport, LabError> {
         let url = format!("{}/admin/faults", self.client.base());
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.error(e.into()))?;
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.admin_token {
+            request = request.header(reqwest::header::AUTHORIZATION, token.bearer());
+        }
+        let resp = request.send().await.map_err(|e| self.error(e.into()))?;
         if !resp.status().is_success() {
             return Err(self.error(anyhow::anyhow!("{url} answered {}", resp.status())));
         }

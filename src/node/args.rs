@@ -153,4 +153,33 @@ pub struct NodeArgs {
         value_name = "BYTES"
     )]
     pub messages_max_bytes: usize,
+    /// Most connections the status socket serves at once; more are closed as they arrive.
+    #[arg(long, env = "PEERLAB_STATUS_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub status_max_connections: u32,
+    /// Most status-socket connections from one IP address, so one client cannot take every slot.
+    #[arg(long, env = "PEERLAB_STATUS_MAX_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub status_max_per_ip: u32,
+    /// A status-socket connection that has not sent a whole request head this long after it
+    /// opened, or after its previous answer (keep-alive idle), is closed.
+    #[arg(long, env = "PEERLAB_STATUS_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub status_header_timeout: Duration,
+    /// Longest a status-socket request may take in all (body and answer); then 408.
+    #[arg(long, env = "PEERLAB_STATUS_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub status_request_timeout: Duration,
+    /// Most peer-port connections from one IP address that have not completed their hello.
+    /// Default: three quarters of --max-connections, so one client re-opening idle
+    /// connections leaves the rest for joiners, while the nodes of a local network (all on
+    /// 127.0.0.1) can still join a genesis in a crowd.
+    #[arg(long, env = "PEERLAB_MAX_PENDING_PER_IP", value_name = "N")]
+    pub max_pending_per_ip: Option<usize>,
+    /// Turns on `/admin/*` (link faults) and is the credential it requires
+    /// (`Authorization: Bearer <token>`, at least 16 characters). Without it `/admin/*`
+    /// answers 404. Prefer the environment variable: a flag is visible to every user in `ps`.
+    #[arg(
+        long,
+        env = "PEERLAB_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<super::admin::AdminToken>,
 }

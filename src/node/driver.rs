@@ -27,6 +27,7 @@ use super::faults::{Faults, PeerIdentity, SendPlan};
 use super::logsafe::clip;
 use super::machine::{ConnId, Machine, Output};
 use super::metrics::WireCounters;
+use super::pending::Pending;
 use super::resolver::Resolver;
 use super::status::{Command, FaultChange};
 use super::timer::DeadlineTimer;
@@ -54,6 +55,8 @@ pub enum Event {
 pub struct DriverOptions {
     pub name: Option<String>,
     pub max_connections: usize,
+    /// Most connections from one IP that have not said hello yet (see [`Pending`]).
+    pub max_pending_per_ip: usize,
     pub connect_timeout: Duration,
     /// Print delivered broadcasts on stdout (interactive `--stdin` mode).
     pub echo_deliveries: bool,
@@ -72,6 +75,8 @@ struct Links {
     peers: HashMap<ConnId, PeerIdentity>,
     /// Addresses of dials in flight, so a connected dial knows its peer.
     dialing: HashMap<ConnId, String>,
+    /// Accepted connections without a hello yet, per remote IP.
+    pending: Pending,
     resolver: Resolver,
 }
 
@@ -84,6 +89,7 @@ impl Links {
     /// Closes a connection; false when it was already gone.
     fn close(&mut self, conn: ConnId) -> bool {
         self.peers.remove(&conn);
+        self.pending.settle(conn);
         match self.handles.remove(&conn) {
             Some(handle) => {
                 handle.close();
@@ -109,7 +115,10 @@ pub async fn drive(
     let started = Instant::now();
     let counters = Arc::new(WireCounters::default());
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
-    let mut links = Links::default();
+    let mut links = Links {
+        pending: Pending::new(opts.max_pending_per_ip),
+        ..Links::default()
+    };
     let mut faults = Faults::new(opts.seed);
     let mut writers = JoinSet::new();
     let mut printed = 0u64;
@@ -131,10 +140,15 @@ pub async fn drive(
                         counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         debug!(%remote, "connection refused: at the connection cap");
                         drop(stream);
+                    } else if !links.pending.admits(remote.ip()) {
+                        counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        debug!(%remote, "connection refused: its address holds its share of connections without a hello");
+                        drop(stream);
                     } else {
                         let conn = machine.on_accepted(Instant::now());
                         let handle = connection::spawn(conn, stream, events_tx.clone(), counters.clone(), &mut writers);
                         links.insert(conn, handle, PeerIdentity::accepted(remote));
+                        links.pending.add(conn, remote.ip());
                     }
                 }
                 Err(e) => {
@@ -358,6 +372,7 @@ fn apply_outputs(
                 links.close(conn);
             }
             Output::Identified { conn, id, addr } => {
+                links.pending.settle(conn);
                 let Some(peer) = links.peers.get_mut(&conn) else {
                     continue;
                 };

@@ -10,11 +10,13 @@
 //! - `driver` and `connection`: the thin tokio layer that runs the machine over TCP.
 //! - `limits`: length and syntax limits on ids and addresses from the network.
 //! - `faults`: partitions and link shaping the node applies to itself (`/admin/*`).
-//! - `status`: the HTTP status socket the orchestrator checks.
+//! - `status`: the HTTP status socket the orchestrator checks; `serve` keeps its
+//!   connections within caps and timeouts, and [`admin`] guards its `/admin/*`.
 //!
 //! Modules named without a link are internal to the crate: the node's public surface is
 //! [`run`], its flags and (for simulations) the machine.
 
+pub mod admin;
 pub mod args;
 pub(crate) mod codec;
 pub(crate) mod connection;
@@ -26,8 +28,10 @@ pub(crate) mod logsafe;
 pub mod machine;
 pub(crate) mod members;
 pub(crate) mod metrics;
+mod pending;
 mod resolver;
 pub(crate) mod seen;
+mod serve;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub(crate) mod status;
@@ -62,8 +66,18 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(name) = held(&args) {
-        return hold(name, &args.status).await;
+        return hold(name, &args).await;
     }
+    let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
+    if let Some(token) = &admin_token {
+        token.check().map_err(|reason| {
+            anyhow::anyhow!(
+                "the admin token ({}) is not usable: {reason}",
+                admin::ADMIN_TOKEN_ENV
+            )
+        })?;
+    }
+    let caps = Caps::within_descriptors(&args);
     let listener = TcpListener::bind(&args.listen).await.with_context(|| {
         format!(
             "cannot listen for peers on {} (is another node using it? pick another --listen)",
@@ -152,17 +166,19 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.stdin {
         tokio::spawn(read_stdin(commands_tx.clone()));
     }
-    let status_shutdown = shutdown.clone();
-    let status_server = tokio::spawn(async move {
-        let app = status::router(commands_tx);
-        let mut stop = status_shutdown;
-        let serve = axum::serve(status_listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "status socket stopped");
-        }
-    });
+    if admin_token.is_none() {
+        info!(
+            "admin API off: /admin/* answers 404 (set {} to turn it on)",
+            admin::ADMIN_TOKEN_ENV
+        );
+    }
+    let app = status::router(commands_tx, admin_token);
+    let status_server = tokio::spawn(serve::serve(
+        status_listener,
+        app,
+        caps.status,
+        shutdown.clone(),
+    ));
 
     let signal_tx = shutdown_tx.clone();
     tokio::spawn(async move {
@@ -173,7 +189,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
     let opts = DriverOptions {
         name: args.name.clone(),
-        max_connections: args.max_connections,
+        max_connections: caps.peer,
+        max_pending_per_ip: caps.pending_per_ip,
         // A dial covers name resolution too: on Docker, a busy embedded DNS server with a
         // hundred containers can take over a second, and a join or probe that gives up
         // then turns slowness into a failed join or a suspicion. Match the handshake bound.
@@ -188,26 +205,86 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The connection caps in force, kept well below the descriptor limit.
+struct Caps {
+    /// Peer-port connections at once (`--max-connections`).
+    peer: usize,
+    /// Peer-port connections per IP before their hello (`--max-pending-per-ip`).
+    pending_per_ip: usize,
+    /// The status socket's bounds.
+    status: serve::Bounds,
+}
+
+impl Caps {
+    /// Raises the soft descriptor limit to the hard one (a node at its caps then never
+    /// runs out), and lowers the caps when even that limit is small: both sockets' caps
+    /// together stay under half the limit, the rest left for dials, logs and the runtime.
+    fn within_descriptors(args: &NodeArgs) -> Caps {
+        let limit = raise_nofile_limit();
+        let mut peer = args.max_connections.max(1);
+        let mut status = args.status_max_connections as usize;
+        if let Some(limit) = limit {
+            let budget = (limit / 2).max(2) as usize;
+            if peer + status > budget {
+                let scaled = |n: usize| (n * budget / (peer + status)).max(1);
+                let (p, s) = (scaled(peer), scaled(status));
+                warn!(
+                    limit,
+                    max_connections = p,
+                    status_max_connections = s,
+                    "the descriptor limit is low: connection caps lowered to fit in half of it"
+                );
+                (peer, status) = (p, s);
+            }
+        }
+        let pending_per_ip = args
+            .max_pending_per_ip
+            .unwrap_or(peer * 3 / 4)
+            .clamp(1, peer);
+        Caps {
+            peer,
+            pending_per_ip,
+            status: serve::Bounds {
+                max_connections: status,
+                per_ip: (args.status_max_per_ip as usize).clamp(1, status),
+                header_timeout: args.status_header_timeout,
+                request_timeout: args.status_request_timeout,
+            },
+        }
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit now in force.
+fn raise_nofile_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 /// A held node: nothing but waiting for SIGTERM or Ctrl-C. It opens no peer port; its
 /// status socket only says that it is alive (`/live`, for a Kubernetes liveness probe, which
 /// would otherwise restart the pod every minute and a half) and answers 503 to the rest. The
 /// signal handlers are installed before the line is logged, so a signal sent as soon as the
 /// line appears ends the process with exit 0 rather than killing it.
-async fn hold(name: &str, status: &str) -> anyhow::Result<()> {
+async fn hold(name: &str, args: &NodeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // A status address that cannot be bound is not worth failing a held node over: it only
     // waits, and the orchestrator ends it.
-    match TcpListener::bind(status).await {
+    // Bounded like a running node's: a held node is as reachable.
+    let (_keep_serving, stop) = watch::channel(false);
+    match TcpListener::bind(&args.status).await {
         Ok(listener) => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, status::held_router()).await {
-                    warn!(error = %e, "held node's status socket stopped");
-                }
-            });
+            let bounds = Caps::within_descriptors(args).status;
+            tokio::spawn(serve::serve(listener, status::held_router(), bounds, stop));
         }
-        Err(e) => warn!(error = %e, %status, "held node cannot open its status socket"),
+        Err(e) => {
+            warn!(error = %e, status = %args.status, "held node cannot open its status socket")
+        }
     }
     info!(name, "held by the orchestrator: waiting for SIGTERM");
     tokio::select! {

@@ -6,11 +6,12 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::admin::{self, AdminToken};
 use super::machine::BroadcastError;
 use super::metrics;
 use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
@@ -51,7 +52,18 @@ pub enum FaultChange {
     Report,
 }
 
-pub fn router(commands: mpsc::Sender<Command>) -> Router {
+/// The status socket's routes. `/admin/*` is served only with an `admin` token, and then
+/// only to requests that carry it (see [`super::admin`]); without one it answers 404.
+pub fn router(commands: mpsc::Sender<Command>, admin: Option<AdminToken>) -> Router {
+    let admin_routes = match admin {
+        Some(token) => Router::new()
+            .route("/admin/block", post(admin_block))
+            .route("/admin/unblock", post(admin_unblock))
+            .route("/admin/shape", post(admin_shape).delete(admin_clear_shape))
+            .route("/admin/faults", get(admin_faults))
+            .route_layer(axum::middleware::from_fn_with_state(token, admin::require)),
+        None => Router::new().route("/admin/{*rest}", any(admin::off)),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/live", get(live))
@@ -60,10 +72,7 @@ pub fn router(commands: mpsc::Sender<Command>) -> Router {
         .route("/messages", get(messages))
         .route("/metrics", get(metrics_text))
         .route("/broadcast", post(broadcast))
-        .route("/admin/block", post(admin_block))
-        .route("/admin/unblock", post(admin_unblock))
-        .route("/admin/shape", post(admin_shape).delete(admin_clear_shape))
-        .route("/admin/faults", get(admin_faults))
+        .merge(admin_routes)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(commands)
 }
@@ -187,6 +196,13 @@ async fn broadcast(
 ) -> Response {
     let Json(request) = match body {
         Ok(b) => b,
+        // An oversized body keeps its 413 (Payload Too Large); other faults are 400.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a broadcast request is at most {MAX_BODY} bytes"),
+            );
+        }
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,

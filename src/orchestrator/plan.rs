@@ -10,6 +10,7 @@ use std::path::Path;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
+use crate::contract::AdminToken;
 use crate::contract::LinkShape;
 use crate::runtime::{HostSpec, NetworkSpec, NodeResources, NodeSpec, RunPlan};
 use crate::topology::{GENESIS, Topology, node_name};
@@ -40,6 +41,7 @@ pub fn build(
         nodes: node_specs(topology, seed),
         hosts: host_specs(topology),
         detach,
+        admin_token: AdminToken::generate(),
     }
 }
 

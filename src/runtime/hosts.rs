@@ -125,6 +125,7 @@ mod tests {
             nodes,
             hosts,
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::{NodeEndpoint, RuntimeError};
+use crate::contract::AdminToken;
 use crate::contract::LinkShape;
 use crate::contract::admin::{BlockRequest, Direction, FaultsReport, ShapeRequest, UnblockRequest};
 
@@ -38,6 +39,8 @@ pub struct LinkFaults {
     /// that starts anew lost its blocks with its process, and [`LinkFaults::recut_named`]
     /// cuts them again.
     in_force: Mutex<Option<NamedPartition>>,
+    /// The run's admin token ([`LinkFaults::use_token`]), sent with every call.
+    token: Mutex<Option<AdminToken>>,
 }
 
 impl Default for LinkFaults {
@@ -147,7 +150,13 @@ impl LinkFaults {
                 .unwrap_or_default(),
             applied: Mutex::new(Applied::default()),
             in_force: Mutex::new(None),
+            token: Mutex::new(None),
         }
+    }
+
+    /// Sends `token` (the run's, which its nodes were started with) with every admin call.
+    pub fn use_token(&self, token: AdminToken) {
+        *relock(&self.token) = Some(token);
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -355,6 +364,11 @@ impl LinkFaults {
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<FaultsReport, AdminError> {
+        let token = relock(&self.token).clone();
+        let request = match token {
+            Some(token) => request.header(reqwest::header::AUTHORIZATION, token.bearer()),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| AdminError::Unreachable {
             node: node.name.clone(),
             path: path.to_string(),

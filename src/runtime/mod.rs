@@ -21,6 +21,7 @@
 //! Runtimes import the plan types here and [`crate::contract`]; never the orchestrator, the
 //! topology model or an exporter.
 
+use crate::contract::AdminToken;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,6 +190,10 @@ pub struct RunPlan {
     pub hosts: Vec<HostSpec>,
     /// Leave everything running after the orchestrator exits (`peerlab up`).
     pub detach: bool,
+    /// This run's credential for the nodes' `/admin/*`: runtimes that apply link faults
+    /// give it to their nodes as `PEERLAB_ADMIN_TOKEN` (never on a command line) and send
+    /// it with every admin call. Exports never write it into a file.
+    pub admin_token: AdminToken,
 }
 
 impl RunPlan {

@@ -335,16 +335,12 @@ async fn a_lab_that_is_not_started_refuses_faults_and_leaves_nothing() {
 
 /// The blocks a node applies (its `/admin/faults`), as the runtime's partition set them.
 async fn blocks(lab: &Lab, node: &str) -> Vec<peerlab::contract::Direction> {
-    let url = format!(
-        "{}/admin/faults",
-        lab.node(node).expect("a handle").status_url()
-    );
-    let report: peerlab::contract::FaultsReport = reqwest::get(url)
+    let report: peerlab::contract::FaultsReport = lab
+        .node(node)
+        .expect("a handle")
+        .faults()
         .await
-        .expect("the admin endpoint answers")
-        .json()
-        .await
-        .expect("a faults report");
+        .expect("the admin endpoint answers with a faults report");
     report.blocked.into_values().collect()
 }
 

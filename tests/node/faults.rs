@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node};
 use crate::support::formation::{self, observation};
-use crate::support::poll_until;
+use crate::support::{admin_bearer, poll_until};
 use peerlab::contract::FaultsReport;
 use peerlab::orchestrator::FormationExpectation;
 use serde_json::{Value, json};
@@ -24,7 +24,9 @@ async fn admin_raw(
     body: Option<Value>,
 ) -> (reqwest::StatusCode, Value) {
     let url = format!("http://{}{path}", node.status_addr());
-    let mut request = reqwest::Client::new().request(method, url);
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header(reqwest::header::AUTHORIZATION, admin_bearer());
     if let Some(body) = body {
         request = request.json(&body);
     }

@@ -12,7 +12,7 @@ use peerlab::runtime::{NodeEndpoint, NodeSpec, RunPlan, Runtime};
 use crate::support::cluster::FAST_TIMEOUTS;
 use crate::support::fixtures::{node_spec, run_plan};
 use crate::support::formation::{self, observation};
-use crate::support::{BIN, poll_until};
+use crate::support::{BIN, admin_bearer, poll_until};
 
 fn node(name: &str, genesis: bool, seed: u64) -> NodeSpec {
     node_spec(name, genesis, seed, &FAST_TIMEOUTS)
@@ -24,7 +24,10 @@ fn plan(dir: &Path, nodes: Vec<NodeSpec>) -> RunPlan {
 }
 
 async fn faults(endpoint: &NodeEndpoint) -> FaultsReport {
-    reqwest::get(format!("{}/admin/faults", endpoint.status_url))
+    reqwest::Client::new()
+        .get(format!("{}/admin/faults", endpoint.status_url))
+        .header(reqwest::header::AUTHORIZATION, admin_bearer())
+        .send()
         .await
         .expect("status socket answers")
         .json()

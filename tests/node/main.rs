@@ -10,5 +10,6 @@ mod hold;
 mod hostile_broadcast;
 mod hostile_identity;
 mod hostile_membership;
+mod hostile_sockets;
 mod links;
 mod network;

@@ -16,7 +16,7 @@ use peerlab::client::StatusClient;
 use peerlab::contract::{DeliveredMessage, NodeStatus};
 
 use super::formation::{self, observation};
-use super::{BIN, POLL, poll_until};
+use super::{ADMIN_TOKEN, BIN, POLL, poll_until};
 
 /// Flags for fast failure detection (the SIGKILL cases), loose enough for a busy 2-core box.
 pub const FAST_TIMEOUTS: [&str; 6] = [
@@ -59,6 +59,10 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Keep a pipe to the node's stdin (for `--stdin`).
     pub piped_stdin: bool,
+    /// Start without an admin token (`/admin/*` off); by default nodes get [`ADMIN_TOKEN`].
+    pub admin_off: bool,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -111,6 +115,12 @@ pub fn spawn(dir: &Path, spec: Spec) -> Starting {
     if !spec.genesis.is_empty() {
         cmd.arg("--genesis").arg(spec.genesis.join(","));
     }
+    if spec.admin_off {
+        cmd.env_remove("PEERLAB_ADMIN_TOKEN");
+    } else {
+        cmd.env("PEERLAB_ADMIN_TOKEN", ADMIN_TOKEN);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     cmd.args(&spec.args)
         .env("PEERLAB_LOG", "info")
         .stdin(if spec.piped_stdin {

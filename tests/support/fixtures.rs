@@ -56,5 +56,6 @@ pub fn run_plan(
         nodes,
         hosts: Vec::new(),
         detach: false,
+        admin_token: super::ADMIN_TOKEN.parse().expect("a valid admin token"),
     }
 }

@@ -34,6 +34,15 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
 /// The repository root: `topologies/`, `docker-compose.yml` and `tests/data/` live there.
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The admin token of the nodes tests start (`cluster` nodes and hand-written plans): a
+/// fixed one, so a test can send it; runs of the orchestrator generate their own.
+pub const ADMIN_TOKEN: &str = "peerlab-test-admin-token-0123456789";
+
+/// The `Authorization` header value that carries [`ADMIN_TOKEN`].
+pub fn admin_bearer() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
 /// Interval between polls. Every poll carries a deadline; the interval only limits CPU use.
 pub const POLL: Duration = Duration::from_millis(50);
 

@@ -341,6 +341,7 @@ impl Runtime for DockerRuntime {
             tracing::warn!("{warning}");
         }
         self.plan = Some(plan.clone());
+        self.links.use_token(plan.admin_token.clone());
         // Peers know a node by its advertised `container:port` before it starts.
         self.hosts = HostEmulation::new(plan, |n| {
             vec![format!(
@@ -443,6 +444,12 @@ impl Runtime for DockerRuntime {
             cmd: Some(node_command(plan, node, |n| {
                 container_name(&plan.run_id, &n.name)
             })),
+            // The run's admin token, in the environment rather than the command line.
+            env: Some(vec![format!(
+                "{}={}",
+                crate::contract::ADMIN_TOKEN_ENV,
+                plan.admin_token.expose()
+            )]),
             labels: Some(HashMap::from([
                 (RUN_LABEL.to_string(), plan.run_id.clone()),
                 (NODE_LABEL.to_string(), node.name.clone()),

@@ -1018,7 +1018,21 @@ impl Runtime for KubernetesRuntime {
         std::fs::create_dir_all(plan.run_dir.join("logs"))?;
         self.create_namespace(objects.namespace.clone(), &namespace)
             .await?;
+        // Before the StatefulSets: a pod that starts without it has `/admin/*` off.
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), &namespace)
+            .create(
+                &PostParams::default(),
+                &objects::admin_secret(&namespace, &plan.admin_token),
+            )
+            .await
+            .map_err(|e| {
+                api_failed(
+                    &format!("cannot create the admin Secret in {namespace}"),
+                    &e,
+                )
+            })?;
         self.plan = Some(plan.clone());
+        self.links.use_token(plan.admin_token.clone());
         *self.held.get_mut() = held;
         self.proxy = Some(PodProxy::start(self.client.clone(), namespace.clone()).await?);
         let services: Api<Service> = Api::namespaced(self.client.clone(), &namespace);

@@ -44,8 +44,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service,
+    ServicePort, ServiceSpec, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -444,6 +444,47 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// `PEERLAB_ADMIN_TOKEN` from key `token` of the Secret [`ADMIN_SECRET`], optional: the
+/// runtime creates that Secret with its run's token, an exported file leaves it to the
+/// user, and without it the pods start with `/admin/*` off. A Secret rather than a value
+/// in the pod template: whoever may read the StatefulSet need not read the token.
+fn admin_token_env() -> EnvVar {
+    EnvVar {
+        name: crate::contract::ADMIN_TOKEN_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: ADMIN_SECRET.into(),
+                key: ADMIN_SECRET_KEY.into(),
+                optional: Some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Secret of a run's namespace that holds the nodes' admin token; pods read it as
+/// `PEERLAB_ADMIN_TOKEN`, optionally (without it, `/admin/*` is off).
+pub const ADMIN_SECRET: &str = "peerlab-admin";
+/// The key of the token in [`ADMIN_SECRET`].
+pub const ADMIN_SECRET_KEY: &str = "token";
+
+/// The Secret holding a run's admin token, created by the runtime in the run's namespace.
+pub fn admin_secret(namespace: &str, token: &crate::contract::AdminToken) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(ADMIN_SECRET.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        string_data: Some(std::collections::BTreeMap::from([(
+            ADMIN_SECRET_KEY.to_string(),
+            token.expose().to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
 fn env_field(name: &str, field: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -476,6 +517,7 @@ fn environment(
         env("PEERLAB_STATUS", format!("0.0.0.0:{STATUS_PORT}")),
         env("PEERLAB_GENESIS", genesis.join(",")),
         env("PEERLAB_SEED_BASE", first.seed.to_string()),
+        admin_token_env(),
     ];
     if let Some(held) = hold_value(plan, group, &options.held) {
         vars.push(env(HOLD_ENV, held));
@@ -645,6 +687,7 @@ mod tests {
             nodes,
             hosts: vec![],
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 

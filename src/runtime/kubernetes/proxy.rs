@@ -179,6 +179,14 @@ async fn forward(
     let pod = pod.to_string();
     let method = request.method().clone();
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    // The API server authenticates this runtime by `Authorization`, so the caller's admin
+    // token travels to the node in the header nodes also accept for it.
+    let admin_token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| header::HeaderValue::from_str(t).ok());
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -191,6 +199,9 @@ async fn forward(
     let mut upstream = Request::builder().method(method).uri(&path);
     if let Some(ct) = content_type {
         upstream = upstream.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(token) = admin_token {
+        upstream = upstream.header(crate::contract::ADMIN_TOKEN_HEADER, token);
     }
     let upstream = match upstream.body(kube::client::Body::from(body.to_vec())) {
         Ok(r) => r,

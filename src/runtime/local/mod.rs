@@ -25,6 +25,7 @@ use super::{
     Capabilities, NodeAction, NodeEndpoint, NodeSpec, RunListing, RunPlan, Runtime, RuntimeError,
     TeardownReport,
 };
+use crate::contract::ADMIN_TOKEN_ENV;
 use crate::contract::LinkShape;
 
 mod processes;
@@ -257,6 +258,7 @@ impl Runtime for LocalRuntime {
         self.hosts = HostEmulation::new(plan, |n| {
             addresses.get(&n.name).cloned().into_iter().collect()
         });
+        self.links.use_token(plan.admin_token.clone());
         self.plan = Some(plan.clone());
         self.write_state();
         Ok(())
@@ -467,6 +469,8 @@ impl LocalRuntime {
             .env_remove("PEERLAB_GENESIS")
             .env(RUN_ENV.trim_end_matches('='), &plan.run_id)
             .env("PEERLAB_LOG_FORMAT", "pretty")
+            // In the environment, not on the command line: `ps` shows arguments to all.
+            .env(ADMIN_TOKEN_ENV, plan.admin_token.expose())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -600,6 +604,7 @@ mod tests {
             nodes,
             hosts: Vec::new(),
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         };
         let runtime = LocalRuntime::new().expect("local runtime");
         let free = plan(vec![node("genesis-0", None), node("peers-0", None)]);

@@ -588,6 +588,7 @@ impl Runtime for SwarmRuntime {
         self.engines = image::engines_from_env().await?;
         self.image_everywhere(plan).await?;
         self.plan = Some(plan.clone());
+        self.links.use_token(plan.admin_token.clone());
         let subnets = overlay_subnets(plan).map_err(RuntimeError::Failed)?;
         for (name, subnet) in &subnets {
             let request = services::overlay_network(plan, name, subnet);

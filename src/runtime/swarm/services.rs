@@ -103,10 +103,17 @@ pub fn node_service(plan: &RunPlan, node: &NodeSpec, host: Option<&HostMatch>) -
         .into_iter()
         .map(|g| g.name.as_str())
         .collect();
-    let env = identity_env(&node.name, &node.name, &genesis, node.seed.to_string())
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut env: Vec<String> =
+        identity_env(&node.name, &node.name, &genesis, node.seed.to_string())
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+    // The run's admin token: in the task's environment, never in its command line.
+    env.push(format!(
+        "{}={}",
+        crate::contract::ADMIN_TOKEN_ENV,
+        plan.admin_token.expose()
+    ));
     let mut labels = run_labels(plan, ROLE_NODE);
     labels.insert(NODE_LABEL.to_string(), node.name.clone());
     labels.insert(GROUP_LABEL.to_string(), node.group.clone());
@@ -290,6 +297,7 @@ mod tests {
                 },
             ],
             detach: false,
+            admin_token: crate::contract::AdminToken::generate(),
         }
     }
 
@@ -334,10 +342,11 @@ mod tests {
         assert_eq!(
             env(&spec),
             vec![
-                "PEERLAB_NAME=peers-1",
-                "PEERLAB_ADVERTISE=peers-1:7070",
-                "PEERLAB_GENESIS=genesis-0:7070,genesis-1:7070",
-                "PEERLAB_SEED=42",
+                "PEERLAB_NAME=peers-1".to_string(),
+                "PEERLAB_ADVERTISE=peers-1:7070".to_string(),
+                "PEERLAB_GENESIS=genesis-0:7070,genesis-1:7070".to_string(),
+                "PEERLAB_SEED=42".to_string(),
+                format!("PEERLAB_ADMIN_TOKEN={}", p.admin_token.expose()),
             ]
         );
         let labels = spec.labels.clone().unwrap_or_default();
