@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node, Spec};
 use crate::support::poll_until;
+use peerlab::node::identity::Identity;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,30 +45,74 @@ async fn read_frame(stream: &mut TcpStream) -> Option<Value> {
     serde_json::from_slice(&payload).ok()
 }
 
-/// The attacker's side of the handshake, in one place: it says hello as `id` at `addr`
-/// with `intent` and, if the node accepts, reads the node's hello. Returns the stream,
-/// or `None` if the node closed it instead.
+/// The attacker's side of the handshake, in one place: with a key of its own it says hello
+/// as `id` at `addr` with `intent` and, if the node answers with its hello and proof,
+/// proves its key. Returns the stream, or `None` if the node closed it instead.
 async fn attacker_handshake(
     node: SocketAddr,
     id: &str,
     addr: &str,
     intent: &str,
 ) -> Option<TcpStream> {
+    let me = Identity::generate();
     let mut stream = TcpStream::connect(node).await.expect("connect");
     let hello = json!({
-        "type": "hello", "version": 1, "id": id, "addr": addr,
-        "incarnation": 1, "intent": intent,
+        "type": "hello", "version": 2, "id": id, "addr": addr, "incarnation": 1,
+        "intent": intent, "key": me.public_hex(), "nonce": "0123456789abcdef0123456789abcdef",
+        "sig": me.sign_record(id, addr, 1, "alive"),
     });
-    send(&mut stream, &hello).await;
-    let answer = tokio::time::timeout(REACTION, read_frame(&mut stream))
+    // A node may close on a hello it refuses before the whole of it is written.
+    stream.write_all(&frame(&hello)).await.ok()?;
+    let theirs = tokio::time::timeout(REACTION, read_frame(&mut stream))
         .await
         .ok()
         .flatten()?;
-    (answer["type"] == "hello").then_some(stream)
+    if theirs["type"] != "hello" {
+        return None;
+    }
+    let proof = tokio::time::timeout(REACTION, read_frame(&mut stream))
+        .await
+        .ok()
+        .flatten()?;
+    if proof["type"] != "hello-proof" {
+        return None;
+    }
+    let nonce = theirs["nonce"].as_str().unwrap_or_default();
+    let sig = me.hello_proof(nonce, id, addr, 1, intent);
+    send(&mut stream, &json!({"type": "hello-proof", "sig": sig})).await;
+    Some(stream)
 }
 
-fn record(id: &str, addr: &str, incarnation: u64, state: &str) -> Value {
-    json!({"id": id, "addr": addr, "incarnation": incarnation, "state": state})
+/// A member record signed by `key`: the attacker's inventions carry real signatures (of
+/// keys it made up), so it is the limits and the per-source budget that stop them.
+fn record(key: &Identity, id: &str, addr: &str, incarnation: u64, state: &str) -> Value {
+    json!({
+        "id": id, "addr": addr, "incarnation": incarnation, "state": state,
+        "key": key.public_hex(), "sig": key.sign_record(id, addr, incarnation, state),
+    })
+}
+
+/// The victim's own signed record, as any member of the network holds it: asked of the
+/// node on the attacker's link (`give-nodes-in-network`).
+async fn genuine_record(link: &mut TcpStream, victim: &str) -> Value {
+    send(link, &json!({"type": "give-nodes-in-network"})).await;
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = read_frame(link).await {
+            if frame["type"] != "nodes-in-network" {
+                continue;
+            }
+            let members = frame["members"].as_array().cloned().unwrap_or_default();
+            if let Some(rec) = members.into_iter().find(|m| m["id"] == victim) {
+                return Some(rec);
+            }
+        }
+        None
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the node's member list names {victim}"))
 }
 
 /// A membership flood as a node would send it (the id only has to be new).
@@ -134,20 +179,31 @@ async fn a_hostile_peer_cannot_lie_members_in_or_out() {
     let mut mallory = attacker_handshake(genesis, "mallory", NOWHERE, "link")
         .await
         .expect("mallory's link accepted");
-    let death = record(&victim, &victim_addr, u64::MAX, "dead");
+    // The worst death a peer can report: the victim's own signed record, replayed as dead
+    // (one at a higher incarnation, u64::MAX say, cannot be signed: see hostile_identity).
+    let mut death = genuine_record(&mut mallory, &victim).await;
+    assert_eq!(death["addr"], victim_addr.as_str());
+    death["state"] = json!("dead");
     send(&mut mallory, &flood("#DEAD", "dead", death, 1)).await;
+    let inventor = Identity::generate();
     let mut members: Vec<Value> = (0..10_000)
-        .map(|i| record(&format!("fake-{i:05}"), NOWHERE, 1, "alive"))
+        .map(|i| record(&inventor, &format!("fake-{i:05}"), NOWHERE, 1, "alive"))
         .collect();
-    members.push(record("", "", 1, "alive"));
-    members.push(record(&long_id, NOWHERE, 1, "alive"));
-    members.push(record("x\ny", NOWHERE, 1, "alive"));
-    send(
-        &mut mallory,
-        &json!({"type": "nodes-in-network", "members": members}),
-    )
-    .await;
-    let garbage = record(&"g".repeat(1000), "", 1, "alive");
+    members.push(record(&inventor, "", "", 1, "alive"));
+    members.push(record(&inventor, &long_id, NOWHERE, 1, "alive"));
+    members.push(record(&inventor, "x\ny", NOWHERE, 1, "alive"));
+    // Signed records are about 330 bytes: in chunks under the 1 MiB frame cap, as a node
+    // would send them.
+    let chunks: Vec<&[Value]> = members.chunks(1_500).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let more = i + 1 < chunks.len();
+        send(
+            &mut mallory,
+            &json!({"type": "nodes-in-network", "members": chunk, "more": more}),
+        )
+        .await;
+    }
+    let garbage = record(&inventor, &"g".repeat(1000), "", 1, "alive");
     send(&mut mallory, &flood("#JOINED", "joined", garbage, 2)).await;
 
     // A frame over the cap: refused from its length, and the log says why.
