@@ -24,16 +24,17 @@
 //! "## Authentication cost". Every node started is killed when the bench ends, also on a
 //! panic (a guard) or if the bench is killed (parent-death signal).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use support::{build_line, load_average};
 
 mod support;
+
+use support::processes::{
+    Nodes, Registry, flag, formation_problem, positional_sizes, read_ports, spawn_node,
+};
 
 /// The build under test (release under `cargo bench`).
 const BIN: &str = env!("CARGO_BIN_EXE_peerlab");
@@ -45,29 +46,6 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(120);
 const THROUGHPUT_NODES: usize = 10;
 /// The section of docs/benchmarks.md this bench owns.
 const SECTION: &str = "## Authentication cost (`auth`)";
-
-/// Pids of every node started, for the Ctrl-C handler.
-type Registry = Arc<Mutex<Vec<u32>>>;
-
-/// Kills every node process it holds when dropped (also on a panic).
-struct Nodes {
-    children: Vec<Child>,
-    registry: Registry,
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-        }
-        for child in &mut self.children {
-            let _ = child.wait();
-        }
-        if let Ok(mut pids) = self.registry.lock() {
-            pids.clear();
-        }
-    }
-}
 
 /// One measurement of one binary.
 #[derive(Clone, Copy)]
@@ -363,132 +341,4 @@ async fn delivered(http: &reqwest::Client, status: &[String]) -> Option<Vec<u64>
         v.get("counters")?.get("delivered")?.as_u64()
     });
     futures::future::join_all(asks).await.into_iter().collect()
-}
-
-/// Starts node `i` (`i == 0`: the genesis) with its ports file and log in `dir`.
-fn spawn_node(
-    bin: &Path,
-    dir: &Path,
-    i: usize,
-    genesis: Option<&str>,
-    settings: &[String],
-    registry: &Registry,
-) -> Child {
-    let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("a node log file");
-    let mut cmd = Command::new(bin);
-    cmd.arg("node")
-        .args(["--listen", "127.0.0.1:0", "--status", "127.0.0.1:0"])
-        .args(["--name", &format!("n{i:04}")])
-        .args(["--seed", &i.to_string()])
-        .args(settings)
-        .arg("--ports-file")
-        .arg(dir.join(format!("n{i}.json")))
-        .env("PEERLAB_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(g) = genesis {
-        cmd.args(["--genesis", g]);
-    }
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    if let Ok(mut pids) = registry.lock() {
-        pids.push(child.id());
-    }
-    child
-}
-
-struct Ports {
-    listen: String,
-    status: String,
-}
-
-/// Waits for node `i`'s ports file (written once it listens).
-async fn read_ports(dir: &Path, i: usize, within: Duration) -> Option<Ports> {
-    let path = dir.join(format!("n{i}.json"));
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            let listen = v.get("listen")?.as_str()?.to_string();
-            let status = v.get("status")?.as_str()?.to_string();
-            return Some(Ports { listen, status });
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Why the network is not formed (every node answers, has joined and counts `n` members),
-/// or `None` when it is.
-async fn formation_problem(http: &reqwest::Client, status: &[String], n: usize) -> Option<String> {
-    let asks = status.iter().map(|addr| async move {
-        let url = format!("http://{addr}/status?members=false");
-        let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-        let joined = v.get("joined")?.as_bool()?;
-        let count = v.get("member_count")?.as_u64()? as usize;
-        Some((joined, count))
-    });
-    let answers = futures::future::join_all(asks).await;
-    let silent = answers.iter().filter(|a| a.is_none()).count();
-    if silent > 0 {
-        return Some(format!("{silent} node(s) did not answer"));
-    }
-    let unjoined = answers.iter().flatten().filter(|(j, _)| !j).count();
-    if unjoined > 0 {
-        return Some(format!("{unjoined} node(s) have not joined"));
-    }
-    let partial = answers.iter().flatten().filter(|(_, c)| *c != n).count();
-    (partial > 0).then(|| format!("{partial} node(s) do not list all {n} members"))
-}
-
-/// The value of `--NAME VALUE` or `--NAME=VALUE`.
-fn flag(name: &str) -> Option<String> {
-    let long = format!("--{name}");
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    args.iter().enumerate().find_map(|(i, a)| {
-        if *a == long {
-            args.get(i + 1).cloned()
-        } else {
-            a.strip_prefix(&format!("{long}=")).map(str::to_string)
-        }
-    })
-}
-
-/// Network sizes given as bare numbers (flag values excluded), else `defaults`.
-fn positional_sizes(defaults: &[usize]) -> Vec<usize> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut sizes = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a.starts_with("--") {
-            // `--bench` (from cargo) stands alone; the others take a value.
-            if !a.contains('=') && a != "--bench" {
-                i += 1;
-            }
-        } else if let Ok(n) = a.parse::<usize>() {
-            if n >= 2 {
-                sizes.push(n);
-            } else {
-                eprintln!("ignoring size {n}: a network needs at least 2 nodes");
-            }
-        }
-        i += 1;
-    }
-    if sizes.is_empty() {
-        defaults.to_vec()
-    } else {
-        sizes
-    }
 }

@@ -2,13 +2,15 @@
 //! header, writing the table under `target/bench/`, keeping run directories on request, and
 //! reading a process's memory and CPU from /proc. [`lab`] starts local networks as
 //! `peerlab::Lab`s (the library API: its waits, faults and checks, nothing of its own),
-//! [`docker`] drives Docker and docker-compose.
+//! [`docker`] drives Docker and docker-compose; [`processes`] starts nodes of any binary (a
+//! baseline too) as plain processes.
 //!
 //! Each bench is its own crate and uses part of this module only, hence the `allow`.
 #![allow(dead_code)]
 
 pub mod docker;
 pub mod lab;
+pub mod processes;
 
 use std::path::{Path, PathBuf};
 
