@@ -133,3 +133,23 @@ impl Stranger {
 
 /// The nonce strangers send (the node's proof must sign it).
 const NONCE: &str = "00112233445566778899aabbccddeeff";
+
+/// Deaths declared so far, summed over the running nodes.
+pub fn declared_dead(sim: &Sim) -> u64 {
+    sim.running()
+        .iter()
+        .map(|n| sim.counters(n).members_declared_dead)
+        .sum()
+}
+
+/// Nobody running lists `gone` as a member.
+pub fn forgotten(sim: &Sim, gone: &str) -> Result<(), String> {
+    match sim
+        .running()
+        .into_iter()
+        .find(|n| sim.members(n).iter().any(|m| m == gone))
+    {
+        Some(n) => Err(format!("{n} still lists {gone}")),
+        None => Ok(()),
+    }
+}

@@ -2,30 +2,11 @@
 
 use std::time::Duration;
 
-use super::fixtures::{Stranger, formed, until, until_formed};
-use super::{Sim, addr_of, node_config};
+use super::fixtures::{Stranger, declared_dead, forgotten, formed, until, until_formed};
+use super::{addr_of, node_config};
 use crate::node::wire::{
     Flood, Intent, MemberEvent, MemberRecord, MemberState, Message, PROTOCOL_VERSION,
 };
-
-fn declared_dead(sim: &Sim) -> u64 {
-    sim.running()
-        .iter()
-        .map(|n| sim.counters(n).members_declared_dead)
-        .sum()
-}
-
-/// Nobody running lists `gone` as a member.
-fn forgotten(sim: &Sim, gone: &str) -> Result<(), String> {
-    match sim
-        .running()
-        .into_iter()
-        .find(|n| sim.members(n).iter().any(|m| m == gone))
-    {
-        Some(n) => Err(format!("{n} still lists {gone}")),
-        None => Ok(()),
-    }
-}
 
 #[test]
 fn a_node_that_leaves_is_forgotten_at_once_and_its_neighbours_repair() {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::fixtures::{Stranger, formed, until, until_formed};
+use super::fixtures::{Stranger, declared_dead, forgotten, formed, until, until_formed};
 use super::{Sim, addr_of, node_config};
 use crate::node::limits::{MAX_ADDR_BYTES, MAX_ID_BYTES};
 use crate::node::wire::{
@@ -33,13 +33,6 @@ fn handshake(sim: &mut Sim, node: &str, id: &str, addr: &str, intent: Intent) ->
     Stranger::new(id, addr, 1, 9).handshake(sim, node, intent)
 }
 
-fn declared_dead(sim: &Sim) -> u64 {
-    sim.running()
-        .iter()
-        .map(|n| sim.counters(n).members_declared_dead)
-        .sum()
-}
-
 /// Every running node lists `who` as a member.
 fn listed_everywhere(sim: &Sim, who: &str) -> Result<(), String> {
     match sim
@@ -48,17 +41,6 @@ fn listed_everywhere(sim: &Sim, who: &str) -> Result<(), String> {
         .find(|n| !sim.members(n).iter().any(|m| m == who))
     {
         Some(n) => Err(format!("{n} does not list {who}")),
-        None => Ok(()),
-    }
-}
-
-fn forgotten(sim: &Sim, gone: &str) -> Result<(), String> {
-    match sim
-        .running()
-        .into_iter()
-        .find(|n| sim.members(n).iter().any(|m| m == gone))
-    {
-        Some(n) => Err(format!("{n} still lists {gone}")),
         None => Ok(()),
     }
 }
