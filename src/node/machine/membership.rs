@@ -326,13 +326,19 @@ impl Machine {
         }
     }
 
-    /// How long a probe waits for the member's hello. A reported death is checked with
-    /// a short wait, a heartbeat interval: a living node answers a hello in far less (a
-    /// link that stays silent for a heartbeat timeout is suspected anyway), and the
-    /// report's author has already waited out a whole suspicion.
+    /// How long a probe waits for the member's hello and key proof. A reported death is
+    /// checked with a short wait, a heartbeat interval: a living node answers in far less
+    /// (a link that stays silent for a heartbeat timeout is suspected anyway), and the
+    /// report's author has already waited out a whole suspicion. But never under 500 ms:
+    /// the handshake is two round trips with signatures, and with fast heartbeats (200 ms)
+    /// on a loaded machine a node that was only slow was taken for dead.
     pub(super) fn probe_limit(&self, id: &str) -> Duration {
         match self.detector.suspects.get(id) {
-            Some(s) if s.reported => self.cfg.heartbeat_interval.min(self.cfg.hello_timeout),
+            Some(s) if s.reported => self
+                .cfg
+                .heartbeat_interval
+                .max(Duration::from_millis(500))
+                .min(self.cfg.hello_timeout),
             _ => self.cfg.hello_timeout,
         }
     }
