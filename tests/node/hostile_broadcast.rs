@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::support::attacker::{Attacker, frame};
 use crate::support::cluster::{Cluster, Node};
 use crate::support::poll_until;
 use peerlab::contract::ApiError;
@@ -31,52 +32,11 @@ const MAX_LOG_GROWTH: u64 = 32 * 1024;
 /// The text a forged log line would start with.
 const FORGED: &str = "FORGED-LINE member left";
 
-fn frame(msg: &serde_json::Value) -> Vec<u8> {
-    let payload = serde_json::to_vec(msg).expect("serialise");
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&payload);
-    out
-}
-
 /// The attacker's whole handshake: dial `node`'s peer port and become its neighbour.
-/// (Where the protocol adds proof of a key, only this function changes.)
 async fn attacker_link(node: &Node, id: &str) -> TcpStream {
-    let me = peerlab::node::identity::Identity::generate();
-    let addr = "127.0.0.1:1";
-    let mut stream = TcpStream::connect(node.ports.listen)
+    Attacker::new(id, "127.0.0.1:1")
+        .handshake(node.ports.listen, "link")
         .await
-        .expect("connect to the peer port");
-    let hello = json!({
-        "type": "hello", "version": 2, "id": id, "addr": addr, "incarnation": 1,
-        "intent": "link", "key": me.public_hex(), "nonce": "0123456789abcdef0123456789abcdef",
-        "sig": me.sign_record(id, addr, 1, "alive"),
-    });
-    stream.write_all(&frame(&hello)).await.expect("send hello");
-    // The node's hello and its proof; then ours: the link is open.
-    let mut next = async || {
-        let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut len))
-            .await
-            .expect("the node answers the hello")
-            .expect("read a frame's length");
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        stream.read_exact(&mut body).await.expect("read a frame");
-        serde_json::from_slice::<serde_json::Value>(&body).expect("a JSON frame")
-    };
-    let answer = next().await;
-    assert_eq!(
-        answer["type"], "hello",
-        "expected the node's hello: {answer}"
-    );
-    let proof = next().await;
-    assert_eq!(proof["type"], "hello-proof", "expected its proof: {proof}");
-    let nonce = answer["nonce"].as_str().expect("the node's nonce");
-    let sig = me.hello_proof(nonce, id, addr, 1, "link");
-    stream
-        .write_all(&frame(&json!({"type": "hello-proof", "sig": sig})))
-        .await
-        .expect("send our proof");
-    stream
 }
 
 fn flood(id: &str, origin: &str, message: &str) -> serde_json::Value {

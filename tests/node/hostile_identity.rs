@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use peerlab::node::identity::Identity;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::attacker::{Attacker, membership_flood, read_frame_within, send, until_closed};
 use crate::support::cluster::{Cluster, Spec};
 use crate::support::poll_until;
 
@@ -21,66 +21,9 @@ const ATTACKER: &str = "attacker";
 /// Nobody listens there: once the attacker hangs up, the network declares it dead.
 const ATTACKER_ADDR: &str = "127.0.0.1:9";
 
-/// One frame: a 4-byte big-endian length, then JSON (src/node/codec.rs).
-async fn send(stream: &mut TcpStream, msg: &Value) {
-    let payload = serde_json::to_vec(msg).expect("serialise");
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&payload);
-    stream.write_all(&out).await.expect("write a frame");
-}
-
-/// The next frame, or `None` once the node has closed the connection.
-async fn recv(stream: &mut TcpStream) -> Option<Value> {
-    let read = async {
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await.ok()?;
-        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-        stream.read_exact(&mut payload).await.ok()?;
-        serde_json::from_slice(&payload).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("the node answers or closes within 10 s")
-}
-
-/// Frames until the node closes the connection.
-async fn until_closed(stream: &mut TcpStream) -> Vec<Value> {
-    let mut frames = Vec::new();
-    while let Some(frame) = recv(stream).await {
-        frames.push(frame);
-    }
-    frames
-}
-
-fn hello(me: &Identity, id: &str, addr: &str, incarnation: u64, intent: &str) -> Value {
-    json!({
-        "type": "hello", "version": 2, "id": id, "addr": addr, "incarnation": incarnation,
-        "intent": intent, "key": me.public_hex(), "nonce": "0123456789abcdef0123456789abcdef",
-        "sig": me.sign_record(id, addr, incarnation, "alive"),
-    })
-}
-
-/// A connection on which the attacker, under its own id and key, has completed the
-/// handshake.
-async fn handshake(me: &Identity, node: std::net::SocketAddr, intent: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(node).await.expect("connect");
-    send(&mut stream, &hello(me, ATTACKER, ATTACKER_ADDR, 1, intent)).await;
-    let theirs = recv(&mut stream).await.expect("the node's hello");
-    assert_eq!(theirs["type"], "hello", "{theirs}");
-    let proof = recv(&mut stream).await.expect("the node's proof");
-    assert_eq!(proof["type"], "hello-proof", "{proof}");
-    let nonce = theirs["nonce"].as_str().expect("a nonce");
-    let sig = me.hello_proof(nonce, ATTACKER, ATTACKER_ADDR, 1, intent);
-    send(&mut stream, &json!({"type": "hello-proof", "sig": sig})).await;
-    stream
-}
-
 fn flood(kind: &str, title: &str, member: Value) -> Value {
-    json!({
-        "type": "broadcast", "id": format!("{:064x}", rand_id(&member, title)), "title": title,
-        "message": "", "time": 0.0, "origin": ATTACKER, "hops": 0,
-        "event": {"kind": kind, "member": member},
-    })
+    let flood_id = format!("{:064x}", rand_id(&member, title));
+    membership_flood(&flood_id, ATTACKER, title, kind, member)
 }
 
 /// A flood id of the attacker's choosing, distinct per forgery.
@@ -121,12 +64,14 @@ async fn forged_identities_change_no_membership() {
     }
     let target = &cluster.nodes[1];
     let victim = cluster.nodes[2].id().to_string();
-    let me = Identity::from_secret([0x5a; 32]);
+    let me = Attacker::with_key(Identity::from_secret([0x5a; 32]), ATTACKER, ATTACKER_ADDR);
 
     // The victim's genuine signed record, as any member hands it out.
-    let mut query = handshake(&me, target.ports.listen, "query").await;
+    let mut query = me.handshake(target.ports.listen, "query").await;
     send(&mut query, &json!({"type": "give-nodes-in-network"})).await;
-    let list = recv(&mut query).await.expect("the member list");
+    let list = read_frame_within(&mut query, Duration::from_secs(10))
+        .await
+        .expect("the member list");
     let genuine = list["members"]
         .as_array()
         .and_then(|m| m.iter().find(|r| r["id"] == victim.as_str()))
@@ -137,8 +82,11 @@ async fn forged_identities_change_no_membership() {
     let mut moved = genuine.clone();
     moved["addr"] = json!(ATTACKER_ADDR);
     moved["incarnation"] = json!(u64::MAX);
-    moved["key"] = json!(me.public_hex());
-    moved["sig"] = json!(me.sign_record(&victim, ATTACKER_ADDR, u64::MAX, "alive"));
+    moved["key"] = json!(me.key.public_hex());
+    moved["sig"] = json!(
+        me.key
+            .sign_record(&victim, ATTACKER_ADDR, u64::MAX, "alive")
+    );
     send(
         &mut query,
         &json!({"type": "nodes-in-network", "members": [moved]}),
@@ -148,7 +96,7 @@ async fn forged_identities_change_no_membership() {
 
     // Over a link: a forged leave (the victim's alive signature on a leave), a forged
     // death at u64::MAX, and an unsigned leave.
-    let mut link = handshake(&me, target.ports.listen, "link").await;
+    let mut link = me.handshake(target.ports.listen, "link").await;
     let mut left = genuine.clone();
     left["state"] = json!("left");
     let mut dead = genuine.clone();
@@ -170,11 +118,9 @@ async fn forged_identities_change_no_membership() {
         let mut thief = TcpStream::connect(target.ports.listen)
             .await
             .expect("connect");
-        send(
-            &mut thief,
-            &hello(&me, &victim, ATTACKER_ADDR, u64::MAX, intent),
-        )
-        .await;
+        let claim =
+            Attacker::with_key(me.key.clone(), &victim, ATTACKER_ADDR).incarnation(u64::MAX);
+        send(&mut thief, &claim.hello(intent)).await;
         let answer = until_closed(&mut thief).await;
         assert!(
             matches!(answer.as_slice(), [d] if d["type"] == "disconnect"),

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::attacker::{Attacker, membership_flood, read_frame, send, signed_record};
 use crate::support::cluster::{Cluster, FAST_TIMEOUTS, Node, Spec};
 use crate::support::poll_until;
 use peerlab::node::identity::Identity;
@@ -16,7 +17,7 @@ use tokio::net::TcpStream;
 const FORMATION: Duration = Duration::from_secs(60);
 
 /// Faster than the node's hello timeout, so a close within it is the node's reaction.
-const REACTION: Duration = Duration::from_millis(1500);
+const REACTION: Duration = crate::support::attacker::HANDSHAKE_WAIT;
 
 /// Bound on the genesis's resident memory after the attack (10,000 invented members
 /// offered, at most one budget of them kept for a while).
@@ -25,71 +26,14 @@ const MAX_RSS_KIB: u64 = 96 * 1024;
 /// An address where nothing listens: probes of it fail at once.
 const NOWHERE: &str = "127.0.0.1:1";
 
-fn frame(msg: &Value) -> Vec<u8> {
-    let payload = serde_json::to_vec(msg).expect("serialise");
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&payload);
-    out
-}
-
-async fn send(stream: &mut TcpStream, msg: &Value) {
-    stream.write_all(&frame(msg)).await.expect("write a frame");
-}
-
-/// Reads one frame; `None` at EOF or on an error.
-async fn read_frame(stream: &mut TcpStream) -> Option<Value> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.ok()?;
-    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut payload).await.ok()?;
-    serde_json::from_slice(&payload).ok()
-}
-
-/// The attacker's side of the handshake, in one place: with a key of its own it says hello
-/// as `id` at `addr` with `intent` and, if the node answers with its hello and proof,
-/// proves its key. Returns the stream, or `None` if the node closed it instead.
+/// The attacker's handshake as `id` at `addr`: the open stream, or `None` if refused.
 async fn attacker_handshake(
     node: SocketAddr,
     id: &str,
     addr: &str,
     intent: &str,
 ) -> Option<TcpStream> {
-    let me = Identity::generate();
-    let mut stream = TcpStream::connect(node).await.expect("connect");
-    let hello = json!({
-        "type": "hello", "version": 2, "id": id, "addr": addr, "incarnation": 1,
-        "intent": intent, "key": me.public_hex(), "nonce": "0123456789abcdef0123456789abcdef",
-        "sig": me.sign_record(id, addr, 1, "alive"),
-    });
-    // A node may close on a hello it refuses before the whole of it is written.
-    stream.write_all(&frame(&hello)).await.ok()?;
-    let theirs = tokio::time::timeout(REACTION, read_frame(&mut stream))
-        .await
-        .ok()
-        .flatten()?;
-    if theirs["type"] != "hello" {
-        return None;
-    }
-    let proof = tokio::time::timeout(REACTION, read_frame(&mut stream))
-        .await
-        .ok()
-        .flatten()?;
-    if proof["type"] != "hello-proof" {
-        return None;
-    }
-    let nonce = theirs["nonce"].as_str().unwrap_or_default();
-    let sig = me.hello_proof(nonce, id, addr, 1, intent);
-    send(&mut stream, &json!({"type": "hello-proof", "sig": sig})).await;
-    Some(stream)
-}
-
-/// A member record signed by `key`: the attacker's inventions carry real signatures (of
-/// keys it made up), so it is the limits and the per-source budget that stop them.
-fn record(key: &Identity, id: &str, addr: &str, incarnation: u64, state: &str) -> Value {
-    json!({
-        "id": id, "addr": addr, "incarnation": incarnation, "state": state,
-        "key": key.public_hex(), "sig": key.sign_record(id, addr, incarnation, state),
-    })
+    Attacker::new(id, addr).try_handshake(node, intent).await
 }
 
 /// The victim's own signed record, as any member of the network holds it: asked of the
@@ -115,13 +59,8 @@ async fn genuine_record(link: &mut TcpStream, victim: &str) -> Value {
         .unwrap_or_else(|| panic!("the node's member list names {victim}"))
 }
 
-/// A membership flood as a node would send it (the id only has to be new).
 fn flood(title: &str, kind: &str, member: Value, n: u32) -> Value {
-    json!({
-        "type": "broadcast", "id": format!("{n:064x}"), "title": title,
-        "message": "", "time": 0.0, "origin": "mallory", "hops": 0,
-        "event": {"kind": kind, "member": member},
-    })
+    membership_flood(&format!("{n:064x}"), "mallory", title, kind, member)
 }
 
 async fn counters(node: &Node) -> peerlab::contract::Counters {
@@ -187,11 +126,11 @@ async fn a_hostile_peer_cannot_lie_members_in_or_out() {
     send(&mut mallory, &flood("#DEAD", "dead", death, 1)).await;
     let inventor = Identity::generate();
     let mut members: Vec<Value> = (0..10_000)
-        .map(|i| record(&inventor, &format!("fake-{i:05}"), NOWHERE, 1, "alive"))
+        .map(|i| signed_record(&inventor, &format!("fake-{i:05}"), NOWHERE, 1, "alive"))
         .collect();
-    members.push(record(&inventor, "", "", 1, "alive"));
-    members.push(record(&inventor, &long_id, NOWHERE, 1, "alive"));
-    members.push(record(&inventor, "x\ny", NOWHERE, 1, "alive"));
+    members.push(signed_record(&inventor, "", "", 1, "alive"));
+    members.push(signed_record(&inventor, &long_id, NOWHERE, 1, "alive"));
+    members.push(signed_record(&inventor, "x\ny", NOWHERE, 1, "alive"));
     // Signed records are about 330 bytes: in chunks under the 1 MiB frame cap, as a node
     // would send them.
     let chunks: Vec<&[Value]> = members.chunks(1_500).collect();
@@ -203,7 +142,7 @@ async fn a_hostile_peer_cannot_lie_members_in_or_out() {
         )
         .await;
     }
-    let garbage = record(&inventor, &"g".repeat(1000), "", 1, "alive");
+    let garbage = signed_record(&inventor, &"g".repeat(1000), "", 1, "alive");
     send(&mut mallory, &flood("#JOINED", "joined", garbage, 2)).await;
 
     // A frame over the cap: refused from its length, and the log says why.

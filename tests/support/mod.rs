@@ -5,7 +5,7 @@
 //! What lives here lives once: the binary under test ([`BIN`]), the repository root
 //! ([`ROOT`]), polling with a deadline ([`POLL`], [`poll_until`], [`poll_until_blocking`]),
 //! the turns that heavy runs and users of engine-wide names take ([`heavy_turn`],
-//! [`engine_turn`]), and in the submodules the process guards
+//! [`engine_turn`]), and in the submodules the hostile peer of the node tests ([`attacker`]), the process guards
 //! ([`cluster`], [`cli`]), the Docker helpers ([`docker`]), the multi-host swarm lab ([`swarm`]), plan fixtures ([`fixtures`]),
 //! "did the overlay form" judged by the orchestrator's own checks ([`formation`]) and the
 //! fault topologies and their reports ([`reports`]).
@@ -13,6 +13,7 @@
 //! Every binary uses a part of it only, hence the `allow`.
 #![allow(dead_code)]
 
+pub mod attacker;
 pub mod cli;
 pub mod cluster;
 pub mod docker;

@@ -24,6 +24,18 @@ fn incarnation_of(id: &str) -> u64 {
 }
 
 /// A raw client with a key of its own: its hello alone (what limits refuse before any proof).
+/// The worst lie a peer can still tell: the victim's own signed record, replayed as a
+/// death at its current incarnation (one at a higher incarnation cannot be signed).
+fn replayed_death(victim: &str, origin: &str) -> Flood {
+    let member = record(
+        victim,
+        &addr_of(victim),
+        incarnation_of(victim),
+        MemberState::Dead,
+    );
+    Flood::membership(MemberEvent::Dead { member }, origin, 0.0)
+}
+
 fn hello(id: &str, addr: &str, intent: Intent) -> Message {
     Stranger::new(id, addr, 1, 9).hello(PROTOCOL_VERSION, intent)
 }
@@ -64,20 +76,7 @@ fn a_forged_death_of_a_live_member_leaves_it_on_every_node_and_is_not_relayed() 
         .expect("a node that is not the victim's neighbour");
     let via = sim.neighbours(&target)[0].clone();
     let dials_before = sim.dials_from(&target).len();
-    // The worst lie a peer can still tell: the victim's own signed record, replayed as a
-    // death at its current incarnation (one at a higher incarnation cannot be signed).
-    let lie = Flood::membership(
-        MemberEvent::Dead {
-            member: record(
-                victim,
-                &addr_of(victim),
-                incarnation_of(victim),
-                MemberState::Dead,
-            ),
-        },
-        &via,
-        0.0,
-    );
+    let lie = replayed_death(victim, &via);
     let lie_id = lie.id.clone();
     assert!(sim.inject(&via, &target, Message::Broadcast(lie)));
     assert!(
@@ -102,18 +101,7 @@ fn a_forged_death_from_a_raw_link_removes_nobody() {
     let mut sim = formed(8, |_| {});
     let raw = attacker_link(&mut sim, "n02", "mallory");
     for victim in ["n03", "n05", "n06"] {
-        let lie = Flood::membership(
-            MemberEvent::Dead {
-                member: record(
-                    victim,
-                    &addr_of(victim),
-                    incarnation_of(victim),
-                    MemberState::Dead,
-                ),
-            },
-            "mallory",
-            0.0,
-        );
+        let lie = replayed_death(victim, "mallory");
         sim.send_raw(raw, Message::Broadcast(lie));
     }
     sim.run_for(Duration::from_secs(15));
