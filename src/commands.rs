@@ -568,13 +568,7 @@ async fn down(args: DownArgs) -> u8 {
 fn export_plan(file: &Path, seed: Option<u64>) -> Result<(Topology, RunPlan), u8> {
     let topology = load_topology(file)?;
     let seed = seed.unwrap_or(topology.seed);
-    let plan = plan::build(
-        &topology,
-        seed,
-        &topology.name,
-        Path::new(".peerlab/runs"),
-        true,
-    );
+    let plan = plan::build_for_export(&topology, seed, &topology.name, Path::new(".peerlab/runs"));
     Ok((topology, plan))
 }
 

@@ -10,9 +10,11 @@
 //! - [`admin`]: `/admin/*` (blocks, shaping, the faults report) and [`LinkShape`].
 //! - [`digest`]: the length-prefixed SHA-256 digests (message ids, member sets).
 //! - [`token`]: the admin token that unlocks `/admin/*` ([`AdminToken`]).
+//! - [`network_key`]: the network key every node of a run needs ([`NetworkSecret`]).
 
 pub mod admin;
 pub mod digest;
+pub mod network_key;
 pub mod status;
 pub mod token;
 
@@ -20,6 +22,7 @@ pub use admin::{
     ALL_LINKS, BlockRequest, Direction, FaultsReport, LinkShape, ShapeRequest, UnblockRequest,
 };
 pub use digest::members_digest;
+pub use network_key::{NETWORK_KEY_ENV, NetworkSecret};
 pub use status::{
     ApiError, BroadcastAccepted, BroadcastRequest, Counters, DeliveredMessage, NodeStatus, PeerRef,
     default_title,

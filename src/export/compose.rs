@@ -62,7 +62,7 @@ pub fn export_with(plan: &RunPlan, options: ExportOptions) -> Result<String, Run
         plan.run_id,
         plan.image,
         plan.image,
-        super::ADMIN_TOKEN_HEADER,
+        super::secrets_header(plan),
     ))
 }
 
@@ -189,10 +189,7 @@ fn compose_file(plan: &RunPlan) -> ComposeFile {
                 image: plan.image.clone(),
                 hostname: node.name.clone(),
                 command: node_command(plan, node, |n| n.name.clone()),
-                environment: Ordered(vec![(
-                    crate::contract::ADMIN_TOKEN_ENV.to_string(),
-                    super::ADMIN_TOKEN_INTERPOLATION.to_string(),
-                )]),
+                environment: Ordered(super::secrets_env(plan)),
                 labels: labels(Some(&node.name)),
                 networks,
                 ports: vec![format!("127.0.0.1::{STATUS_PORT}")],
@@ -234,7 +231,8 @@ struct Service {
     image: String,
     hostname: String,
     command: Vec<String>,
-    /// `PEERLAB_ADMIN_TOKEN` from the shell ([`super::ADMIN_TOKEN_INTERPOLATION`]).
+    /// `PEERLAB_ADMIN_TOKEN` from the shell ([`super::ADMIN_TOKEN_INTERPOLATION`]), and
+    /// `PEERLAB_NETWORK_KEY` when the topology asks for a key.
     environment: Ordered<String>,
     labels: Ordered<String>,
     networks: Vec<String>,
@@ -332,6 +330,7 @@ mod tests {
             hosts: Vec::new(),
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 

@@ -34,6 +34,17 @@ pub fn export(plan: &RunPlan, options: &ObjectOptions) -> Result<String, Runtime
              # the cluster's own network is the link.\n",
         );
     }
+    if plan.network_key.is_some() {
+        notes.push_str(&format!(
+            "# The topology sets network_key: every pod reads PEERLAB_NETWORK_KEY from the Secret\n\
+             # {secret} (key `{key}`) and does not start without it (no key is written here).\n\
+             # Create it before applying, with the same key for every pod of the network:\n\
+             #   kubectl create namespace {ns}\n\
+             #   kubectl -n {ns} create secret generic {secret} --from-literal={key}=\"$(openssl rand -hex 32)\"\n",
+            secret = objects::NETWORK_KEY_SECRET,
+            key = objects::NETWORK_KEY_SECRET_KEY,
+        ));
+    }
     Ok(format!(
         "# Kubernetes objects for topology `{topology}` (run {run}, {nodes} nodes), written by\n\
          # `peerlab export kubernetes`: namespace {ns}, a headless Service and a StatefulSet per group.\n\
@@ -86,6 +97,7 @@ mod tests {
             hosts: vec![],
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 
@@ -113,5 +125,28 @@ mod tests {
         )
         .expect("export");
         assert!(delayed.contains("Start delays"), "{delayed}");
+        assert!(
+            !text.contains("PEERLAB_NETWORK_KEY"),
+            "no key asked for:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_keyed_plan_says_how_to_create_the_network_key_secret_and_holds_no_key() {
+        let key = crate::contract::NetworkSecret::generate();
+        let keyed = RunPlan {
+            network_key: Some(key.clone()),
+            ..plan(Duration::ZERO)
+        };
+        let text =
+            export(&keyed, &ObjectOptions::new("peerlab-demo", "peerlab:7")).expect("export");
+        assert!(
+            text.contains(
+                "kubectl -n peerlab-demo create secret generic peerlab-network-key --from-literal=key="
+            ),
+            "{text}"
+        );
+        assert!(text.contains("name: PEERLAB_NETWORK_KEY"), "{text}");
+        assert!(!text.contains(key.expose()), "the key is never written");
     }
 }

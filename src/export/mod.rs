@@ -22,6 +22,48 @@ const ADMIN_TOKEN_HEADER: &str = "\
 # and send it with each admin request: Authorization: Bearer $PEERLAB_ADMIN_TOKEN
 ";
 
+/// The nodes' network key in an exported file, when the topology asks for one: a required
+/// compose variable, so the file holds no secret and `up`/`deploy` stops with this message
+/// when the deploying shell has no key, instead of starting nodes that can never join. (No
+/// `$` or `}` in the message: compose would read them as interpolation.)
+pub const NETWORK_KEY_INTERPOLATION: &str = "${PEERLAB_NETWORK_KEY:?set PEERLAB_NETWORK_KEY, the same for every node (openssl rand -hex 32 makes one)}";
+
+/// The header lines of a compose or stack file whose nodes need a network key.
+const NETWORK_KEY_HEADER: &str = "\
+# The topology sets network_key: every node must hold the same secret to speak the protocol.
+# The file holds none; set it in the shell that deploys this file (keep it, and use the same
+# one for every deploy of this network):
+#   export PEERLAB_NETWORK_KEY=\"$(openssl rand -hex 32)\"
+";
+
+/// The header lines on the run's secrets: the admin token always, the network key when
+/// the plan needs one.
+fn secrets_header(plan: &crate::runtime::RunPlan) -> String {
+    let network_key = if plan.network_key.is_some() {
+        NETWORK_KEY_HEADER
+    } else {
+        ""
+    };
+    format!("{ADMIN_TOKEN_HEADER}{network_key}")
+}
+
+/// The environment entries of a node of an exported file that carry the run's secrets, as
+/// interpolations of the deploying shell's variables: the admin token (optional), and the
+/// network key (required) when the plan needs one.
+fn secrets_env(plan: &crate::runtime::RunPlan) -> Vec<(String, String)> {
+    let mut env = vec![(
+        crate::contract::ADMIN_TOKEN_ENV.to_string(),
+        ADMIN_TOKEN_INTERPOLATION.to_string(),
+    )];
+    if plan.network_key.is_some() {
+        env.push((
+            crate::contract::NETWORK_KEY_ENV.to_string(),
+            NETWORK_KEY_INTERPOLATION.to_string(),
+        ));
+    }
+    env
+}
+
 pub mod compose;
 pub mod kubernetes;
 pub mod stack;

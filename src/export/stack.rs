@@ -52,7 +52,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose::{ExportOptions, Ordered, check, unsupported};
-use crate::contract::ADMIN_TOKEN_ENV;
 use crate::runtime::container::{STATUS_PORT, identity_env, node_networks, overlay_subnets};
 use crate::runtime::{NODE_LABEL, NodeSpec, RUN_LABEL, RunPlan, RuntimeError};
 
@@ -167,7 +166,7 @@ pub fn export(plan: &RunPlan, options: &StackOptions) -> Result<String, RuntimeE
          #     check --dns {dns} --status-port {STATUS_PORT} --expect-nodes {expected}\n\
          #   docker service logs {stack}-check\n\
          {admin}{links}{dropped}{yaml}",
-        admin = super::ADMIN_TOKEN_HEADER,
+        admin = super::secrets_header(plan),
         topology = plan.topology_name,
         run = plan.run_id,
         image = plan.image,
@@ -212,7 +211,13 @@ fn services(plan: &RunPlan, options: &StackOptions) -> Result<Vec<Named>, Runtim
     let mut out = Vec::new();
     for (i, node) in genesis.iter().enumerate() {
         let targets: Vec<&str> = genesis[..i].iter().map(|g| g.name.as_str()).collect();
-        let env = identity(&node.name, &node.name, &targets, node.seed.to_string());
+        let env = identity(
+            plan,
+            &node.name,
+            &node.name,
+            &targets,
+            node.seed.to_string(),
+        );
         let placement = chosen(&node.group).or_else(|| node.host.as_deref().map(on_host));
         out.push(Named {
             name: node.name.clone(),
@@ -227,7 +232,7 @@ fn services(plan: &RunPlan, options: &StackOptions) -> Result<Vec<Named>, Runtim
             // No arithmetic in Swarm templates: the slot in front of the first node's seed
             // (12 digits) gives every replica its own seed, the same in every deploy.
             let seed = format!("{{{{.Task.Slot}}}}{:012}", first.seed % 1_000_000_000_000);
-            let env = identity(&hostname, &hostname, &all_genesis, seed);
+            let env = identity(plan, &hostname, &hostname, &all_genesis, seed);
             out.push(Named {
                 name,
                 service: service(plan, first, hostname, env, nodes.len(), placement),
@@ -293,13 +298,16 @@ fn peer_groups(plan: &RunPlan) -> Result<Vec<(&str, Vec<&NodeSpec>)>, RuntimeErr
 }
 
 /// `PEERLAB_*` variables that make a task a node (shared with the swarm runtime).
-/// The admin token comes from the deploying shell ([`super::ADMIN_TOKEN_INTERPOLATION`]).
-fn identity(name: &str, host: &str, genesis: &[&str], seed: String) -> Ordered<String> {
+/// The secrets come from the deploying shell ([`super::secrets_env`]).
+fn identity(
+    plan: &RunPlan,
+    name: &str,
+    host: &str,
+    genesis: &[&str],
+    seed: String,
+) -> Ordered<String> {
     let mut env = identity_env(name, host, genesis, seed);
-    env.push((
-        ADMIN_TOKEN_ENV.to_string(),
-        super::ADMIN_TOKEN_INTERPOLATION.to_string(),
-    ));
+    env.extend(super::secrets_env(plan));
     Ordered(env)
 }
 
@@ -556,6 +564,7 @@ mod tests {
             hosts: Vec::new(),
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 

@@ -69,7 +69,7 @@ pub use crate::orchestrator::observer::{Detail, Formation, Observer, Waited};
 pub use crate::orchestrator::{CheckResult, FormationExpectation, NodeObservation, Report};
 pub use crate::runtime::kubernetes::KubeOptions;
 pub use crate::runtime::{Capabilities, NodeEndpoint, RuntimeError, TeardownReport};
-pub use crate::topology::{NodeSettings, Topology};
+pub use crate::topology::{NetworkKeyMode, NodeSettings, Topology};
 pub use check::{
     COMPOSE_PROJECT_LABEL, CONTAINER_STATUS_PORT, DEFAULT_DELIVER_WITHIN, DEFAULT_WITHIN,
     NetworkCheck, NodeSource, check_endpoints,
@@ -296,10 +296,13 @@ impl LabBuilder {
             options: self.kube.clone(),
             held_at_start,
         };
-        let (runtime, chosen, note) = runtimes::select(self.runtime, image, kube).await?;
+        // Planned before a runtime is chosen: a missing `network_key: from-env` key is bad
+        // input, refused before an engine is contacted or an image built.
         let detach = self.keep != Keep::Never;
         let run_id = plan::fresh_run_id(&self.topology);
-        let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach);
+        let plan = plan::build(&self.topology, seed, &run_id, &self.runs_dir, detach)
+            .map_err(LabError::Input)?;
+        let (runtime, chosen, note) = runtimes::select(self.runtime, image, kube).await?;
         runtime.check_support(&plan)?;
         let timeline = run::resolve_timeline(&self.topology, seed, runtime.name())?;
         let session = Session::new(runtime, plan, self.topology, seed)?;
@@ -438,7 +441,7 @@ impl Lab {
         }
         self.session.prepare().await?;
         if self.session.plan().detach {
-            self.keep_admin_token()?;
+            self.keep_secrets()?;
         }
         if self.play_scenario && !self.timeline.is_empty() {
             scenario::check_support(self.session.runtime(), &self.timeline).await?;
@@ -455,12 +458,24 @@ impl Lab {
 
     /// Nodes that outlive this process (`peerlab up`, `run --keep`) keep their admin API:
     /// the run's token is written to `<run dir>/admin-token`, readable by this user only
-    /// (mode 0600), for `curl -H "Authorization: Bearer $(cat .../admin-token)"`.
-    fn keep_admin_token(&self) -> Result<(), LabError> {
+    /// (mode 0600), for `curl -H "Authorization: Bearer $(cat .../admin-token)"`. A run with
+    /// a network key keeps it the same way in `<run dir>/network-key`, so that a node
+    /// started by hand (`PEERLAB_NETWORK_KEY="$(cat .../network-key)" peerlab node ..`)
+    /// can join it.
+    fn keep_secrets(&self) -> Result<(), LabError> {
+        let plan = self.session.plan();
+        self.keep_secret("admin-token", "admin token", plan.admin_token.expose())?;
+        if let Some(key) = &plan.network_key {
+            self.keep_secret("network-key", "network key", key.expose())?;
+        }
+        Ok(())
+    }
+
+    fn keep_secret(&self, file: &str, what: &str, secret: &str) -> Result<(), LabError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.run_dir();
-        let path = dir.join("admin-token");
+        let path = dir.join(file);
         let written = std::fs::create_dir_all(dir).and_then(|()| {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -468,11 +483,11 @@ impl Lab {
                 .truncate(true)
                 .mode(0o600)
                 .open(&path)?;
-            writeln!(file, "{}", self.session.plan().admin_token.expose())
+            writeln!(file, "{secret}")
         });
         written.map_err(|e| {
             LabError::State(format!(
-                "cannot write the run's admin token to {}: {e}",
+                "cannot write the run's {what} to {}: {e}",
                 path.display()
             ))
         })

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::LabError;
 use crate::contract::LinkShape;
-use crate::topology::{NodeSettings, Topology, duration_text, parse_str};
+use crate::topology::{NetworkKeyMode, NodeSettings, Topology, duration_text, parse_str};
 
 /// A group of identical peers for [`TopologyBuilder::group`].
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +105,7 @@ pub struct TopologyBuilder {
     genesis_host: Option<String>,
     /// `(Some([a, b]), shape)` for a pair, `(None, shape)` for the default link.
     links: Vec<(Option<[String; 2]>, LinkShape)>,
+    network_key: Option<NetworkKeyMode>,
 }
 
 impl TopologyBuilder {
@@ -122,6 +123,7 @@ impl TopologyBuilder {
             hosts: Vec::new(),
             genesis_host: None,
             links: Vec::new(),
+            network_key: None,
         }
     }
 
@@ -149,6 +151,14 @@ impl TopologyBuilder {
     /// The link of every pair of hosts [`TopologyBuilder::link`] does not name.
     pub fn default_link(mut self, shape: LinkShape) -> Self {
         self.links.push((None, shape));
+        self
+    }
+
+    /// `network_key:`: every node of a run must hold a network key to speak the protocol,
+    /// drawn for each run ([`NetworkKeyMode::PerRun`]) or read from `PEERLAB_NETWORK_KEY`
+    /// ([`NetworkKeyMode::FromEnv`]).
+    pub fn network_key(mut self, mode: NetworkKeyMode) -> Self {
+        self.network_key = Some(mode);
         self
     }
 
@@ -203,6 +213,9 @@ impl TopologyBuilder {
         doc.insert("name".into(), json!(self.name));
         if let Some(seed) = self.seed {
             doc.insert("seed".into(), json!(seed));
+        }
+        if let Some(mode) = self.network_key {
+            doc.insert("network_key".into(), json!(mode.as_str()));
         }
         if let Some(defaults) = &self.defaults {
             doc.insert("defaults".into(), settings_value(defaults));

@@ -48,12 +48,18 @@ pub enum Change {
     BadSignature,
     /// The id belongs to a living member with another key.
     KeyConflict,
+    /// A hello whose proof lacks this network's key (`--network-key`): its sender is not
+    /// of this network, whatever its own key.
+    NotOfNetwork,
 }
 
 impl Change {
     /// Was the record refused for its identity (a forgery, or an id held by another key)?
     pub fn refused(self) -> bool {
-        matches!(self, Change::BadSignature | Change::KeyConflict)
+        matches!(
+            self,
+            Change::BadSignature | Change::KeyConflict | Change::NotOfNetwork
+        )
     }
 }
 

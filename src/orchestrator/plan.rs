@@ -10,10 +10,10 @@ use std::path::Path;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
-use crate::contract::AdminToken;
 use crate::contract::LinkShape;
+use crate::contract::{AdminToken, NETWORK_KEY_ENV, NetworkSecret};
 use crate::runtime::{HostSpec, NetworkSpec, NodeResources, NodeSpec, RunPlan};
-use crate::topology::{GENESIS, Topology, node_name};
+use crate::topology::{GENESIS, NetworkKeyMode, Topology, node_name};
 
 /// A fresh run id, `<topology>-<6 hex digits>`: runs of one topology side by side (and
 /// their containers, networks and log directories) do not collide.
@@ -25,13 +25,48 @@ pub fn fresh_run_id(topology: &Topology) -> String {
 /// The plan of one run of `topology`. `seed` is the run's seed (the topology's unless
 /// overridden); logs and state go to `<runs_dir>/<run_id>`; `detach` leaves the nodes
 /// running after the orchestrator exits (`peerlab up`).
+///
+/// Fails (bad input: nothing has started) only when the topology takes its network key
+/// from the environment (`network_key: from-env`) and `PEERLAB_NETWORK_KEY` is unset or
+/// malformed; the error says what to set.
 pub fn build(
     topology: &Topology,
     seed: u64,
     run_id: &str,
     runs_dir: &Path,
     detach: bool,
-) -> RunPlan {
+) -> Result<RunPlan, String> {
+    let network_key = run_network_key(topology.network_key, || std::env::var_os(NETWORK_KEY_ENV))?;
+    Ok(RunPlan {
+        network_key,
+        ..layout(topology, seed, run_id, runs_dir, detach)
+    })
+}
+
+/// The plan an export writes ([`build`] without reading any key): an exported file holds
+/// no secret, but requires one from whoever deploys it, so its plan carries a key drawn
+/// here only to say that the nodes need one. No exporter writes it out.
+pub fn build_for_export(topology: &Topology, seed: u64, name: &str, runs_dir: &Path) -> RunPlan {
+    RunPlan {
+        network_key: topology.network_key.map(|_| NetworkSecret::generate()),
+        ..layout(topology, seed, name, runs_dir, true)
+    }
+}
+
+/// The network key of one run: drawn for `per-run`, read (through `env`, which gives
+/// `PEERLAB_NETWORK_KEY`) for `from-env`.
+pub fn run_network_key(
+    mode: Option<NetworkKeyMode>,
+    env: impl FnOnce() -> Option<std::ffi::OsString>,
+) -> Result<Option<NetworkSecret>, String> {
+    match mode {
+        None => Ok(None),
+        Some(NetworkKeyMode::PerRun) => Ok(Some(NetworkSecret::generate())),
+        Some(NetworkKeyMode::FromEnv) => NetworkSecret::from_env_value(env()).map(Some),
+    }
+}
+
+fn layout(topology: &Topology, seed: u64, run_id: &str, runs_dir: &Path, detach: bool) -> RunPlan {
     RunPlan {
         run_id: run_id.to_string(),
         run_dir: runs_dir.join(run_id),
@@ -42,6 +77,7 @@ pub fn build(
         hosts: host_specs(topology),
         detach,
         admin_token: AdminToken::generate(),
+        network_key: None,
     }
 }
 
@@ -143,7 +179,7 @@ mod tests {
         assert_eq!(suffix.len(), 6);
         assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()), "{run_id}");
 
-        let plan = build(&topology, 7, "plan-0a0b0c", Path::new("/runs"), true);
+        let plan = build(&topology, 7, "plan-0a0b0c", Path::new("/runs"), true).unwrap();
         assert_eq!(plan.run_id, "plan-0a0b0c");
         assert_eq!(plan.run_dir, Path::new("/runs/plan-0a0b0c"));
         assert_eq!(plan.topology_name, "plan");
@@ -157,5 +193,37 @@ mod tests {
             ["genesis-0", "peers-0", "peers-1"]
         );
         assert!(plan.networks.is_empty());
+    }
+
+    #[test]
+    fn the_network_key_is_drawn_per_run_read_from_the_environment_or_absent() {
+        assert_eq!(run_network_key(None, || panic!("not read")), Ok(None));
+        let first = run_network_key(Some(NetworkKeyMode::PerRun), || panic!("not read"));
+        let second = run_network_key(Some(NetworkKeyMode::PerRun), || panic!("not read"));
+        let (first, second) = (first.unwrap().unwrap(), second.unwrap().unwrap());
+        assert_ne!(first, second, "a fresh key for every run");
+        let given = "0123456789abcdef0123456789abcdef";
+        let read = run_network_key(Some(NetworkKeyMode::FromEnv), || Some(given.into()));
+        assert_eq!(read.unwrap().unwrap().expose(), given);
+        let unset = run_network_key(Some(NetworkKeyMode::FromEnv), || None).unwrap_err();
+        assert!(unset.contains("PEERLAB_NETWORK_KEY is not set"), "{unset}");
+    }
+
+    #[test]
+    fn an_export_plan_needs_a_key_exactly_when_the_topology_asks_for_one() {
+        let keyed = format!("{TWO_GROUPS}network_key: from-env\n");
+        let keyed = crate::topology::parse_str(&keyed, "keyed.yaml").unwrap();
+        let plain = crate::topology::parse_str(TWO_GROUPS, "plain.yaml").unwrap();
+        // No environment is read for an export: a file is written, not run.
+        assert!(
+            build_for_export(&keyed, 1, "keyed", Path::new("/runs"))
+                .network_key
+                .is_some()
+        );
+        assert!(
+            build_for_export(&plain, 1, "plain", Path::new("/runs"))
+                .network_key
+                .is_none()
+        );
     }
 }

@@ -437,7 +437,8 @@ mod tests {
             "caps-000001",
             Path::new("/nonexistent"),
             false,
-        );
+        )
+        .expect("a plan");
         Session::new(Box::new(KillOnly), plan, topology, 1).expect("a session")
     }
 

@@ -110,6 +110,26 @@ pub fn identity_env(
     env
 }
 
+/// `NAME=value` entries of the run's secrets for a node's environment: the admin token, and
+/// the network key when the topology asks for one. In the environment because a command
+/// line is visible to every user of the machine (`ps`, `docker inspect` shows both, but
+/// only to those who may already control the engine).
+pub fn node_secrets_env(plan: &RunPlan) -> Vec<String> {
+    let mut env = vec![format!(
+        "{}={}",
+        crate::contract::ADMIN_TOKEN_ENV,
+        plan.admin_token.expose()
+    )];
+    if let Some(key) = &plan.network_key {
+        env.push(format!(
+            "{}={}",
+            crate::contract::NETWORK_KEY_ENV,
+            key.expose()
+        ));
+    }
+    env
+}
+
 /// The overlay networks of a plan with their subnets, in plan order ([`DEFAULT_NETWORK`]
 /// when it declares none): the topology's subnet, checked to hold its nodes and
 /// [`MIN_SPARE_ADDRESSES`], else one sized for its nodes and [`SPARE_ADDRESSES`] carved

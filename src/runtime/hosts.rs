@@ -126,6 +126,7 @@ mod tests {
             hosts,
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 

@@ -194,6 +194,11 @@ pub struct RunPlan {
     /// give it to their nodes as `PEERLAB_ADMIN_TOKEN` (never on a command line) and send
     /// it with every admin call. Exports never write it into a file.
     pub admin_token: AdminToken,
+    /// The run's network key (`network_key:` of the topology), which every node must hold
+    /// to complete a handshake; `None`: the nodes need none. Runtimes give it to their
+    /// nodes as `PEERLAB_NETWORK_KEY` (environment or a Kubernetes Secret, never a command
+    /// line); exports only require it of the deploying shell and never write it.
+    pub network_key: Option<crate::contract::NetworkSecret>,
 }
 
 impl RunPlan {

@@ -71,6 +71,26 @@ impl JsonSchema for DurationText {
     }
 }
 
+/// `network_key:` as written; checked during validation, so that a value that is not a
+/// mode (a pasted secret, say) is reported at its line without being echoed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct NetworkKeyText(pub String);
+
+impl JsonSchema for NetworkKeyText {
+    fn schema_name() -> Cow<'static, str> {
+        "NetworkKeyMode".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "enum": ["per-run", "from-env"],
+            "description": "Where the network key comes from: `per-run` (a fresh random key each run) or `from-env` (`PEERLAB_NETWORK_KEY` in peerlab's environment). Never the key itself."
+        })
+    }
+}
+
 /// A whole topology file. See docs/topology.md for the meaning of every key.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +107,12 @@ pub(crate) struct TopologyFile {
     /// Container image of the nodes (Docker runtime only). Default: the image built from this peerlab.
     #[serde(default)]
     pub image: Option<Spanned<String>>,
+    /// A network-wide secret every node must hold to speak the protocol at all (default:
+    /// none). `per-run`: a fresh random key for each run; `from-env`: the key in
+    /// `PEERLAB_NETWORK_KEY` of peerlab's environment. Never the key itself: topology files
+    /// are checked in.
+    #[serde(default)]
+    pub network_key: Option<Spanned<NetworkKeyText>>,
     /// Node settings applied to every node unless a group overrides them.
     #[serde(default)]
     pub defaults: Option<Spanned<SettingsFile>>,

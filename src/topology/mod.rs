@@ -22,7 +22,8 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, TopologyError};
 pub use model::{
     BroadcastChecks, Checks, FormationChecks, FormationExpectation, GENESIS, Group, Host, HostLink,
-    HostLinks, Network, NodeSettings, Placement, Resources, Topology, duration_text, node_name,
+    HostLinks, Network, NetworkKeyMode, NodeSettings, Placement, Resources, Topology,
+    duration_text, node_name,
 };
 pub use scenario::{
     Action, ExpectBroadcast, Expectation, Fault, Selector, Step, Target, TargetPart, When,

@@ -24,6 +24,10 @@ pub struct Topology {
     pub seed: u64,
     /// Container image of the nodes (Docker runtime only).
     pub image: String,
+    /// Where the run's network key comes from; `None`: the nodes need none (anyone who
+    /// reaches a peer port may speak the protocol, as before keys existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_key: Option<NetworkKeyMode>,
     /// The genesis nodes, as a group named `genesis` that starts at once.
     pub genesis: Group,
     /// Peer groups, in start order.
@@ -42,6 +46,29 @@ pub struct Topology {
     /// Fault steps played after formation; the report carries them resolved instead.
     #[serde(skip)]
     pub scenario: Vec<Step>,
+}
+
+/// `network_key:` of a topology: where the secret every node must hold comes from. The
+/// secret itself is never in the topology (nor in anything serialized from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkKeyMode {
+    /// The orchestrator draws a fresh random key for each run.
+    PerRun,
+    /// The key is `PEERLAB_NETWORK_KEY` of peerlab's own environment (a run is refused
+    /// before anything starts when it is unset or malformed); exports require the same
+    /// variable of the shell that deploys them.
+    FromEnv,
+}
+
+impl NetworkKeyMode {
+    /// The mode as written in a topology file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkKeyMode::PerRun => "per-run",
+            NetworkKeyMode::FromEnv => "from-env",
+        }
+    }
 }
 
 /// A group of identical nodes.

@@ -8,10 +8,12 @@
 use std::time::Duration;
 
 use peerlab::Lab;
-use peerlab::lab::{GroupSpec, LabError, NodeSettings, RuntimeKind};
+use peerlab::lab::{GroupSpec, LabError, NetworkKeyMode, NodeSettings, RuntimeKind};
 
 use crate::support::BIN;
-use crate::support::docker::{connect, ensure_image, remaining, run_leftovers, unique};
+use crate::support::docker::{
+    connect, docker, ensure_image, must, remaining, run_leftovers, unique,
+};
 use crate::support::heavy_turn;
 
 /// How long formation may take for four containers on a loaded 2-core machine.
@@ -104,6 +106,73 @@ async fn a_docker_lab_from_a_test_binary_forms_notices_a_kill_and_leaves_nothing
         containers.is_empty() && networks.is_empty(),
         "run {run_id} left containers {containers:?} and networks {networks:?}"
     );
+}
+
+/// `PEERLAB_NETWORK_KEY` of a container's environment, and whether `key` is anywhere in
+/// its command.
+fn container_key(container: &str, key: Option<&str>) -> (Option<String>, bool) {
+    let text = must(docker().args([
+        "container",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}\n{{json .Config.Cmd}}",
+        container,
+    ]));
+    let mut lines = text.lines();
+    let env: Vec<String> =
+        serde_json::from_str(lines.next().unwrap_or("[]")).expect("the environment as JSON");
+    let cmd = lines.next().unwrap_or_default();
+    let found = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PEERLAB_NETWORK_KEY="))
+        .map(str::to_string);
+    (found, key.is_some_and(|k| cmd.contains(k)))
+}
+
+// The turn is held on purpose for the whole run (see `heavy_turn`).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_keyed_docker_lab_forms_with_one_key_in_every_containers_environment_only() {
+    shared_image().await;
+    let _turn = heavy_turn();
+    let runs = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::builder("dlab-key")
+        .genesis(1)
+        .node_settings(fast_settings())
+        .group(("peers", 2))
+        .network_key(NetworkKeyMode::PerRun)
+        .formation_within(FORM_WITHIN)
+        .into_lab()
+        .expect("a valid topology")
+        .runtime(RuntimeKind::Docker)
+        .node_binary(BIN)
+        .runs_dir(runs.path())
+        .start()
+        .await
+        .expect("a keyed Docker lab starts");
+    let run_id = lab.run_id().to_string();
+    let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
+    let (containers, _) = run_leftovers(&run_id);
+    let keys: Vec<Option<String>> = containers
+        .iter()
+        .map(|c| container_key(c, None).0)
+        .collect();
+    let key = keys.first().cloned().flatten().unwrap_or_default();
+    let in_command: Vec<bool> = containers
+        .iter()
+        .map(|c| container_key(c, Some(&key)).1)
+        .collect();
+    // Taken down before asserting, so a failure leaves nothing behind.
+    let removed = lab.shutdown().await.expect("teardown");
+    assert!(formed.formed(), "{:#?}", formed.failures());
+    assert_eq!(keys.len(), 3, "one container per node");
+    assert_eq!(key.len(), 64, "a drawn key, in the environment: {keys:?}");
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some(key.as_str())),
+        "one key for all"
+    );
+    assert_eq!(in_command, vec![false; 3], "the key on a command line");
+    assert!(removed.leftovers.is_empty(), "{removed:?}");
 }
 
 #[tokio::test]

@@ -13,5 +13,6 @@ mod down_scope;
 mod fault_topologies;
 mod hosts;
 mod lab;
+mod network_key;
 mod orchestrator;
 mod scenario;

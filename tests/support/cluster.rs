@@ -63,6 +63,8 @@ pub struct Spec {
     pub admin_off: bool,
     /// Extra environment variables of the process.
     pub env: Vec<(String, String)>,
+    /// Variables of the test's own environment the process must not inherit.
+    pub env_removed: Vec<String>,
 }
 
 impl Spec {
@@ -119,6 +121,9 @@ pub fn spawn(dir: &Path, spec: Spec) -> Starting {
         cmd.env_remove("PEERLAB_ADMIN_TOKEN");
     } else {
         cmd.env("PEERLAB_ADMIN_TOKEN", ADMIN_TOKEN);
+    }
+    for name in &spec.env_removed {
+        cmd.env_remove(name);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     cmd.args(&spec.args)

@@ -57,5 +57,6 @@ pub fn run_plan(
         hosts: Vec::new(),
         detach: false,
         admin_token: super::ADMIN_TOKEN.parse().expect("a valid admin token"),
+        network_key: None,
     }
 }

@@ -115,12 +115,11 @@ fn topology_plan(file: &str) -> RunPlan {
     let path = topologies_dir().join(file);
     let topology = peerlab::topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let run_id = format!("{}-0f1e", topology.name);
-    peerlab::orchestrator::plan::build(
+    peerlab::orchestrator::plan::build_for_export(
         &topology,
         topology.seed,
         &run_id,
         Path::new("/tmp/unused"),
-        false,
     )
 }
 

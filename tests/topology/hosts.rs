@@ -69,14 +69,14 @@ fn without_hosts_no_node_has_a_host_and_the_plan_has_none() {
     let yaml = "name: flat\ngenesis: {count: 1}\ngroups:\n  - {name: peers, count: 2}\n";
     assert!(hosts_of(yaml).iter().all(|(_, h)| h.is_none()));
     let topology = topology::parse_str(yaml, "flat.yaml").unwrap();
-    let plan = plan::build(&topology, 1, "flat-000000", Path::new("/runs"), false);
+    let plan = plan::build(&topology, 1, "flat-000000", Path::new("/runs"), false).unwrap();
     assert!(plan.hosts.is_empty());
 }
 
 #[test]
 fn the_plan_carries_each_pairs_link_both_ways_and_the_swarm_label() {
     let topology = topology::parse_str(THREE, "three.yaml").unwrap();
-    let plan = plan::build(&topology, 1, "three-000000", Path::new("/runs"), false);
+    let plan = plan::build(&topology, 1, "three-000000", Path::new("/runs"), false).unwrap();
     let names: Vec<&str> = plan.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["eu", "us", "asia"]);
     assert_eq!(plan.hosts[0].label.as_deref(), Some("node-1"));

@@ -10,5 +10,6 @@ mod compose;
 mod hosts;
 mod kubernetes_export;
 mod limits;
+mod network_key;
 mod scenario;
 mod validation;

@@ -431,7 +431,7 @@ impl Machine {
         };
         if valid && !member {
             warn!(conn, peer = %hello.id, "hello proof without this network's key; closing connection");
-            self.note_refusal(&hello.id, Change::BadSignature);
+            self.note_refusal(&hello.id, Change::NotOfNetwork);
             self.refuse(
                 now,
                 conn,

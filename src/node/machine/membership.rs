@@ -742,6 +742,7 @@ impl Machine {
         {
             let why = match change {
                 Change::KeyConflict => "the id belongs to a living member with another key",
+                Change::NotOfNetwork => "its hello lacks this network's key",
                 _ => "not signed by its subject",
             };
             warn!(member = %id, why, "refused a record or hello (logged once per id)");

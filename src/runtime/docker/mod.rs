@@ -44,7 +44,7 @@ use futures::StreamExt;
 
 use crate::contract::LinkShape;
 use crate::runtime::container::{
-    DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command, node_networks,
+    DEFAULT_NETWORK, PEER_PORT, STATUS_PORT, node_command, node_networks, node_secrets_env,
 };
 use crate::runtime::hosts::HostEmulation;
 use crate::runtime::links::LinkFaults;
@@ -444,12 +444,8 @@ impl Runtime for DockerRuntime {
             cmd: Some(node_command(plan, node, |n| {
                 container_name(&plan.run_id, &n.name)
             })),
-            // The run's admin token, in the environment rather than the command line.
-            env: Some(vec![format!(
-                "{}={}",
-                crate::contract::ADMIN_TOKEN_ENV,
-                plan.admin_token.expose()
-            )]),
+            // The run's secrets, in the environment rather than the command line.
+            env: Some(node_secrets_env(plan)),
             labels: Some(HashMap::from([
                 (RUN_LABEL.to_string(), plan.run_id.clone()),
                 (NODE_LABEL.to_string(), node.name.clone()),

@@ -1031,6 +1031,21 @@ impl Runtime for KubernetesRuntime {
                     &e,
                 )
             })?;
+        if let Some(key) = &plan.network_key {
+            // Before the StatefulSets too: their pods do not start without it.
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), &namespace)
+                .create(
+                    &PostParams::default(),
+                    &objects::network_key_secret(&namespace, key),
+                )
+                .await
+                .map_err(|e| {
+                    api_failed(
+                        &format!("cannot create the network key Secret in {namespace}"),
+                        &e,
+                    )
+                })?;
+        }
         self.plan = Some(plan.clone());
         self.links.use_token(plan.admin_token.clone());
         *self.held.get_mut() = held;

@@ -471,16 +471,54 @@ pub const ADMIN_SECRET_KEY: &str = "token";
 
 /// The Secret holding a run's admin token, created by the runtime in the run's namespace.
 pub fn admin_secret(namespace: &str, token: &crate::contract::AdminToken) -> Secret {
+    secret(namespace, ADMIN_SECRET, ADMIN_SECRET_KEY, token.expose())
+}
+
+/// The Secret of a run's namespace that holds the network key, when the topology asks for
+/// one (`network_key:`); pods read it as `PEERLAB_NETWORK_KEY`, and do not start without it.
+pub const NETWORK_KEY_SECRET: &str = "peerlab-network-key";
+/// The key of the network key in [`NETWORK_KEY_SECRET`].
+pub const NETWORK_KEY_SECRET_KEY: &str = "key";
+
+/// The Secret holding a run's network key, created by the runtime in the run's namespace.
+pub fn network_key_secret(namespace: &str, key: &crate::contract::NetworkSecret) -> Secret {
+    secret(
+        namespace,
+        NETWORK_KEY_SECRET,
+        NETWORK_KEY_SECRET_KEY,
+        key.expose(),
+    )
+}
+
+fn secret(namespace: &str, name: &str, key: &str, value: &str) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(ADMIN_SECRET.into()),
+            name: Some(name.into()),
             namespace: Some(namespace.into()),
             ..Default::default()
         },
         string_data: Some(std::collections::BTreeMap::from([(
-            ADMIN_SECRET_KEY.to_string(),
-            token.expose().to_string(),
+            key.to_string(),
+            value.to_string(),
         )])),
+        ..Default::default()
+    }
+}
+
+/// `PEERLAB_NETWORK_KEY` from [`NETWORK_KEY_SECRET`], required: a pod without the key
+/// could never join, so Kubernetes holds it (`CreateContainerConfigError`, naming the
+/// Secret) until the Secret exists rather than starting a node that only fails.
+fn network_key_env() -> EnvVar {
+    EnvVar {
+        name: crate::contract::NETWORK_KEY_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: NETWORK_KEY_SECRET.into(),
+                key: NETWORK_KEY_SECRET_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -519,6 +557,9 @@ fn environment(
         env("PEERLAB_SEED_BASE", first.seed.to_string()),
         admin_token_env(),
     ];
+    if plan.network_key.is_some() {
+        vars.push(network_key_env());
+    }
     if let Some(held) = hold_value(plan, group, &options.held) {
         vars.push(env(HOLD_ENV, held));
     }
@@ -688,6 +729,7 @@ mod tests {
             hosts: vec![],
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 
@@ -786,6 +828,38 @@ mod tests {
                 Some(&selector_labels("demo-0a0b0c", &group))
             );
         }
+    }
+
+    #[test]
+    fn the_network_key_comes_from_a_required_secret_only_when_the_run_has_one() {
+        let secret_ref = |set: &StatefulSet| {
+            env_of(set, "PEERLAB_NETWORK_KEY")
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.clone())
+        };
+        let plain = build(&two_groups(), &options()).expect("objects");
+        assert!(plain.stateful_sets.iter().all(|s| secret_ref(s).is_none()));
+
+        let key = crate::contract::NetworkSecret::generate();
+        let keyed_plan = RunPlan {
+            network_key: Some(key.clone()),
+            ..two_groups()
+        };
+        let keyed = build(&keyed_plan, &options()).expect("objects");
+        for set in &keyed.stateful_sets {
+            let found = secret_ref(set).expect("PEERLAB_NETWORK_KEY from a Secret");
+            assert_eq!(found.name, NETWORK_KEY_SECRET);
+            assert_eq!(found.key, NETWORK_KEY_SECRET_KEY);
+            assert_eq!(found.optional, Some(false), "no pod starts without it");
+        }
+        // The key is in the Secret the runtime creates, never in the objects themselves.
+        let yaml = to_yaml(&keyed).expect("yaml");
+        assert!(!yaml.contains(key.expose()));
+        let secret = network_key_secret("ns", &key);
+        assert_eq!(
+            secret.string_data.expect("data")[NETWORK_KEY_SECRET_KEY],
+            key.expose()
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ use super::{
     Capabilities, NodeAction, NodeEndpoint, NodeSpec, RunListing, RunPlan, Runtime, RuntimeError,
     TeardownReport,
 };
-use crate::contract::ADMIN_TOKEN_ENV;
 use crate::contract::LinkShape;
+use crate::contract::{ADMIN_TOKEN_ENV, NETWORK_KEY_ENV};
 
 mod processes;
 
@@ -471,10 +471,16 @@ impl LocalRuntime {
             .env("PEERLAB_LOG_FORMAT", "pretty")
             // In the environment, not on the command line: `ps` shows arguments to all.
             .env(ADMIN_TOKEN_ENV, plan.admin_token.expose())
+            // The topology alone decides whether the nodes need a network key: one in
+            // peerlab's own environment is not inherited by a run that asks for none.
+            .env_remove(NETWORK_KEY_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(!plan.detach);
+        if let Some(key) = &plan.network_key {
+            cmd.env(NETWORK_KEY_ENV, key.expose());
+        }
         // Genesis nodes start one by one, so a later genesis joins through the earlier ones.
         if !genesis.is_empty() {
             cmd.arg("--genesis").arg(genesis.join(","));
@@ -605,6 +611,7 @@ mod tests {
             hosts: Vec::new(),
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         };
         let runtime = LocalRuntime::new().expect("local runtime");
         let free = plan(vec![node("genesis-0", None), node("peers-0", None)]);

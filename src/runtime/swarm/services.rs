@@ -108,12 +108,8 @@ pub fn node_service(plan: &RunPlan, node: &NodeSpec, host: Option<&HostMatch>) -
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-    // The run's admin token: in the task's environment, never in its command line.
-    env.push(format!(
-        "{}={}",
-        crate::contract::ADMIN_TOKEN_ENV,
-        plan.admin_token.expose()
-    ));
+    // The run's secrets: in the task's environment, never in its command line.
+    env.extend(crate::runtime::container::node_secrets_env(plan));
     let mut labels = run_labels(plan, ROLE_NODE);
     labels.insert(NODE_LABEL.to_string(), node.name.clone());
     labels.insert(GROUP_LABEL.to_string(), node.group.clone());
@@ -298,6 +294,7 @@ mod tests {
             ],
             detach: false,
             admin_token: crate::contract::AdminToken::generate(),
+            network_key: None,
         }
     }
 
@@ -307,6 +304,43 @@ mod tests {
             .and_then(|t| t.container_spec.as_ref())
             .and_then(|c| c.env.clone())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_keyed_run_gives_every_task_its_network_key_in_the_environment_only() {
+        let key = crate::contract::NetworkSecret::generate();
+        let p = RunPlan {
+            network_key: Some(key.clone()),
+            ..plan()
+        };
+        for node in &p.nodes {
+            let spec = node_service(&p, node, None);
+            let expected = format!("PEERLAB_NETWORK_KEY={}", key.expose());
+            assert_eq!(
+                env(&spec).iter().filter(|e| **e == expected).count(),
+                1,
+                "{}",
+                node.name
+            );
+            let container = spec
+                .task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .expect("container spec");
+            let argv = [container.command.clone(), container.args.clone()]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(!argv.contains(key.expose()), "the key on a command line");
+        }
+        let unkeyed = node_service(&plan(), &plan().nodes[0], None);
+        assert!(
+            env(&unkeyed)
+                .iter()
+                .all(|e| !e.starts_with("PEERLAB_NETWORK_KEY"))
+        );
     }
 
     #[test]

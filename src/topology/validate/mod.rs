@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use super::MAX_NODES;
 use super::diagnostic::{Sink, TopologyError};
-use super::file::{DurationText, GenesisFile, GroupFile, Spanned, StartMode, TopologyFile};
-use super::model::{Checks, FormationChecks, GENESIS, Group, Host, Placement, Topology};
+use super::file::{
+    DurationText, GenesisFile, GroupFile, NetworkKeyText, Spanned, StartMode, TopologyFile,
+};
+use super::model::{
+    Checks, FormationChecks, GENESIS, Group, Host, NetworkKeyMode, Placement, Topology,
+};
 use checks::checks;
 use networks::{network_refs, networks, reachability};
 use settings::Layers;
@@ -38,6 +42,7 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
         Some(image) => image.value.clone(),
         None => crate::DEFAULT_IMAGE.to_string(),
     };
+    let network_key = file.network_key.as_ref().and_then(|m| network_key(s, m));
 
     let networks = networks(s, file.networks.as_ref());
     let declared: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
@@ -66,6 +71,7 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
         name: file.name.value.clone(),
         seed: file.seed.as_ref().map_or(0, |seed| seed.value),
         image,
+        network_key,
         genesis,
         groups,
         networks,
@@ -96,6 +102,24 @@ pub(crate) fn validate(file: TopologyFile, label: &str) -> Result<Topology, Topo
     topology.scenario = scenario::scenario(s, file.scenario.as_ref(), &topology);
 
     sink.into_result(topology)
+}
+
+/// `network_key:`: one of the two modes. Anything else is reported without its value: a
+/// value that is not a mode is most likely the secret itself, pasted where it does not
+/// belong, and diagnostics end up in terminals, CI logs and issue reports.
+fn network_key(s: &mut Sink, mode: &Spanned<NetworkKeyText>) -> Option<NetworkKeyMode> {
+    match mode.value.0.trim() {
+        "per-run" => Some(NetworkKeyMode::PerRun),
+        "from-env" => Some(NetworkKeyMode::FromEnv),
+        _ => {
+            s.report(
+                mode.at,
+                "network_key",
+                "is not a network key mode (the value is not repeated here: it may be a secret); expected `per-run` (a fresh key for each run) or `from-env` (the key in PEERLAB_NETWORK_KEY of peerlab's environment). The key itself never goes in a topology file, which is checked in and shared",
+            );
+            None
+        }
+    }
 }
 
 /// The number of nodes, or `None` (reported at the `count` that goes over) when the
