@@ -25,8 +25,10 @@ const ADMIN_TOKEN_HEADER: &str = "\
 /// The nodes' network key in an exported file, when the topology asks for one: a required
 /// compose variable, so the file holds no secret and `up`/`deploy` stops with this message
 /// when the deploying shell has no key, instead of starting nodes that can never join. (No
-/// `$` or `}` in the message: compose would read them as interpolation.)
-pub const NETWORK_KEY_INTERPOLATION: &str = "${PEERLAB_NETWORK_KEY:?set PEERLAB_NETWORK_KEY, the same for every node (openssl rand -hex 32 makes one)}";
+/// `$` or `}` in the message: compose would read them as interpolation. No `-` either:
+/// `docker stack deploy` (CLI 20.10 to 28 at least) looks for a `-` default before a `:?`
+/// and, finding one in the message, deployed every node with the message's tail as its key.)
+pub const NETWORK_KEY_INTERPOLATION: &str = "${PEERLAB_NETWORK_KEY:?set PEERLAB_NETWORK_KEY to one secret for every node, see this file's header}";
 
 /// The header lines of a compose or stack file whose nodes need a network key.
 const NETWORK_KEY_HEADER: &str = "\
@@ -67,3 +69,22 @@ fn secrets_env(plan: &crate::runtime::RunPlan) -> Vec<(String, String)> {
 pub mod compose;
 pub mod kubernetes;
 pub mod stack;
+
+#[cfg(test)]
+mod tests {
+    use super::NETWORK_KEY_INTERPOLATION;
+
+    /// The message of `${VAR:?message}` must survive every interpolator that reads it:
+    /// docker-compose 1.29, Compose v2 and `docker stack deploy`, which takes any `-` in it
+    /// for a default value (and once started every node with part of the message as key).
+    #[test]
+    fn the_network_key_message_holds_nothing_an_interpolator_reads() {
+        let message = NETWORK_KEY_INTERPOLATION
+            .strip_prefix("${PEERLAB_NETWORK_KEY:?")
+            .and_then(|m| m.strip_suffix('}'))
+            .expect("a required-variable interpolation");
+        for c in ['$', '{', '}', '-', ':', '?'] {
+            assert!(!message.contains(c), "{c:?} in {message:?}");
+        }
+    }
+}

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
 use peerlab::Lab;
-use peerlab::lab::{GroupSpec, NodeSettings, RuntimeKind};
+use peerlab::lab::{GroupSpec, NetworkKeyMode, NodeSettings, RuntimeKind};
 
 use crate::cluster::{
     assert_nothing_left, assert_nothing_left_blocking, block_on, client, namespaces_of,
@@ -92,6 +94,7 @@ async fn a_lab_of_two_groups_forms_joins_a_held_node_stops_starts_broadcasts_and
         .formation_within(FORM_WITHIN)
         .min_degree(1)
         .broadcast_check(2, Duration::from_secs(10))
+        .network_key(NetworkKeyMode::PerRun)
         .into_lab()
         .expect("a valid topology")
         .runtime(RuntimeKind::Kubernetes)
@@ -108,6 +111,7 @@ async fn a_lab_of_two_groups_forms_joins_a_held_node_stops_starts_broadcasts_and
         "one namespace per run, labelled with it"
     );
     assert!(!lab.capabilities().pause, "pods cannot be paused");
+    assert_network_key_from_secret(&client, &format!("peerlab-{run_id}")).await;
 
     let formed = lab.wait_formed(FORM_WITHIN).await.expect("started");
     assert!(formed.formed(), "{:#?}", formed.failures());
@@ -135,11 +139,53 @@ async fn a_lab_of_two_groups_forms_joins_a_held_node_stops_starts_broadcasts_and
     assert_nothing_left(&client, &run_id).await;
 }
 
+/// The run's network key is in the Secret `peerlab-network-key`, and every pod reads it
+/// from there (never a literal in the pod spec). The network forming at all then shows that
+/// every node holds the same key.
+async fn assert_network_key_from_secret(client: &kube::Client, namespace: &str) {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("peerlab-network-key")
+        .await
+        .expect("the run's network key Secret");
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("key"))
+        .expect("the Secret holds `key`");
+    assert_eq!(key.0.len(), 64, "a 64-hex-character key");
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .expect("the run's pods");
+    assert_eq!(pods.items.len(), 6, "every node's pod, the held one too");
+    for pod in pods.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let env = pod
+            .spec
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.env)
+            .unwrap_or_default();
+        let var = env
+            .iter()
+            .find(|v| v.name == "PEERLAB_NETWORK_KEY")
+            .unwrap_or_else(|| panic!("{name} has no PEERLAB_NETWORK_KEY"));
+        assert!(var.value.is_none(), "{name} holds the key as a literal");
+        let from = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .unwrap_or_else(|| panic!("{name} does not read the key from a Secret"));
+        assert_eq!(from.name, "peerlab-network-key", "{name}");
+        assert_eq!(from.key, "key", "{name}");
+    }
+}
+
 /// Kill and start of a peer, then a partition and its heal, played by the orchestrator's
 /// scenario over two groups; the last step broadcasts.
 const FAULTS: &str = "\
 name: kfaults
 seed: 7
+network_key: per-run
 defaults:
   heartbeat_interval: 200ms
   heartbeat_timeout: 1s

@@ -343,6 +343,17 @@ pub struct Stack<'a> {
 impl<'a> Stack<'a> {
     /// `docker stack deploy --resolve-image never -c FILE NAME` against the manager.
     pub fn deploy(lab: &'a SwarmLab, name: &str, file: &Path) -> Stack<'a> {
+        Stack::deploy_with_env(lab, name, file, &[])
+    }
+
+    /// [`Stack::deploy`] with `env` set for the `docker` client, which fills the stack
+    /// file's `${VAR}`s (a network key, say) from it.
+    pub fn deploy_with_env(
+        lab: &'a SwarmLab,
+        name: &str,
+        file: &Path,
+        env: &[(&str, &str)],
+    ) -> Stack<'a> {
         let stack = Stack {
             lab,
             name: name.to_string(),
@@ -353,7 +364,8 @@ impl<'a> Stack<'a> {
             lab.manager()
                 .args(["stack", "deploy", "--resolve-image", "never", "-c"])
                 .arg(file)
-                .arg(name),
+                .arg(name)
+                .envs(env.iter().copied()),
         );
         stack
     }

@@ -147,8 +147,37 @@ fn nodes_on_three_hosts_form_split_when_a_host_is_cut_and_merge_after_the_heal()
             .arg(&file),
     );
 
+    // The topology asks for a network key: the stack file requires it at deploy time...
+    let unkeyed = lab
+        .manager()
+        .args(["stack", "deploy", "--resolve-image", "never", "-c"])
+        .arg(&file)
+        .arg(STACK)
+        .env_remove("PEERLAB_NETWORK_KEY")
+        .output()
+        .expect("run docker stack deploy");
+    let said = String::from_utf8_lossy(&unkeyed.stderr);
+    assert!(
+        !unkeyed.status.success() && said.contains("PEERLAB_NETWORK_KEY"),
+        "a deploy without the network key must fail naming it: {said}"
+    );
+    // ...and every node gets the one the deployer gives.
+    let key = "5e".repeat(32);
     let deployed = Instant::now();
-    let mut stack = Stack::deploy(&lab, STACK, &file);
+    let mut stack = Stack::deploy_with_env(&lab, STACK, &file, &[("PEERLAB_NETWORK_KEY", &key)]);
+    for (service, _, _) in LAYOUT {
+        let env = must(lab.manager().args([
+            "service",
+            "inspect",
+            &format!("{STACK}_{service}"),
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        ]));
+        assert!(
+            env.contains(&format!("PEERLAB_NETWORK_KEY={key}")),
+            "{service} runs without the deployer's network key: {env}"
+        );
+    }
     let total: usize = LAYOUT.iter().map(|(_, n, _)| n).sum();
     let tasks = stack.wait_running(total, DEPLOY_WITHIN);
     // Placement: every task on the host its group was placed on.

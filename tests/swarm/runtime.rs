@@ -81,6 +81,12 @@ fn topology(ws: &Workspace) -> std::path::PathBuf {
         "three-hosts.yaml now has checks: merge them"
     );
     text.push_str(FORMATION);
+    // A keyed network across hosts: the key reaches every task through its environment.
+    assert!(
+        !text.contains("network_key:"),
+        "three-hosts.yaml now has a network key"
+    );
+    text.push_str("network_key: per-run\n");
     std::fs::write(&path, text).expect("write topology");
     path
 }

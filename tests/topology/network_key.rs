@@ -173,17 +173,22 @@ fn compose_and_stack_files_require_the_key_of_the_deploying_shell() {
             assert_eq!(compose_violations(&yaml), Vec::<String>::new(), "\n{yaml}");
             let variables = key_variables(&yaml);
             assert!(!variables.is_empty());
+            assert!(
+                yaml.contains("export PEERLAB_NETWORK_KEY=\"$(openssl rand -hex 32)\""),
+                "the header says how to make a key:\n{yaml}"
+            );
             for variable in variables {
                 let variable = variable.expect("every service has PEERLAB_NETWORK_KEY");
                 assert!(
                     variable.starts_with("${PEERLAB_NETWORK_KEY:?") && variable.ends_with('}'),
                     "a required variable: {variable}"
                 );
-                assert!(variable.contains("openssl rand -hex 32"), "{variable}");
-                // Compose would take either for interpolation inside the message.
+                assert!(variable.contains("header"), "{variable}");
+                // Compose would take `$` or `}` for interpolation inside the message, and
+                // `docker stack deploy` a `-` for a default value.
                 let message = &variable["${PEERLAB_NETWORK_KEY:?".len()..variable.len() - 1];
                 assert!(
-                    !message.contains('$') && !message.contains('}'),
+                    !message.contains('$') && !message.contains('}') && !message.contains('-'),
                     "{message}"
                 );
             }
