@@ -1,7 +1,7 @@
 //! Membership and failure detection: the member table as first-hand evidence and lists
-//! update it, heartbeat rounds on links, suspicion with direct probes before a death is
-//! declared and flooded, refutation by incarnation, random probes of non-neighbours and
-//! anti-entropy digests.
+//! update it, heartbeat rounds on links, suspicion with direct probes (and indirect ones,
+//! see `indirect`) before a death is declared and flooded, refutation by incarnation,
+//! random probes of non-neighbours and anti-entropy digests.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

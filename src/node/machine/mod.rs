@@ -8,9 +8,10 @@
 //!
 //! The shape of the network follows the seed: a candidate asks a genesis for a random peer,
 //! asks that peer for nodes to connect to, links to them, floods "joined" and fetches the
-//! member list. On top of that: heartbeats on every link, suspicion with direct probes
-//! before a death is declared and flooded, refutation by incarnation, degree repair, and
-//! retries of dead members and genesis addresses so that split networks merge again.
+//! member list. On top of that: heartbeats on every link, suspicion with direct and
+//! indirect probes before a death is declared and flooded, refutation by incarnation,
+//! degree repair, and retries of dead members and genesis addresses so that split
+//! networks merge again.
 //!
 //! # Parts
 //!
@@ -23,6 +24,7 @@
 //! - `links`: connections, the hello handshake (who is behind a connection), links;
 //! - `join`: joining through a genesis, redirects, back-off, answering candidates;
 //! - `membership`: the member table, heartbeats, suspicion, probes, refutation, sync;
+//! - `indirect`: indirect probes (neighbours probe a suspect for us before a death);
 //! - `broadcast`: flooding, de-duplication, the delivered ring, batched membership floods;
 //! - `repair`: degree repair, retries of dead members and genesis addresses;
 //! - `bounds`: limits on ids and addresses, the per-connection cap on new members, and
