@@ -478,6 +478,46 @@ mod tests {
     }
 
     #[test]
+    fn probe_frames_have_the_documented_shape() {
+        let request = Message::ProbeRequest {
+            member: "n7".into(),
+            addr: "h:1".into(),
+            nonce: "00ff".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&request).expect("serialise"),
+            serde_json::json!({"type": "probe-request", "member": "n7", "addr": "h:1", "nonce": "00ff"})
+        );
+        let unreached = Message::ProbeAnswer {
+            member: "n7".into(),
+            nonce: "00ff".into(),
+            proof: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&unreached).expect("serialise"),
+            serde_json::json!({"type": "probe-answer", "member": "n7", "nonce": "00ff"})
+        );
+        let parsed: Message = serde_json::from_str(
+            r#"{"type":"probe-answer","member":"n7","nonce":"00ff",
+                "proof":{"addr":"h:1","incarnation":3,"intent":"query","sig":"ab"}}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            parsed,
+            Message::ProbeAnswer {
+                member: "n7".into(),
+                nonce: "00ff".into(),
+                proof: Some(ProbeProof {
+                    addr: "h:1".into(),
+                    incarnation: 3,
+                    intent: Intent::Query,
+                    sig: "ab".into(),
+                }),
+            }
+        );
+    }
+
+    #[test]
     fn digest_separates_parts() {
         assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
     }

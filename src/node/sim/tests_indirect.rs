@@ -43,19 +43,19 @@ fn requests_about(sim: &Sim, pipe: u64, member: &str) -> Vec<String> {
         .collect()
 }
 
-/// A node `watcher` and one of its neighbours `member` that is not the genesis.
-fn watcher_and_neighbour(sim: &Sim, watcher: &str) -> String {
-    sim.neighbours(watcher)
+/// A neighbour of `node` that is not the genesis.
+fn neighbour_of(sim: &Sim, node: &str) -> String {
+    sim.neighbours(node)
         .into_iter()
         .find(|n| n != "n00")
         .expect("a neighbour besides the genesis")
 }
 
-/// Cuts `member` off from `watcher` (both directions, or only `member` -> `watcher`),
-/// runs 20 s, and returns the network.
+/// A 10-node network where a neighbour of `n03` (returned) is cut off from `n03` only:
+/// both directions, or only what it sends `n03`; after 20 s.
 fn cut_off_from_one_node(tweak: impl Fn(&mut Config), both_ways: bool) -> (Sim, String) {
     let mut sim = formed(10, tweak);
-    let member = watcher_and_neighbour(&sim, "n03");
+    let member = neighbour_of(&sim, "n03");
     sim.cut(&member, "n03");
     if both_ways {
         sim.cut("n03", &member);
@@ -146,7 +146,7 @@ fn a_frozen_member_is_declared_dead_although_its_probes_hang_until_their_timeout
 /// Returns the network and the dead member, once n02 has no more use for mallory.
 fn hostile_helper(answer: impl Fn(&str, &str) -> Option<Message>) -> (Sim, String) {
     let mut sim = formed(8, |cfg| cfg.indirect_probes = 16);
-    let dead = watcher_and_neighbour(&sim, "n02");
+    let dead = neighbour_of(&sim, "n02");
     let (_mallory, pipe) = raw_link(&mut sim, "n02", "mallory", 9);
     sim.kill(&dead);
     sim.deliver_due();
