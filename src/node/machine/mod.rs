@@ -108,7 +108,8 @@ pub struct Config {
     /// taken for dead.
     pub reported_probe_floor: Duration,
     /// When our own probe of a suspect fails, this many neighbours are asked to probe it
-    /// for us (SWIM's indirect probe) before we declare it dead. 0: our own probe decides.
+    /// for us (SWIM's indirect probe) before we declare it dead (`--indirect-probes`).
+    /// 0: our own probe decides.
     pub indirect_probes: usize,
     /// First wait after a failed join; doubles per failure.
     pub join_backoff_base: Duration,
