@@ -129,6 +129,23 @@ pub struct Counters {
     /// (`--flood-rate`, `--flood-rate-bytes`).
     #[serde(default)]
     pub rate_limited: u64,
+    /// Probe requests this node sent to neighbours about its suspects (indirect probes).
+    #[serde(default)]
+    pub indirect_probes_sent: u64,
+    /// Suspects this node found alive through a neighbour's probe after its own had failed.
+    #[serde(default)]
+    pub indirect_probe_saves: u64,
+    /// Answers to this node's probe requests that claimed life with a proof that does not
+    /// verify (forged, replayed, another nonce or key).
+    #[serde(default)]
+    pub indirect_answers_refused: u64,
+    /// Probe requests from neighbours this node served (it dialed the member for them).
+    #[serde(default)]
+    pub probe_requests_served: u64,
+    /// Probe requests from neighbours refused: over the caps, for a member unknown here or
+    /// at another address, or malformed.
+    #[serde(default)]
+    pub probe_requests_refused: u64,
 }
 
 /// `POST /broadcast` body.

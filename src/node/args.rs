@@ -94,6 +94,10 @@ pub struct NodeArgs {
     /// Grows with the network beyond 100 members (1.5 times at 1,000; at most 3 times).
     #[arg(long, env = "PEERLAB_SUSPECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub suspect_timeout: Duration,
+    /// When this node's own probe of a suspect fails, ask this many neighbours to probe it
+    /// (SWIM's indirect probe) before declaring it dead. 0: only its own probe decides.
+    #[arg(long, env = "PEERLAB_INDIRECT_PROBES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub indirect_probes: u16,
     /// Log format.
     #[arg(long, env = "PEERLAB_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

@@ -91,6 +91,31 @@ pub fn render(status: &NodeStatus) -> String {
             "New members ignored over a connection's budget",
             status.counters.capped_members,
         ),
+        (
+            "indirect_probes_sent",
+            "Probe requests sent to neighbours about suspects",
+            status.counters.indirect_probes_sent,
+        ),
+        (
+            "indirect_probe_saves",
+            "Suspects found alive through a neighbour's probe",
+            status.counters.indirect_probe_saves,
+        ),
+        (
+            "indirect_answers_refused",
+            "Probe answers whose proof of life did not verify",
+            status.counters.indirect_answers_refused,
+        ),
+        (
+            "probe_requests_served",
+            "Probe requests from neighbours served",
+            status.counters.probe_requests_served,
+        ),
+        (
+            "probe_requests_refused",
+            "Probe requests from neighbours refused",
+            status.counters.probe_requests_refused,
+        ),
     ];
     for (name, help, value) in counters {
         let counter = Counter::<u64>::default();

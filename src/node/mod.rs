@@ -122,6 +122,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     cfg.heartbeat_timeout = args.heartbeat_timeout;
     cfg.suspect_timeout = args.suspect_timeout;
     cfg.hello_timeout = cfg_hello_timeout(&args);
+    cfg.indirect_probes = usize::from(args.indirect_probes);
     // Every wake-up costs the process (context switches, with hundreds of nodes on a few
     // cores), so deadlines are rounded as coarsely as the heartbeat allows: a quarter of
     // its interval, between 20 ms and 500 ms (the fixed tick this replaced).

@@ -25,7 +25,8 @@
 //! Faults mimic what the real driver can see: a killed node's peers get their connections
 //! closed; a frozen node behaves like a paused process (the kernel still accepts dials and
 //! buffers frames, nothing is answered until it is thawed); partitions drop
-//! frames, FINs and dials across them, like a black-holing network.
+//! frames, FINs and dials across them, like a black-holing network; a one-way cut
+//! ([`Sim::cut`]) drops what one node sends another, and their dials.
 
 mod checks;
 #[cfg(test)]
@@ -40,6 +41,8 @@ mod tests_failure;
 mod tests_hostile;
 #[cfg(test)]
 mod tests_identity;
+#[cfg(test)]
+mod tests_indirect;
 #[cfg(test)]
 mod tests_join;
 #[cfg(test)]
@@ -176,6 +179,8 @@ pub struct Sim {
     dials: HashMap<String, Vec<String>>,
     /// Frames sent to each raw connection.
     raw_inbox: HashMap<u64, Vec<Message>>,
+    /// One-way cuts (from address, to address): nothing from the first reaches the second.
+    cuts: HashSet<(String, String)>,
 }
 
 impl Default for Sim {
@@ -203,6 +208,7 @@ impl Sim {
             events: Vec::new(),
             dials: HashMap::new(),
             raw_inbox: HashMap::new(),
+            cuts: HashSet::new(),
         }
     }
 
@@ -413,11 +419,20 @@ impl Sim {
         }
     }
 
-    /// Removes every partition.
+    /// Removes every partition and every cut.
     pub fn heal(&mut self) {
         for node in self.nodes.values_mut() {
             node.group = 0;
         }
+        self.cuts.clear();
+    }
+
+    /// A one-way cut: from now on nothing `from` sends reaches `to` (frames and FINs are
+    /// lost), while `to`'s frames still reach `from`. A dial between them fails either
+    /// way, as a TCP handshake needs both directions. Everyone else reaches both.
+    pub fn cut(&mut self, from: &str, to: &str) {
+        let pair = (self.addr(from), self.addr(to));
+        self.cuts.insert(pair);
     }
 
     /// Closes the connection `from` holds as its link to `to`, as a network fault would:
@@ -650,12 +665,14 @@ impl Sim {
 
     // ----- the switch --------------------------------------------------------------------
 
+    /// Does what `a` sends reach `b`?
     fn reachable(&self, a: &str, b: &str) -> bool {
         let group = |addr: &str| self.nodes.get(addr).map(|n| n.group);
-        match (group(a), group(b)) {
+        let same_side = match (group(a), group(b)) {
             (Some(x), Some(y)) => x == y,
             _ => false,
-        }
+        };
+        same_side && !self.cuts.contains(&(a.to_string(), b.to_string()))
     }
 
     /// Queues an event towards one end of a pipe, after anything already queued to it.
@@ -729,7 +746,7 @@ impl Sim {
             .nodes
             .get(&target)
             .is_some_and(|n| n.state != State::Gone);
-        if !up || !self.reachable(from, &target) {
+        if !up || !self.reachable(from, &target) || !self.reachable(&target, from) {
             let at = self.elapsed + self.latency;
             self.enqueue_at(at, from.to_string(), Event::DialFailed { conn });
             return;

@@ -78,6 +78,26 @@ pub enum Message {
     Pong {
         nonce: u64,
     },
+    /// On a link: "is `member` (at `addr`) alive? Ask it with my `nonce`." The receiver
+    /// dials the member at the address in its own table (never at `addr` if it differs)
+    /// with `nonce` as its hello nonce, and answers with a `probe-answer`. SWIM's ping-req:
+    /// a suspect that the asker cannot reach may still be reachable from its neighbours.
+    ProbeRequest {
+        member: String,
+        addr: String,
+        /// The asker's fresh nonce (hex, [`crate::node::identity::NONCE_BYTES`] bytes).
+        nonce: String,
+    },
+    /// The answer to a `probe-request`, on the same link: with `proof`, the member's own
+    /// `hello-proof` over the asker's nonce; without, the member was not reached (or the
+    /// request was refused). Only a proof that verifies under the key the asker holds for
+    /// the member counts as life.
+    ProbeAnswer {
+        member: String,
+        nonce: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<ProbeProof>,
+    },
     /// Sent before closing on purpose, with a reason the other side logs.
     Disconnect {
         reason: String,
@@ -120,9 +140,26 @@ impl Message {
             Message::Broadcast(_) => "broadcast",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
+            Message::ProbeRequest { .. } => "probe-request",
+            Message::ProbeAnswer { .. } => "probe-answer",
             Message::Disconnect { .. } => "disconnect",
         }
     }
+}
+
+/// A member's `hello-proof` relayed by the node that probed it for someone else: the
+/// signature and the hello fields it covers besides the nonce, id and key (which the asker
+/// has: its own nonce, the member it asked about, and the key it holds for that member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeProof {
+    /// The address the member announced in its hello.
+    pub addr: String,
+    /// The incarnation the member announced in its hello.
+    pub incarnation: u64,
+    /// The intent of the member's hello (the relaying node's query).
+    pub intent: Intent,
+    /// The member's signature (hex) over the asker's nonce and those fields.
+    pub sig: String,
 }
 
 /// Why a connection was opened. A query connection asks and hangs up; a link connection
@@ -438,6 +475,46 @@ mod tests {
         let left = left.signed(&subject);
         assert!(left.verify());
         assert!(!MemberRecord::unsigned("n7", "h:1", 3, MemberState::Alive).verify());
+    }
+
+    #[test]
+    fn probe_frames_have_the_documented_shape() {
+        let request = Message::ProbeRequest {
+            member: "n7".into(),
+            addr: "h:1".into(),
+            nonce: "00ff".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&request).expect("serialise"),
+            serde_json::json!({"type": "probe-request", "member": "n7", "addr": "h:1", "nonce": "00ff"})
+        );
+        let unreached = Message::ProbeAnswer {
+            member: "n7".into(),
+            nonce: "00ff".into(),
+            proof: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&unreached).expect("serialise"),
+            serde_json::json!({"type": "probe-answer", "member": "n7", "nonce": "00ff"})
+        );
+        let parsed: Message = serde_json::from_str(
+            r#"{"type":"probe-answer","member":"n7","nonce":"00ff",
+                "proof":{"addr":"h:1","incarnation":3,"intent":"query","sig":"ab"}}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            parsed,
+            Message::ProbeAnswer {
+                member: "n7".into(),
+                nonce: "00ff".into(),
+                proof: Some(ProbeProof {
+                    addr: "h:1".into(),
+                    incarnation: 3,
+                    intent: Intent::Query,
+                    sig: "ab".into(),
+                }),
+            }
+        );
     }
 
     #[test]

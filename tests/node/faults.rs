@@ -195,3 +195,49 @@ async fn admin_requests_are_validated_with_advice() {
     }
     assert!(faults(a).await.is_clear());
 }
+
+/// A one-way block from A to X (A's frames and dials towards X are dropped, X's reach A)
+/// while everyone else reaches both: each of the two cannot reach the other itself, and
+/// only the neighbours' indirect probes can tell it the other lives. Nobody may take
+/// either for dead, for longer than a whole suspicion timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_block_between_two_nodes_removes_neither_of_them() {
+    let mut cluster = Cluster::new();
+    cluster.genesis_and_peers(5, &FAST_TIMEOUTS).await;
+    cluster.wait_formed(2, FORMATION).await;
+    let (a, x) = (&cluster.nodes[1], &cluster.nodes[2]);
+    let body = json!({"peers": keys(&[x]), "direction": "out"});
+    admin(a, reqwest::Method::POST, "/admin/block", Some(body)).await;
+
+    let blocked_at = std::time::Instant::now();
+    // Watched for 12 s (twelve suspicion timeouts), and until a neighbour's probe has
+    // vouched for one of the two: at every look, both are members everywhere.
+    let nodes = &cluster.nodes;
+    let saves = poll_until(
+        Duration::from_secs(30),
+        "12 s watched and an indirect probe's save seen",
+        || async {
+            let mut saves = 0;
+            for node in nodes {
+                let s = node.status().await?;
+                for who in [a, x] {
+                    assert!(
+                        s.members.iter().any(|p| p.id == who.id()),
+                        "{} dropped {} after {:?} of a one-way block between {} and {}",
+                        node.name,
+                        who.name,
+                        blocked_at.elapsed(),
+                        a.name,
+                        x.name
+                    );
+                }
+                saves += s.counters.indirect_probe_saves;
+            }
+            (saves > 0 && blocked_at.elapsed() >= Duration::from_secs(12)).then_some(saves)
+        },
+    )
+    .await;
+    assert!(saves > 0);
+    assert!(faults(a).await.dropped_out + faults(a).await.dials_blocked > 0);
+    admin(a, reqwest::Method::POST, "/admin/unblock", None).await;
+}

@@ -39,6 +39,13 @@ pub(super) enum Purpose {
         id: String,
         addr: String,
     },
+    /// Is this member alive? asks the neighbour on `requester` (a `probe-request`): our
+    /// hello carries its `nonce`, so that the member's proof is one it can check.
+    Relay {
+        requester: ConnId,
+        member: String,
+        nonce: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +200,7 @@ impl Machine {
         match (&c.phase, &c.purpose) {
             (Phase::Open, _) => self.cfg.hello_timeout * 3,
             (_, Some(Purpose::Probe { id, .. })) => self.probe_limit(id),
+            (_, Some(Purpose::Relay { .. })) => self.short_probe_limit(),
             _ => self.cfg.hello_timeout,
         }
     }
@@ -209,7 +217,12 @@ impl Machine {
             _ => Intent::Query,
         };
         c.intent = Some(intent);
-        let nonce = identity::nonce();
+        // A probe made for a neighbour asks with the neighbour's nonce: the member's
+        // proof then convinces the neighbour itself, not only us.
+        let nonce = match &c.purpose {
+            Some(Purpose::Relay { nonce, .. }) => nonce.clone(),
+            _ => identity::nonce(),
+        };
         c.nonce = nonce.clone();
         // The question waits for the other side's proof: until then we do not know whom
         // we would be asking.
@@ -319,6 +332,16 @@ impl Machine {
                 debug!(conn, "member list on a query connection; ignored");
             }
             Message::MembersDigest { digest, .. } => self.on_digest(now, conn, digest),
+            Message::ProbeRequest {
+                member,
+                addr,
+                nonce,
+            } => self.on_probe_request(now, conn, member, addr, nonce),
+            Message::ProbeAnswer {
+                member,
+                nonce,
+                proof,
+            } => self.on_probe_answer(now, conn, member, nonce, proof),
             Message::Broadcast(flood) => {
                 if is_link {
                     self.on_flood(now, conn, flood);
@@ -449,6 +472,10 @@ impl Machine {
         if outbound {
             // The node itself says it is alive: the strongest evidence there is.
             self.learn_first_hand(now, &hello);
+            if matches!(self.links.purpose(conn), Some(Purpose::Relay { .. })) {
+                self.relay_answered(conn, &hello, sig);
+                return;
+            }
             let question = match self.links.purpose(conn) {
                 Some(Purpose::AskRandom) => Some(Message::AskRandomNode),
                 Some(Purpose::AskNodes) => Some(Message::AskNodesToConnect),
@@ -576,6 +603,8 @@ impl Machine {
                 self.after_link_attempt(now, conn);
             }
             Some(Purpose::Probe { id, .. }) => self.on_probe_answered(now, conn, &id),
+            // Answered in `on_hello_proof`, which closes it.
+            Some(Purpose::Relay { .. }) => {}
             Some(Purpose::AskRandom | Purpose::AskNodes) => {
                 if let Some(c) = self.links.conns.get_mut(&conn) {
                     c.peer = Some(hello);
@@ -678,6 +707,9 @@ impl Machine {
         if let (Some(Purpose::Link), true) = (&c.purpose, c.phase != Phase::Open) {
             self.after_link_attempt(now, conn);
         }
+        if c.is_link() {
+            self.indirect_helper_gone(now, conn);
+        }
         if superseded {
             return;
         }
@@ -693,6 +725,11 @@ impl Machine {
             Some(Purpose::Probe { id, .. }) if c.phase != Phase::Open || c.peer.is_none() => {
                 self.probe_failed(now, &id);
             }
+            Some(Purpose::Relay {
+                requester,
+                member,
+                nonce,
+            }) => self.relay_failed(requester, member, nonce),
             _ => {}
         }
     }

@@ -1,7 +1,7 @@
 //! Membership and failure detection: the member table as first-hand evidence and lists
-//! update it, heartbeat rounds on links, suspicion with direct probes before a death is
-//! declared and flooded, refutation by incarnation, random probes of non-neighbours and
-//! anti-entropy digests.
+//! update it, heartbeat rounds on links, suspicion with direct probes (and indirect ones,
+//! see `indirect`) before a death is declared and flooded, refutation by incarnation,
+//! random probes of non-neighbours and anti-entropy digests.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use rand::RngExt;
 use rand::seq::IndexedRandom;
 use tracing::{debug, info, warn};
 
+use super::indirect::IndirectRound;
 use super::links::Purpose;
 use super::{Config, ConnId, Machine};
 use crate::node::logsafe::clip;
@@ -25,8 +26,16 @@ pub(super) struct Suspicion {
     pub addr: String,
     pub next_probe: Instant,
     /// Started by another node's death report rather than by our own observation: the
-    /// first failed probe of ours confirms it (see [`Machine::suspect_on_report`]).
+    /// first failed probe of ours, and of the neighbours we ask, confirms it (see
+    /// [`Machine::suspect_on_report`]).
     pub reported: bool,
+    /// Neighbours probing it for us (see `indirect`), if we are waiting for them.
+    pub indirect: Option<IndirectRound>,
+    /// A round of indirect probes was tried during this suspicion: a suspicion of our own
+    /// runs one (its direct probes go on meanwhile), and ends in a death only after it.
+    pub indirect_tried: bool,
+    /// A probe of ours failed during this suspicion.
+    pub direct_failed: bool,
 }
 
 /// The failure detector's state.
@@ -78,7 +87,15 @@ impl Machine {
             .detector
             .suspects
             .values()
-            .map(|s| (s.since + timeout).min(s.next_probe))
+            .map(|s| {
+                let death = s.since + timeout;
+                match &s.indirect {
+                    // Past its timeout, a suspicion waits for its helpers only.
+                    Some(r) if death <= now => r.until,
+                    Some(r) => death.min(s.next_probe).min(r.until),
+                    None => death.min(s.next_probe),
+                }
+            })
             .min();
         let probes = self.probes_startable().then_some(now);
         // Anti-entropy needs a neighbour to ask, a random probe a member that is not one
@@ -302,6 +319,9 @@ impl Machine {
                     addr,
                     next_probe: now,
                     reported: false,
+                    indirect: None,
+                    indirect_tried: false,
+                    direct_failed: false,
                 },
             );
         }
@@ -310,35 +330,38 @@ impl Machine {
     /// Another node says a member we believe alive is dead. Anyone can send that frame,
     /// so it is not believed: the member becomes a suspect here and we probe it at once.
     /// If our probe fails (the dial is refused, or no hello comes back within
-    /// [`Machine::probe_limit`]), that confirms the report and we declare the death
-    /// ourselves, and only then flood it; a member that answers stays, and the report
-    /// goes no further. A real crash so costs each node one probe more than before; a
-    /// forged report costs the network one probe per node that heard it (only from the
-    /// forger's neighbours, as nobody relays it).
+    /// [`Machine::probe_limit`]), we ask a few neighbours to probe it too (see
+    /// `indirect`); if none of them reaches it either, that confirms the report and we
+    /// declare the death ourselves, and only then flood it; a member that answers stays,
+    /// and the report goes no further. A real crash so costs each node one probe and one
+    /// round of indirect probes more than before; a forged report costs the network one
+    /// probe per node that heard it (only from the forger's neighbours, as nobody relays it).
     pub(super) fn suspect_on_report(&mut self, now: Instant, id: &str) {
         self.suspect(now, id);
+        let mut ask_others = false;
         if let Some(s) = self.detector.suspects.get_mut(id) {
             s.reported = true;
             s.next_probe = now;
+            ask_others = !s.indirect_tried;
         }
         if let Some(addr) = self.members.get(id).map(|m| m.addr.clone()) {
             self.queue_probe(id.to_string(), addr);
         }
+        // The report's author has waited out a whole suspicion already: our neighbours
+        // probe alongside our own probe rather than after it, so that checking a frozen
+        // member's death takes one short probe, not two in a row.
+        if ask_others {
+            self.start_indirect_round(now, id);
+        }
     }
 
     /// How long a probe waits for the member's hello and key proof. A reported death is
-    /// checked with a short wait, a heartbeat interval: a living node answers in far less
-    /// (a link that stays silent for a heartbeat timeout is suspected anyway), and the
-    /// report's author has already waited out a whole suspicion. But never under 500 ms:
-    /// the handshake is two round trips with signatures, and with fast heartbeats (200 ms)
-    /// on a loaded machine a node that was only slow was taken for dead.
+    /// checked with a short wait ([`Machine::short_probe_limit`]): a living node answers
+    /// in far less (a link that stays silent for a heartbeat timeout is suspected anyway),
+    /// and the report's author has already waited out a whole suspicion.
     pub(super) fn probe_limit(&self, id: &str) -> Duration {
         match self.detector.suspects.get(id) {
-            Some(s) if s.reported => self
-                .cfg
-                .heartbeat_interval
-                .max(Duration::from_millis(500))
-                .min(self.cfg.hello_timeout),
+            Some(s) if s.reported => self.short_probe_limit(),
             _ => self.cfg.hello_timeout,
         }
     }
@@ -347,12 +370,22 @@ impl Machine {
         if self.detector.suspects.is_empty() {
             return;
         }
+        self.expire_indirect_rounds(now);
         let timeout = self.suspect_timeout();
         let mut dead = Vec::new();
+        let mut ask_others = Vec::new();
         let mut probe = Vec::new();
         for (id, s) in &mut self.detector.suspects {
             if now.saturating_duration_since(s.since) >= timeout {
-                dead.push(id.clone());
+                // Never dead on our word alone while neighbours could still reach it.
+                if s.indirect.is_some() {
+                    continue;
+                }
+                if s.indirect_tried {
+                    dead.push(id.clone());
+                } else {
+                    ask_others.push(id.clone());
+                }
             } else if now >= s.next_probe {
                 s.next_probe = now + self.cfg.heartbeat_interval;
                 probe.push((id.clone(), s.addr.clone()));
@@ -361,12 +394,17 @@ impl Machine {
         for (id, addr) in probe {
             self.queue_probe(id, addr);
         }
+        for id in ask_others {
+            if !self.start_indirect_round(now, &id) {
+                dead.push(id);
+            }
+        }
         for id in dead {
             self.declare_dead(now, &id);
         }
     }
 
-    fn declare_dead(&mut self, now: Instant, id: &str) {
+    pub(super) fn declare_dead(&mut self, now: Instant, id: &str) {
         let Some(s) = self.detector.suspects.remove(id) else {
             return;
         };
@@ -480,8 +518,14 @@ impl Machine {
         if self.detector.suspects.remove(id).is_some() {
             info!(member = %clip(id), "suspect answered; alive");
         }
-        // Alive, yet our link to it says nothing: that connection is broken (a
-        // half-open socket, a cut in one direction). Drop it; repair links anew.
+        self.replace_silent_link(now, id);
+        self.send(conn, Message::disconnect("probe done"));
+        self.close_quietly(conn);
+    }
+
+    /// `id` proved itself alive, yet our link to it says nothing: that connection is
+    /// broken (a half-open socket, a cut in one direction). Drop it; repair links anew.
+    pub(super) fn replace_silent_link(&mut self, now: Instant, id: &str) {
         let broken = self.links.neighbours.get(id).copied().filter(|link| {
             self.links.conns.get(link).is_some_and(|l| {
                 now.saturating_duration_since(l.last_heard) >= self.cfg.heartbeat_timeout
@@ -492,17 +536,27 @@ impl Machine {
             self.close(now, link);
             self.detector.suspects.remove(id);
         }
-        self.send(conn, Message::disconnect("probe done"));
-        self.close_quietly(conn);
     }
 
     pub(super) fn probe_failed(&mut self, now: Instant, id: &str) {
         if self.doubt_failed(now, id) {
             return;
         }
-        // A death reported by another node, and our own check fails too: confirmed.
-        if self.detector.suspects.get(id).is_some_and(|s| s.reported) {
-            self.declare_dead(now, id);
+        if let Some(s) = self.detector.suspects.get_mut(id) {
+            s.direct_failed = true;
+            // Our own probe failed: before anyone is declared dead, neighbours try (once
+            // per suspicion; a round already out is waited for).
+            if s.indirect.is_some() {
+                return;
+            }
+            let reported = s.reported;
+            if !s.indirect_tried && self.start_indirect_round(now, id) {
+                return;
+            }
+            // A death reported by another node, and every check failed too: confirmed.
+            if reported {
+                self.declare_dead(now, id);
+            }
             return;
         }
         // An alive member we cannot reach becomes a suspect; a dead one stays dead.

@@ -8,9 +8,10 @@
 //!
 //! The shape of the network follows the seed: a candidate asks a genesis for a random peer,
 //! asks that peer for nodes to connect to, links to them, floods "joined" and fetches the
-//! member list. On top of that: heartbeats on every link, suspicion with direct probes
-//! before a death is declared and flooded, refutation by incarnation, degree repair, and
-//! retries of dead members and genesis addresses so that split networks merge again.
+//! member list. On top of that: heartbeats on every link, suspicion with direct and
+//! indirect probes before a death is declared and flooded, refutation by incarnation,
+//! degree repair, and retries of dead members and genesis addresses so that split
+//! networks merge again.
 //!
 //! # Parts
 //!
@@ -23,6 +24,7 @@
 //! - `links`: connections, the hello handshake (who is behind a connection), links;
 //! - `join`: joining through a genesis, redirects, back-off, answering candidates;
 //! - `membership`: the member table, heartbeats, suspicion, probes, refutation, sync;
+//! - `indirect`: indirect probes (neighbours probe a suspect for us before a death);
 //! - `broadcast`: flooding, de-duplication, the delivered ring, batched membership floods;
 //! - `repair`: degree repair, retries of dead members and genesis addresses;
 //! - `bounds`: limits on ids and addresses, the per-connection cap on new members, and
@@ -43,6 +45,7 @@
 mod bounds;
 mod broadcast;
 mod flood_guard;
+mod indirect;
 mod join;
 mod links;
 mod membership;
@@ -64,6 +67,8 @@ use bounds::Bounds;
 pub use broadcast::BroadcastError;
 use broadcast::Flooding;
 pub use flood_guard::{DEFAULT_MAX_MESSAGE_BYTES, LinkDrops};
+#[cfg(test)]
+pub(crate) use indirect::{RELAYS_AT_ONCE, RELAYS_PER_LINK};
 use join::Joining;
 use links::Links;
 use membership::Detector;
@@ -97,6 +102,15 @@ pub struct Config {
     pub suspect_timeout: Duration,
     /// A connection that has not completed its hello (or a query not answered) in this time is closed.
     pub hello_timeout: Duration,
+    /// The shortest wait for a probe checking a reported death, and for a probe made for
+    /// another node (see `Machine::short_probe_limit`): the handshake is two round trips
+    /// with signatures, and a node that was only slow (200 ms on a loaded machine) was
+    /// taken for dead.
+    pub reported_probe_floor: Duration,
+    /// When our own probe of a suspect fails, this many neighbours are asked to probe it
+    /// for us (SWIM's indirect probe) before we declare it dead (`--indirect-probes`).
+    /// 0: our own probe decides.
+    pub indirect_probes: usize,
     /// First wait after a failed join; doubles per failure.
     pub join_backoff_base: Duration,
     /// Longest wait between join attempts.
@@ -182,6 +196,8 @@ impl Config {
             heartbeat_timeout: Duration::from_millis(1500),
             suspect_timeout: Duration::from_secs(3),
             hello_timeout: Duration::from_secs(2),
+            reported_probe_floor: Duration::from_millis(500),
+            indirect_probes: 3,
             join_backoff_base: Duration::from_millis(200),
             join_backoff_max: Duration::from_secs(5),
             retry_backoff_max: Duration::from_secs(10),
@@ -281,6 +297,18 @@ pub struct MachineCounters {
     /// New members ignored because their connection used up its budget
     /// ([`Config::new_members_per_source`]).
     pub capped_members: u64,
+    /// Probe requests sent to neighbours about our suspects (indirect probes).
+    pub indirect_probes_sent: u64,
+    /// Suspects found alive through a neighbour's probe after our own had failed.
+    pub indirect_probe_saves: u64,
+    /// Answers to our probe requests that claimed life with a proof that does not verify
+    /// (a forgery, a replay, another nonce or another key).
+    pub indirect_answers_refused: u64,
+    /// Probe requests from neighbours served (a dial made for them).
+    pub probe_requests_served: u64,
+    /// Probe requests from neighbours refused: over the caps, for an unknown member or
+    /// another address, or malformed.
+    pub probe_requests_refused: u64,
 }
 
 /// The clock side of the machine: the deadline last handed to the driver, and the grid
@@ -656,6 +684,10 @@ impl Machine {
         }
         for s in self.detector.suspects.values_mut() {
             s.since = (s.since + stall).min(now);
+            // Our helpers' answers may be waiting, unread, in the socket buffers.
+            if let Some(r) = &mut s.indirect {
+                r.until += stall;
+            }
         }
     }
 

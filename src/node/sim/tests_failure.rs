@@ -59,7 +59,10 @@ fn a_frozen_neighbour_is_suspected_then_declared_dead_and_routed_around() {
         removed >= suspected + suspect_timeout,
         "removed after {removed:?}: before the suspicion could time out"
     );
-    assert!(removed <= suspected + suspect_timeout + Duration::from_secs(1));
+    assert!(
+        removed <= suspected + suspect_timeout + Duration::from_secs(1),
+        "removed {removed:?} suspected {suspected:?}"
+    );
     until_formed(&mut sim, 2);
     assert!(declared_dead(&sim) >= 1);
 }

@@ -79,8 +79,10 @@ fn a_forged_death_of_a_live_member_leaves_it_on_every_node_and_is_not_relayed() 
     let lie = replayed_death(victim, &via);
     let lie_id = lie.id.clone();
     assert!(sim.inject(&via, &target, Message::Broadcast(lie)));
+    // Its neighbours, asked alongside its own probe, may clear it at once.
     assert!(
-        sim.suspects(&target).contains(&victim.to_string()),
+        sim.suspects(&target).contains(&victim.to_string())
+            || sim.counters(&target).indirect_probe_saves == 1,
         "the report makes the victim a suspect, no more"
     );
     sim.run_for(Duration::from_secs(20));
