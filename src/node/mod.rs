@@ -38,6 +38,10 @@ pub(crate) mod status;
 mod timer;
 pub(crate) mod wire;
 
+/// The version a node's hello carries; a hello with another is refused. Public for tests
+/// and other implementations that speak the protocol (docs/protocol.md).
+pub use wire::PROTOCOL_VERSION;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -15,7 +15,9 @@ pub use crate::contract::digest::digest;
 /// Bumped on any incompatible change; a hello with another version is refused.
 /// Version 2: hellos carry a key and a nonce and are answered by a `hello-proof`; member
 /// records carry their subject's key and signature.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: `probe-request` and `probe-answer` (indirect probes) on links; a version-2
+/// node would close a link on them as bad frames, so the hello refuses it up front instead.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Frames above this size are refused and close the connection.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;

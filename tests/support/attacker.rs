@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use peerlab::node::PROTOCOL_VERSION;
 use peerlab::node::identity::Identity;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,7 +118,7 @@ impl Attacker {
     /// The hello frame the attacker opens with.
     pub fn hello(&self, intent: &str) -> Value {
         json!({
-            "type": "hello", "version": 2, "id": self.id, "addr": self.addr,
+            "type": "hello", "version": PROTOCOL_VERSION, "id": self.id, "addr": self.addr,
             "incarnation": self.incarnation, "intent": intent, "key": self.key.public_hex(),
             "nonce": NONCE,
             "sig": self.key.sign_record(&self.id, &self.addr, self.incarnation, "alive"),
