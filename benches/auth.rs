@@ -3,14 +3,16 @@
 //! and a baseline binary without them, side by side in one run.
 //!
 //! ```text
-//! cargo bench --bench auth -- --baseline PATH [-- 100 1000] [-- --rounds 2]
-//!     [-- --messages 300] [-- --publish]
+//! cargo bench --bench auth -- --baseline PATH [100 1000] [--rounds 2] [--messages 300]
+//!     [--large-settings topologies/thousand.yaml] [--publish]
 //! ```
 //!
 //! Each round runs every measurement once per binary, the binaries alternating (the
 //! baseline first in odd rounds, this build first in even ones), so that a machine getting
 //! busier during the run does not favour one of them. Both run with their built-in
-//! defaults (no flags: the baseline knows none of the new ones).
+//! defaults (no flags: the baseline knows none of the new ones), except formations of
+//! [`LARGE_FROM`] nodes or more, which both run with the node settings of
+//! `--large-settings` (flags both binaries know).
 //!
 //! - Formation: a genesis and N-1 peers on loopback (port 0, ports read from each node's
 //!   ports file), from the first spawn until every node has joined and lists all N members
@@ -33,7 +35,7 @@ use support::{build_line, load_average};
 mod support;
 
 use support::processes::{
-    Nodes, Registry, flag, formation_problem, positional_sizes, read_ports, spawn_node,
+    Nodes, Registry, Settings, flag, formation_problem, positional_sizes, read_ports, spawn_node,
 };
 
 /// The build under test (release under `cargo bench`).
@@ -44,6 +46,11 @@ const FORMATION_LIMIT: Duration = Duration::from_secs(300);
 const DELIVERY_LIMIT: Duration = Duration::from_secs(120);
 /// Nodes of the throughput network (the issue's figure).
 const THROUGHPUT_NODES: usize = 10;
+/// From this size on, formation runs with the node settings of `--large-settings` (by default
+/// topologies/thousand.yaml's, as the orchestrator bench does from 200 nodes): a thousand
+/// processes at the built-in 500 ms heartbeats overload two cores, and nodes that cannot
+/// answer their status sockets make the figure a measure of the overload, for both binaries.
+const LARGE_FROM: usize = 200;
 /// The section of docs/benchmarks.md this bench owns.
 const SECTION: &str = "## Authentication cost (`auth`)";
 
@@ -78,6 +85,10 @@ fn main() {
         (format!("baseline (`{}`)", baseline.display()), baseline),
         ("this build (authenticated)".to_string(), PathBuf::from(BIN)),
     ];
+    let large = Settings::chosen(
+        &flag("large-settings").unwrap_or_else(|| "topologies/thousand.yaml".into()),
+    );
+    let small = Settings::built_in();
     let registry: Registry = Arc::new(Mutex::new(Vec::new()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,9 +111,14 @@ fn main() {
                 let figure = runtime.block_on(async {
                     match *measure {
                         Measure::Formation(n) => {
-                            formation(path, n, &registry).await.map(|d| d.as_secs_f64())
+                            let settings = if n >= LARGE_FROM { &large } else { &small };
+                            formation(path, n, &settings.args, &registry)
+                                .await
+                                .map(|d| d.as_secs_f64())
                         }
-                        Measure::Throughput => throughput(path, messages, &registry).await,
+                        Measure::Throughput => {
+                            throughput(path, messages, &small.args, &registry).await
+                        }
                     }
                 });
                 eprintln!(
@@ -117,10 +133,13 @@ fn main() {
     }
 
     let mut table = format!(
-        "{}, {} round(s), binaries alternating; load average (1/5/15 min) at the end: {}\n\n",
+        "{}, {} round(s), binaries alternating; load average (1/5/15 min) at the end: {}\n\n\
+         Node settings: below N={LARGE_FROM} and for throughput, {}; from N={LARGE_FROM}, {}.\n\n",
         build_line(),
         rounds,
-        load_average()
+        load_average(),
+        small.label,
+        large.label,
     );
     table
         .push_str("| measure | baseline | this build | change | rounds (baseline; this build) |\n");
@@ -223,6 +242,7 @@ fn publish_in_docs(table: &str) {
 async fn start(
     bin: &Path,
     n: usize,
+    settings: &[String],
     dir: &Path,
     registry: &Registry,
 ) -> Option<(Nodes, Vec<String>)> {
@@ -232,7 +252,7 @@ async fn start(
     };
     nodes
         .children
-        .push(spawn_node(bin, dir, 0, None, &[], registry));
+        .push(spawn_node(bin, dir, 0, None, settings, registry));
     let genesis = read_ports(dir, 0, Duration::from_secs(20)).await?;
     for i in 1..n {
         nodes.children.push(spawn_node(
@@ -240,7 +260,7 @@ async fn start(
             dir,
             i,
             Some(&genesis.listen),
-            &[],
+            settings,
             registry,
         ));
     }
@@ -267,10 +287,15 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 /// Seconds from the first spawn until every node has joined and lists all `n` members.
-async fn formation(bin: &Path, n: usize, registry: &Registry) -> Option<Duration> {
+async fn formation(
+    bin: &Path,
+    n: usize,
+    settings: &[String],
+    registry: &Registry,
+) -> Option<Duration> {
     let dir = tempdir();
     let started = Instant::now();
-    let (nodes, status) = start(bin, n, dir.path(), registry).await?;
+    let (nodes, status) = start(bin, n, settings, dir.path(), registry).await?;
     let http = http();
     loop {
         let problem = formation_problem(&http, &status, n).await;
@@ -288,10 +313,15 @@ async fn formation(bin: &Path, n: usize, registry: &Registry) -> Option<Duration
 }
 
 /// Broadcasts per second through a formed network of [`THROUGHPUT_NODES`].
-async fn throughput(bin: &Path, messages: u64, registry: &Registry) -> Option<f64> {
+async fn throughput(
+    bin: &Path,
+    messages: u64,
+    settings: &[String],
+    registry: &Registry,
+) -> Option<f64> {
     let dir = tempdir();
     let started = Instant::now();
-    let (nodes, status) = start(bin, THROUGHPUT_NODES, dir.path(), registry).await?;
+    let (nodes, status) = start(bin, THROUGHPUT_NODES, settings, dir.path(), registry).await?;
     let http = http();
     while formation_problem(&http, &status, THROUGHPUT_NODES)
         .await

@@ -38,7 +38,7 @@ use support::{build_line, cpu_ticks, load_average};
 mod support;
 
 use support::processes::{
-    Nodes, Registry, flag, formation_problem, positional_sizes, read_ports, spawn_node,
+    Nodes, Registry, Settings, flag, formation_problem, positional_sizes, read_ports, spawn_node,
 };
 
 /// The build under test (release under `cargo bench`).
@@ -273,46 +273,9 @@ async fn measure(
     row
 }
 
-/// The node settings both binaries run with: flags, and how the table names them.
-struct Settings {
-    args: Vec<String>,
-    label: String,
-}
-
-/// `--settings FILE` (default `topologies/three-hundred.yaml`): the node settings of the
-/// topology's first peer group, as flags; `--settings built-in`: no flags, each binary's
-/// own defaults.
+/// `--settings FILE` (default `topologies/three-hundred.yaml`) or `--settings built-in`.
 fn node_settings() -> Settings {
-    let chosen = flag("settings").unwrap_or_else(|| "topologies/three-hundred.yaml".into());
-    if chosen == "built-in" {
-        return Settings {
-            args: Vec::new(),
-            label: "each binary's built-in defaults (no flags)".into(),
-        };
-    }
-    let mut path = PathBuf::from(&chosen);
-    if path.is_relative() && !path.exists() {
-        path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(&chosen);
-    }
-    let topology = peerlab::topology::load(&path)
-        .unwrap_or_else(|e| panic!("--settings {}: {e}", path.display()));
-    let group = topology.groups.first().unwrap_or(&topology.genesis).clone();
-    let s = &group.settings;
-    let label = format!(
-        "`{}` (group `{}`): heartbeat {}, heartbeat timeout {}, suspect timeout {}, degree {}, max peers {}, max connections {}; the same flags for both binaries",
-        chosen,
-        group.name,
-        peerlab::topology::duration_text(s.heartbeat_interval),
-        peerlab::topology::duration_text(s.heartbeat_timeout),
-        peerlab::topology::duration_text(s.suspect_timeout),
-        s.degree,
-        s.max_peers,
-        s.max_connections,
-    );
-    Settings {
-        args: s.to_args(),
-        label,
-    }
+    Settings::chosen(&flag("settings").unwrap_or_else(|| "topologies/three-hundred.yaml".into()))
 }
 
 /// Voluntary context switches of a process (all its threads): each is the process going

@@ -4,11 +4,12 @@
 //! (which always runs this build) cannot start the baseline.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use nix::sys::signal::Signal;
 
 /// Pids of every node started, for the Ctrl-C handler.
@@ -119,7 +120,12 @@ pub async fn formation_problem(
         let count = v.get("member_count")?.as_u64()? as usize;
         Some((joined, count))
     });
-    let answers = futures::future::join_all(asks).await;
+    // At most 64 requests at once: a thousand connects at the same instant to a loaded
+    // machine's nodes time out together, and the poll would say nothing answered.
+    let answers: Vec<Option<(bool, usize)>> = futures::stream::iter(asks)
+        .buffer_unordered(64)
+        .collect()
+        .await;
     let silent = answers.iter().filter(|a| a.is_none()).count();
     if silent > 0 {
         return Some(format!("{silent} node(s) did not answer"));
@@ -170,5 +176,53 @@ pub fn positional_sizes(defaults: &[usize]) -> Vec<usize> {
         defaults.to_vec()
     } else {
         sizes
+    }
+}
+
+/// The node settings both binaries of a comparison run with: flags, and how a table names
+/// them.
+pub struct Settings {
+    pub args: Vec<String>,
+    pub label: String,
+}
+
+impl Settings {
+    /// No flags: each binary's own defaults.
+    pub fn built_in() -> Settings {
+        Settings {
+            args: Vec::new(),
+            label: "each binary's built-in defaults (no flags)".into(),
+        }
+    }
+
+    /// `built-in`, or a topology file (relative to the repository if not found here): the
+    /// node settings of its first peer group, as flags.
+    pub fn chosen(chosen: &str) -> Settings {
+        if chosen == "built-in" {
+            return Settings::built_in();
+        }
+        let mut path = PathBuf::from(chosen);
+        if path.is_relative() && !path.exists() {
+            path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(chosen);
+        }
+        let topology = peerlab::topology::load(&path)
+            .unwrap_or_else(|e| panic!("--settings {}: {e}", path.display()));
+        let group = topology.groups.first().unwrap_or(&topology.genesis).clone();
+        let s = &group.settings;
+        let label = format!(
+            "`{}` (group `{}`): heartbeat {}, heartbeat timeout {}, suspect timeout {}, degree {}, max peers {}, max connections {}; the same flags for both binaries",
+            chosen,
+            group.name,
+            peerlab::topology::duration_text(s.heartbeat_interval),
+            peerlab::topology::duration_text(s.heartbeat_timeout),
+            peerlab::topology::duration_text(s.suspect_timeout),
+            s.degree,
+            s.max_peers,
+            s.max_connections,
+        );
+        Settings {
+            args: s.to_args(),
+            label,
+        }
     }
 }
