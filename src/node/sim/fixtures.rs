@@ -134,6 +134,18 @@ impl Stranger {
 /// The nonce strangers send (the node's proof must sign it).
 const NONCE: &str = "00112233445566778899aabbccddeeff";
 
+/// Every running node lists `who` as a member.
+pub fn listed_everywhere(sim: &Sim, who: &str) -> Result<(), String> {
+    match sim
+        .running()
+        .into_iter()
+        .find(|n| !sim.members(n).iter().any(|m| m == who))
+    {
+        Some(n) => Err(format!("{n} does not list {who}")),
+        None => Ok(()),
+    }
+}
+
 /// Deaths declared so far, summed over the running nodes.
 pub fn declared_dead(sim: &Sim) -> u64 {
     sim.running()

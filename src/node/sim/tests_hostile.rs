@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::fixtures::{Stranger, declared_dead, forgotten, formed, until, until_formed};
+use super::fixtures::{
+    Stranger, declared_dead, forgotten, formed, listed_everywhere, until, until_formed,
+};
 use super::{Sim, addr_of, node_config};
 use crate::node::limits::{MAX_ADDR_BYTES, MAX_ID_BYTES};
 use crate::node::wire::{
@@ -43,18 +45,6 @@ fn hello(id: &str, addr: &str, intent: Intent) -> Message {
 /// A raw client that has completed the handshake with `node` as `id`.
 fn handshake(sim: &mut Sim, node: &str, id: &str, addr: &str, intent: Intent) -> u64 {
     Stranger::new(id, addr, 1, 9).handshake(sim, node, intent)
-}
-
-/// Every running node lists `who` as a member.
-fn listed_everywhere(sim: &Sim, who: &str) -> Result<(), String> {
-    match sim
-        .running()
-        .into_iter()
-        .find(|n| !sim.members(n).iter().any(|m| m == who))
-    {
-        Some(n) => Err(format!("{n} does not list {who}")),
-        None => Ok(()),
-    }
 }
 
 /// A raw client that links to `name` as the member `id` (the node dials it back at an

@@ -3,23 +3,11 @@
 
 use std::time::Duration;
 
-use super::fixtures::{Stranger, declared_dead, forgotten, formed, until};
+use super::fixtures::{Stranger, declared_dead, forgotten, formed, listed_everywhere, until};
 use super::{Sim, TICK, addr_of, node_config};
 use crate::node::identity::verify_hello_proof;
 use crate::node::machine::{Config, RELAYS_AT_ONCE, RELAYS_PER_LINK};
 use crate::node::wire::{Intent, Message, ProbeProof};
-
-/// Every running node lists `who` as a member.
-fn listed_everywhere(sim: &Sim, who: &str) -> Result<(), String> {
-    match sim
-        .running()
-        .into_iter()
-        .find(|n| !sim.members(n).iter().any(|m| m == who))
-    {
-        Some(n) => Err(format!("{n} does not list {who}")),
-        None => Ok(()),
-    }
-}
 
 /// A raw client that has linked to `node` as `id`, with a key of its own (`secret`).
 fn raw_link(sim: &mut Sim, node: &str, id: &str, secret: u8) -> (Stranger, u64) {
