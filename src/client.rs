@@ -30,6 +30,7 @@ impl StatusClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(1)
+            .pool_idle_timeout(crate::contract::status::CLIENT_IDLE)
             .build()
             .context("cannot build an HTTP client")?;
         Ok(Self::with_http(addr, http))

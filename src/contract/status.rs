@@ -14,6 +14,13 @@ use super::digest::members_digest;
 /// of the API server's pace on it.
 pub const POLL_CONCURRENCY: usize = 64;
 
+/// How long a client of status sockets keeps an idle connection for reuse. A node closes a
+/// keep-alive connection after 5 s without a request (`--status-header-timeout`); a client
+/// that reused one as the node closed it got "connection closed before message completed"
+/// (a swarm run's heal, 4 s after its partition through an exec tunnel). Well under the
+/// node's idle close, so that the client is always the one to let go.
+pub const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A reference to another node: its stable id and the address others dial.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerRef {

@@ -113,6 +113,7 @@ impl Observer {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(1)
+            .pool_idle_timeout(crate::contract::status::CLIENT_IDLE)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
         Ok(Observer {

@@ -146,6 +146,7 @@ impl LinkFaults {
         LinkFaults {
             http: reqwest::Client::builder()
                 .timeout(ADMIN_TIMEOUT)
+                .pool_idle_timeout(crate::contract::status::CLIENT_IDLE)
                 .build()
                 .unwrap_or_default(),
             applied: Mutex::new(Applied::default()),

@@ -649,6 +649,7 @@ impl KubernetesRuntime {
     async fn wait_answers(&self, endpoint: &NodeEndpoint) -> Result<(), RuntimeError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .pool_idle_timeout(crate::contract::status::CLIENT_IDLE)
             .build()
             .map_err(|e| RuntimeError::Failed(format!("cannot build an HTTP client: {e}")))?;
         let deadline = Instant::now() + POD_WITHIN;
