@@ -54,6 +54,10 @@ use crate::runtime::{
 };
 use partition::DockerPartitions;
 
+/// How long a teardown of a start cut short keeps looking for containers whose create
+/// request was already on its way (see `teardown`).
+const LATE_CONTAINERS_WITHIN: Duration = Duration::from_secs(10);
+
 const NAME: &str = "docker";
 /// Seconds a graceful stop waits (the node floods a leave) before Docker kills it.
 const STOP_GRACE_SECS: i32 = 5;
@@ -600,6 +604,25 @@ impl Runtime for DockerRuntime {
         leftovers.extend(self.clear_links().await);
         let logs = plan.run_dir.join("logs");
         let mut report = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
+        // A start cut short (Ctrl-C while containers were being created): a create request
+        // already on its way completes in the engine after the listing above, and its
+        // container would outlive the run (seen in CI). Look again until the engine has
+        // shown none for a second, for at most 10 s.
+        if self.started().len() < plan.nodes.len() {
+            let deadline = tokio::time::Instant::now() + LATE_CONTAINERS_WITHIN;
+            let mut quiet_since = tokio::time::Instant::now();
+            while quiet_since.elapsed() < Duration::from_secs(1)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let late = remove_by_label(&self.docker, Some(&plan.run_id), Some(&logs)).await?;
+                if late.containers_removed + late.networks_removed > 0 || !late.leftovers.is_empty()
+                {
+                    quiet_since = tokio::time::Instant::now();
+                }
+                report.absorb(late);
+            }
+        }
         report.leftovers.extend(leftovers);
         self.started.lock().map_err(|_| poisoned())?.clear();
         Ok(report)
